@@ -1,0 +1,121 @@
+"""Reading YAML with line numbers, and applying ``--set dotted.key=value`` overrides.
+
+Two levels of precedence only: the file, then ``--set`` on the command line.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clsweep.spec.errors import Problem, SpecError
+
+__all__ = ["LineDict", "apply_overrides", "line_of", "load_yaml", "parse_override"]
+
+
+class LineDict(dict):  # type: ignore[type-arg]
+    """A dict that remembers the source line of each key."""
+
+    lines: dict[Any, int]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lines = {}
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    mapping = LineDict()
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise SpecError([Problem((), f"mapping key {key!r} is not a scalar", line)])
+        if key in mapping:
+            raise SpecError([Problem((key,), f"duplicate key (first given on line {mapping.lines[key]})", line)])
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = line
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse one YAML document; a syntax error becomes a SpecError with its line."""
+    p = Path(path)
+    source = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([Problem((), "file not found")], source) from None
+    except OSError as err:
+        raise SpecError([Problem((), f"cannot read file: {err.strerror}")], source) from None
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except SpecError as err:
+        raise SpecError(err.problems, source) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError([Problem((), f"YAML syntax error: {problem}", line)], source) from None
+
+
+def line_of(data: Any, path: Iterable[object]) -> int | None:
+    """Line of the deepest key along ``path`` that the YAML recorded."""
+    line = None
+    node = data
+    for part in path:
+        if isinstance(node, LineDict) and part in node:
+            line = node.lines.get(part, line)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], parsed value). The value is read as YAML (``1``, ``0.5``,
+    ``[64, 128]``, ``null``, ``true``), so types match what the file would give."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError([Problem(("--set",), f"{text!r} is not of the form dotted.key=value")])
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise SpecError([Problem(("--set",), f"{text!r}: empty component in key {key!r}")])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise SpecError([Problem(("--set",), f"{text!r}: the value {raw!r} is not valid YAML")]) from None
+    return parts, value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A deep copy of ``data`` with each ``--set`` applied in order. Intermediate mappings are
+    created; stepping into a non-mapping is an error naming the key."""
+    result: dict[str, Any] = copy.deepcopy(dict(data))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = result
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = LineDict()
+                node[part] = child
+            elif not isinstance(child, dict):
+                raise SpecError([Problem(tuple(parts[: i + 1]), f"--set {text!r}: cannot set a key inside a {type(child).__name__}")])
+            node = child
+        node[parts[-1]] = value
+    return result
