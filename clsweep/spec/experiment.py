@@ -1,0 +1,234 @@
+"""The experiment config: one CL run = benchmark + backbone + heads + algorithm + training.
+
+It is the ``experiment`` section of a sweep file and the whole of a ``clsweep experiment`` config.
+Parsed once, at the boundary, into typed objects; every problem is reported with its dotted path
+(and line, when read from a file). Torch-free.
+
+YAML form::
+
+    seed: 0                 # trial seed: initialisation and shuffling
+    device: cpu             # cpu | cuda | cuda:N (never "auto")
+    paradigm: til           # til | cil | dil
+    benchmark: {name: permuted, source: digits, num_tasks: 5}
+    backbone: {name: hat_mask_mlp, hidden_dims: [256, 256]}
+    heads: {name: til}      # optional: defaults to the paradigm's heads
+    algorithm: {name: hat, s_max: 400}
+    train: {epochs: 10, batch_size: 64, optimizer: sgd, lr: 0.05}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clsweep import registry
+from clsweep.spec.errors import Problem, SpecError
+
+__all__ = ["Component", "ExperimentConfig", "TrainConfig", "flatten", "parse_experiment"]
+
+Paradigm = Literal["til", "cil", "dil"]
+DEFAULT_HEADS = {"til": "til", "cil": "cil", "dil": "dil"}
+_DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+
+
+class TrainConfig(BaseModel):
+    """How each task is trained. A fresh optimiser is built at every task start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)  # HAT paper code: 64
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # HAT paper: plain SGD
+    lr: float = Field(0.05, gt=0.0)  # HAT paper code: 0.05
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    eval_batch_size: int = Field(1024, ge=1)
+
+
+class _Shape(BaseModel):
+    """The static shape of the section; components are checked against the registry afterwards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    imports: list[str] = Field(default_factory=list)
+    seed: int = 0
+    device: str = "cpu"
+    paradigm: Paradigm = "til"
+    benchmark: dict[str, Any]
+    backbone: dict[str, Any]
+    heads: dict[str, Any] | None = None
+    algorithm: dict[str, Any]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate_future: bool = False
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered component chosen by name, with its validated hyperparameters."""
+
+    kind: str
+    name: str
+    params: BaseModel
+
+    @property
+    def entry(self) -> registry.Entry:
+        return registry.get(self.kind, self.name)
+
+    def kwargs(self) -> dict[str, Any]:
+        return self.params.model_dump()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    benchmark: Component
+    backbone: Component
+    heads: Component
+    algorithm: Component
+    train: TrainConfig
+    paradigm: str = "til"
+    seed: int = 0
+    device: str = "cpu"
+    evaluate_future: bool = False
+    imports: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.benchmark.params.num_tasks)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved config (every default filled in), as plain JSON-able data."""
+        return {
+            "imports": list(self.imports),
+            "seed": self.seed,
+            "device": self.device,
+            "paradigm": self.paradigm,
+            "benchmark": self.benchmark.to_dict(),
+            "backbone": self.backbone.to_dict(),
+            "heads": self.heads.to_dict(),
+            "algorithm": self.algorithm.to_dict(),
+            "train": self.train.model_dump(mode="json"),
+            "evaluate_future": self.evaluate_future,
+        }
+
+
+def _pydantic_problems(err: ValidationError, prefix: tuple[object, ...]) -> list[Problem]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] == "literal_error":
+            msg = f"{msg}, got {e.get('input')!r}"
+        problems.append(Problem(prefix + loc, msg))
+    return problems
+
+
+def _component(kind: str, raw: Mapping[str, Any], prefix: tuple[object, ...]) -> tuple[Component | None, list[Problem]]:
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        return None, [Problem(prefix + ("name",), f"required: the {kind}'s registered name (see `clsweep ls`)")]
+    try:
+        entry = registry.get(kind, name)
+    except registry.RegistryError as err:
+        return None, [Problem(prefix + ("name",), str(err))]
+    values = {k: v for k, v in raw.items() if k != "name"}
+    try:
+        params = entry.params.model_validate(values)
+    except ValidationError as err:
+        return None, _pydantic_problems(err, prefix)
+    return Component(kind, name, params), []
+
+
+def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> ExperimentConfig:
+    """Validate an experiment mapping; raises :class:`SpecError` listing every problem found."""
+    if not isinstance(raw, Mapping):
+        raise SpecError([Problem(prefix, f"expected a mapping, got {type(raw).__name__}")])
+    problems: list[Problem] = []
+    shape: _Shape | None = None
+    try:
+        shape = _Shape.model_validate(dict(raw))
+    except ValidationError as err:
+        problems += _pydantic_problems(err, prefix)
+    imports = raw.get("imports") if shape is None else shape.imports
+    if isinstance(imports, list):
+        registry.import_plugins(str(m) for m in imports)
+    if shape is not None and not _DEVICE.match(shape.device):
+        problems.append(Problem(prefix + ("device",), f"expected cpu, cuda or cuda:N, got {shape.device!r}"))
+
+    paradigm = raw.get("paradigm", "til")
+    heads_raw = raw.get("heads") or {"name": DEFAULT_HEADS.get(paradigm, "til")}
+    parts: dict[str, Component] = {}
+    for kind, value in (
+        ("benchmark", raw.get("benchmark")),
+        ("backbone", raw.get("backbone")),
+        ("heads", heads_raw),
+        ("algorithm", raw.get("algorithm")),
+    ):
+        if not isinstance(value, Mapping):
+            continue  # missing or not a mapping: already reported by the shape check
+        comp, probs = _component(kind, value, prefix + (kind,))
+        problems += probs
+        if comp is not None:
+            parts[kind] = comp
+    if problems or shape is None:
+        raise SpecError(problems)
+
+    bench, backbone, heads, algo = parts["benchmark"], parts["backbone"], parts["heads"], parts["algorithm"]
+    paradigm = shape.paradigm
+    for key, comp in (("benchmark", bench), ("algorithm", algo), ("heads", heads)):
+        if paradigm not in comp.entry.paradigms:
+            supported = ", ".join(sorted(comp.entry.paradigms))
+            problems.append(Problem(prefix + ("paradigm",),
+                                    f"{key} {comp.name!r} does not support paradigm {paradigm!r} (supports: {supported})"))
+    hat_family = "hat_family" in algo.entry.tags
+    hat_backbone = "hat_mask" in backbone.entry.tags
+    if hat_family and not hat_backbone:
+        problems.append(Problem(prefix + ("backbone", "name"),
+                                f"algorithm {algo.name!r} needs a HAT-mask backbone (hat_mask_*), got {backbone.name!r}"))
+    if hat_backbone and not hat_family:
+        problems.append(Problem(prefix + ("backbone", "name"),
+                                f"backbone {backbone.name!r} is gated by HAT masks and needs a HAT-family algorithm "
+                                f"(hat, adahat), got {algo.name!r}; use the plain backbone instead"))
+    if hat_family and shape.train.weight_decay > 0:
+        problems.append(Problem(prefix + ("train", "weight_decay"),
+                                "must be 0 for HAT-family algorithms: decay moves the weights old tasks rely on"))
+    if heads.name == "stl" and getattr(bench.params, "num_tasks", 1) != 1:
+        problems.append(Problem(prefix + ("heads", "name"), "heads 'stl' serve a single task; set benchmark.num_tasks: 1"))
+    if bench.name == "split":
+        classes = {"digits": 10, "synthetic": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+        p = bench.params
+        need = p.num_tasks * p.classes_per_task  # type: ignore[attr-defined]
+        have = classes[p.source]  # type: ignore[attr-defined]
+        if need > have:
+            problems.append(Problem(prefix + ("benchmark", "num_tasks"),
+                                    f"{p.num_tasks} tasks x {p.classes_per_task} classes need {need} classes; "  # type: ignore[attr-defined]
+                                    f"source {p.source!r} has {have}"))  # type: ignore[attr-defined]
+    if problems:
+        raise SpecError(problems)
+    return ExperimentConfig(
+        benchmark=bench, backbone=backbone, heads=heads, algorithm=algo, train=shape.train,
+        paradigm=paradigm, seed=shape.seed, device=shape.device, evaluate_future=shape.evaluate_future,
+        imports=tuple(shape.imports),
+    )
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> ``{"a.b.c": value}``; lists stay values (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
