@@ -202,6 +202,10 @@ def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> Experiment
     if hat_family and shape.train.weight_decay > 0:
         problems.append(Problem(prefix + ("train", "weight_decay"),
                                 "must be 0 for HAT-family algorithms: decay moves the weights old tasks rely on"))
+    if shape.evaluate_future and paradigm != "dil":
+        problems.append(Problem(prefix + ("evaluate_future",),
+                                "future tasks can be evaluated only in paradigm 'dil' (TIL and CIL have no "
+                                "output units for classes not yet seen)"))
     if heads.name == "stl" and getattr(bench.params, "num_tasks", 1) != 1:
         problems.append(Problem(prefix + ("heads", "name"), "heads 'stl' serve a single task; set benchmark.num_tasks: 1"))
     if bench.name == "split":

@@ -1,0 +1,3 @@
+from clsweep.cli import main
+
+raise SystemExit(main())

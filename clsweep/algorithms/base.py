@@ -1,0 +1,99 @@
+"""The interface every CL algorithm implements: a LightningModule that owns only its learning rule.
+
+The task loop (:mod:`clsweep.experiment`) owns the sequence of tasks, the optimiser's lifetime,
+batching, evaluation and metrics, so numbers stay comparable between algorithms. It calls, per task:
+
+1. ``setup_task(task_id, num_classes)``: backbone and heads learn the new task id (a new head).
+2. ``on_task_start(task_id)``
+3. per epoch: ``on_train_epoch_start()``, then per batch ``training_step(batch, batch_idx)`` ->
+   backward -> ``on_before_optimizer_step(optimizer)`` (condition gradients here) -> optimiser
+   step -> ``on_train_batch_end(outputs, batch, batch_idx)``; ``configure_optimizers()`` is called
+   once per task, so the optimiser state never leaks from one task into the next.
+4. ``on_task_end(task_id)``, then evaluation of every seen task with ``evaluate_logits``, then
+   ``diagnostics()`` is reported with the task's metrics.
+
+``batch_idx`` is 0-based as in Lightning; ``num_batches`` (batches per epoch) is set by the loop.
+State that must survive a checkpoint lives in modules' parameters and buffers (``state_dict()``)
+or in ``extra_state()`` / ``load_extra_state()`` for plain Python values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from clsweep.spec.experiment import TrainConfig
+
+__all__ = ["CLAlgorithm"]
+
+
+class CLAlgorithm(L.LightningModule):
+    """Base class of CL algorithms (Finetuning behaviour by default)."""
+
+    def __init__(self, backbone: nn.Module, heads: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = heads
+        self.criterion = nn.CrossEntropyLoss()
+        self.task_id = 0
+        self.num_batches = 1
+        self.train_config = TrainConfig()
+
+    # ---- task set-up and hooks ------------------------------------------------------------
+    def setup_task(self, task_id: int, num_classes: int) -> None:
+        """Tell backbone and heads which task comes; heads create the task's output layer."""
+        self.task_id = task_id
+        self.backbone.setup_task_id(task_id)
+        self.heads.setup_task_id(task_id, num_classes)
+
+    def on_task_start(self, task_id: int) -> None:
+        """Called before the first epoch of a task (after ``setup_task``)."""
+
+    def on_task_end(self, task_id: int) -> None:
+        """Called after the last epoch of a task, before evaluation."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """Per-task diagnostics reported with the metrics (e.g. HAT's capacity use)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Plain-Python state saved with a checkpoint (tensors belong in buffers)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    # ---- forward and steps ----------------------------------------------------------------
+    def forward(self, x: Tensor, stage: str, task_id: int) -> tuple[Tensor, dict[str, Tensor]]:  # type: ignore[override]
+        """Logits of task ``task_id`` (the heads decide what that means per paradigm) and the
+        backbone's hidden features."""
+        feature, hidden = self.backbone(x, stage=stage, task_id=task_id)
+        return self.heads(feature, task_id), hidden
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
+        """One step on the current task: the reference's output contract (loss, loss_cls, acc,
+        hidden_features)."""
+        x, y = batch
+        logits, hidden = self(x, stage="train", task_id=self.task_id)
+        loss_cls = self.criterion(logits, y)
+        return {"loss": loss_cls, "loss_cls": loss_cls, "acc": (logits.argmax(1) == y).float().mean(),
+                "hidden_features": hidden}
+
+    @torch.no_grad()
+    def evaluate_logits(self, x: Tensor, task_id: int) -> Tensor:
+        """Logits for test/validation data of task ``task_id`` (model in eval mode)."""
+        logits, _ = self(x, stage="test", task_id=task_id)
+        return logits
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """A fresh optimiser over the trainable parameters, from the experiment's train config."""
+        cfg = self.train_config
+        params = [p for p in self.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -1,0 +1,251 @@
+"""One CL experiment: build benchmark, backbone, heads and algorithm, then run the task loop.
+
+The loop is written out here, top to bottom. Lightning (Fabric) places the model and the optimiser
+on the device and runs the backward pass; the algorithm (a LightningModule) supplies the learning
+rule through the hooks listed in :mod:`clsweep.algorithms.base`. Each task's tensors are moved to
+the device once and batches are drawn by index there: no DataLoader, no per-sample Python.
+
+This module imports neither Ray nor MLflow: it reports each finished task through a callback and
+the sweeper turns that into Tune reports and MLflow metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clsweep import metrics, registry
+from clsweep.algorithms.base import CLAlgorithm
+from clsweep.spec.experiment import ExperimentConfig
+
+__all__ = ["ExperimentResult", "NonFiniteLossError", "TaskReport", "build", "run_experiment"]
+
+STATE_FILE = "state.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite (e.g. an absurd learning rate)."""
+
+
+@dataclass
+class TaskReport:
+    """What the loop knows after finishing a task (1-based ``task`` = tasks done)."""
+
+    task: int
+    num_tasks: int
+    metrics: dict[str, float]
+    val_acc_matrix: list[list[float | None]]
+    test_acc_matrix: list[list[float | None]]
+    diagnostics: dict[str, float]
+    seconds: float
+    checkpoint_dir: Path | None = None
+
+
+@dataclass
+class ExperimentResult:
+    config: dict[str, Any]
+    val_acc_matrix: list[list[float | None]]
+    test_acc_matrix: list[list[float | None]]
+    per_task: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        last = self.per_task[-1] if self.per_task else {}
+        return {
+            "acc": last.get("avg_acc_test"),
+            "bwt": last.get("bwt_test"),
+            "forgetting": last.get("forgetting_test"),
+            "acc_val": last.get("avg_acc_val"),
+            "bwt_val": last.get("bwt_val"),
+            "forgetting_val": last.get("forgetting_val"),
+            **({"fwt": last["fwt_test"]} if "fwt_test" in last else {}),
+            "seconds": self.seconds,
+            "device": self.device,
+            "test_acc_matrix": self.test_acc_matrix,
+            "val_acc_matrix": self.val_acc_matrix,
+            "per_task": self.per_task,
+            "config": self.config,
+        }
+
+
+def build(cfg: ExperimentConfig) -> tuple[Any, CLAlgorithm]:
+    """The benchmark stream and the algorithm (with its backbone and heads) for ``cfg``.
+    Initialisation is seeded by the trial seed."""
+    registry.import_plugins(cfg.imports)
+    stream = cfg.benchmark.entry.load()(paradigm=cfg.paradigm, **cfg.benchmark.kwargs())
+    torch.manual_seed(cfg.seed)
+    backbone = cfg.backbone.entry.load()(tuple(stream.input_shape), **cfg.backbone.kwargs())
+    heads = cfg.heads.entry.load()(backbone.output_dim)
+    algorithm = cfg.algorithm.entry.load()(backbone, heads, **cfg.algorithm.kwargs())
+    algorithm.train_config = cfg.train
+    return stream, algorithm
+
+
+def _task_seed(seed: int, task_id: int) -> int:
+    return (seed * 1_000_003 + task_id * 7919) % (2**63 - 1)
+
+
+@torch.no_grad()
+def _accuracy(algorithm: CLAlgorithm, x: torch.Tensor, y: torch.Tensor, task_id: int, batch_size: int) -> float:
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for start in range(0, x.shape[0], batch_size):
+        logits = algorithm.evaluate_logits(x[start:start + batch_size], task_id)
+        correct += (logits.argmax(1) == y[start:start + batch_size]).sum()
+    return float(correct.item()) / max(1, x.shape[0])
+
+
+def _save(directory: Path, state: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, directory / STATE_FILE)
+    progress = {"tasks_done": state["tasks_done"], "test_acc_matrix": state["test"], "val_acc_matrix": state["val"]}
+    (directory / "progress.json").write_text(json.dumps(progress))
+
+
+def _fabric(device: str) -> Any:
+    from lightning.fabric import Fabric
+
+    if device == "cpu":
+        return Fabric(accelerator="cpu", devices=1, precision="32-true")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return Fabric(accelerator="cuda", devices=[index], precision="32-true")
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    on_task_end: Callable[[TaskReport], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    max_tasks: int | None = None,
+    device: str | None = None,
+) -> ExperimentResult:
+    """Train the task sequence of ``cfg`` and evaluate every seen task after each one.
+
+    ``checkpoint_dir``: after each task the full state is written there (replacing the previous
+    one) before ``on_task_end`` is called. ``resume_from``: a directory written that way; training
+    continues after its last task with the same numbers as an uninterrupted run (CPU).
+    ``max_tasks``: stop after this many tasks. ``device`` overrides ``cfg.device``.
+    """
+    device = device or cfg.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available on this machine")
+    started = time.perf_counter()
+    fabric = _fabric(device)
+    stream, algorithm = build(cfg)
+    T = stream.num_tasks
+    last_task = min(T, max_tasks) if max_tasks else T
+    columns = T if cfg.evaluate_future else None
+    val_rows: list[list[float | None]] = []
+    test_rows: list[list[float | None]] = []
+    per_task: list[dict[str, float]] = []
+    initial_test: list[float] = []
+    first = 1
+    elapsed_before = 0.0
+
+    if resume_from is not None and (Path(resume_from) / STATE_FILE).exists():
+        state = torch.load(Path(resume_from) / STATE_FILE, map_location="cpu", weights_only=False)
+        for t in range(1, state["tasks_done"] + 1):
+            algorithm.setup_task(t, stream.task(t).num_classes)
+        algorithm.load_state_dict(state["model"])
+        algorithm.load_extra_state(state["extra"])
+        val_rows, test_rows, per_task = state["val"], state["test"], state["per_task"]
+        initial_test, elapsed_before = state["initial_test"], state["seconds"]
+        first = state["tasks_done"] + 1
+
+    module = fabric.setup_module(algorithm)
+    module.mark_forward_method("training_step")
+    dev = fabric.device
+    eval_bs = cfg.train.eval_batch_size
+    cache: dict[int, Any] = {}
+
+    def on_device(task_id: int) -> Any:
+        """Task data moved to the device once, then reused for training and every evaluation."""
+        if task_id not in cache:
+            cache[task_id] = stream.task(task_id).to(dev)
+        return cache[task_id]
+
+    if cfg.evaluate_future and first == 1:  # the untrained model's accuracy, for FWT
+        for t in range(1, T + 1):
+            algorithm.setup_task(t, stream.task(t).num_classes)
+        fabric.to_device(algorithm)
+        algorithm.eval()
+        initial_test = [_accuracy(algorithm, on_device(t).test_x, on_device(t).test_y, t, eval_bs)
+                        for t in range(1, T + 1)]
+
+    for t in range(first, last_task + 1):
+        task = on_device(t)
+        train_x, train_y = task.train_x, task.train_y
+        torch.manual_seed(_task_seed(cfg.seed, t))  # same numbers whether or not the run was resumed
+        algorithm.setup_task(t, task.num_classes)
+        fabric.to_device(algorithm)  # a new head was created on the CPU
+        algorithm.on_task_start(t)
+        optimizer = fabric.setup_optimizers(algorithm.configure_optimizers())
+        n, bs = train_x.shape[0], cfg.train.batch_size
+        algorithm.num_batches = num_batches = math.ceil(n / bs)
+        generator = torch.Generator(device=dev).manual_seed(_task_seed(cfg.seed, t) + 1)
+        epoch_loss = torch.zeros((), device=dev)
+        for epoch in range(cfg.train.epochs):
+            algorithm.train()
+            algorithm.on_train_epoch_start()
+            order = torch.randperm(n, generator=generator, device=dev)
+            epoch_loss = torch.zeros((), device=dev)
+            for b in range(num_batches):
+                idx = order[b * bs:(b + 1) * bs]
+                batch = (train_x[idx], train_y[idx])
+                out = module.training_step(batch, b)
+                optimizer.zero_grad(set_to_none=True)
+                fabric.backward(out["loss"])
+                algorithm.on_before_optimizer_step(optimizer)
+                optimizer.step()
+                algorithm.on_train_batch_end(out, batch, b)
+                epoch_loss += out["loss"].detach()
+            if not torch.isfinite(epoch_loss):
+                raise NonFiniteLossError(f"training loss is {epoch_loss.item()} in task {t}, epoch {epoch + 1}")
+        algorithm.on_task_end(t)
+
+        algorithm.eval()
+        columns_now = T if cfg.evaluate_future else t
+        val_row: list[float | None] = [None] * (columns or T)
+        test_row: list[float | None] = [None] * (columns or T)
+        for j in range(1, columns_now + 1):
+            tj = on_device(j)
+            val_row[j - 1] = _accuracy(algorithm, tj.val_x, tj.val_y, j, eval_bs)
+            test_row[j - 1] = _accuracy(algorithm, tj.test_x, tj.test_y, j, eval_bs)
+        val_rows.append(val_row)
+        test_rows.append(test_row)
+
+        row_metrics: dict[str, float] = {"tasks_done": float(t), "loss_train": float(epoch_loss.item()) / num_batches}
+        for split, rows in (("val", val_rows), ("test", test_rows)):
+            for key, value in metrics.summary(rows).items():
+                row_metrics[f"{key}_{split}"] = value
+        if cfg.evaluate_future and t >= 2:
+            row_metrics["fwt_test"] = metrics.forward_transfer(test_rows, initial_test)
+        diagnostics = algorithm.diagnostics()
+        row_metrics.update(diagnostics)
+        per_task.append(row_metrics)
+        seconds = elapsed_before + time.perf_counter() - started
+
+        saved_to = None
+        if checkpoint_dir is not None:
+            saved_to = Path(checkpoint_dir)
+            _save(saved_to, {"tasks_done": t, "model": algorithm.state_dict(), "extra": algorithm.extra_state(),
+                             "val": val_rows, "test": test_rows, "per_task": per_task,
+                             "initial_test": initial_test, "seconds": seconds})
+        if on_task_end is not None:
+            on_task_end(TaskReport(t, T, row_metrics, [list(r) for r in val_rows], [list(r) for r in test_rows],
+                                   diagnostics, seconds, saved_to))
+
+    return ExperimentResult(cfg.to_dict(), val_rows, test_rows, per_task,
+                            elapsed_before + time.perf_counter() - started, str(dev))
+
