@@ -33,7 +33,8 @@ class Problem:
             where = f"{source}: "
         elif self.line:
             where = f"line {self.line}: "
-        return f"{where}{dotted(self.path)}: {self.message}"
+        field = f"{dotted(self.path)}: " if self.path else ""
+        return f"{where}{field}{self.message}"
 
 
 class SpecError(ValueError):
