@@ -1,0 +1,190 @@
+"""Output heads: the linear classifiers that turn a backbone's feature into logits, one per CL paradigm.
+
+- :class:`HeadsTIL` (task-incremental): an independent head per task; the task id picks it.
+- :class:`HeadsCIL` (class-incremental): a head per task, the logits of every task set up so far
+  concatenated, so a prediction ranges over all classes seen.
+- :class:`HeadDIL` (domain-incremental): a single head shared by every task.
+- :class:`HeadsMTL` (multi-task / joint training): a head per task; a batch may mix tasks.
+- :class:`HeadSTL` (single task): one head.
+- :class:`MaskedMultiHead` (from :mod:`clsweep.heads.masked`): one linear layer over the classes of
+  every task, other tasks' logits masked per sample.
+
+All take the feature width as their only constructor argument and are called as
+``heads(feature, task_id)``. Heads are created when a task arrives (``setup_task_id``) and kept in
+an ``nn.ModuleDict`` keyed by the task id as a string (``"1"``, ``"2"``, ...), so that Lightning and
+``state_dict`` see their parameters. To load a checkpoint, set the same tasks up first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from clsweep.heads._base import MASKING_VALUE, TaskHeads, fill_value
+from clsweep.heads.masked import MaskedMultiHead
+
+__all__ = ["MASKING_VALUE", "HeadDIL", "HeadSTL", "HeadsCIL", "HeadsMTL", "HeadsTIL", "MaskedMultiHead", "TaskHeads"]
+
+
+class _PerTaskHeads(TaskHeads):
+    """An ``nn.Linear`` per task in ``self.heads`` (keys ``"1"``, ``"2"``, ...)."""
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__(input_dim)
+        self.heads: nn.ModuleDict = nn.ModuleDict()
+
+    def _create(self, task_id: int, num_classes: int) -> None:
+        self.heads[str(task_id)] = nn.Linear(self.input_dim, num_classes)
+
+    def get_head(self, task_id: int) -> nn.Linear:
+        """The head of task ``task_id``."""
+        self._check_known(int(task_id))
+        return self.heads[str(int(task_id))]  # type: ignore[return-value]
+
+    def heads_for(self, task_id: int) -> list[nn.Module]:
+        return [self.get_head(task_id)]
+
+
+class HeadsTIL(_PerTaskHeads):
+    """Task-incremental heads: each task has its own head, chosen by the task id the data carry.
+
+    ``forward(feature, task_id)`` returns that task's logits, shape ``(N, num_classes(task_id))``,
+    scored against the task's local labels ``0 .. k-1``.
+    """
+
+    def forward(self, feature: Tensor, task_id: int) -> Tensor:
+        return self.get_head(int(task_id))(feature)
+
+
+class HeadsCIL(_PerTaskHeads):
+    """Class-incremental heads: one head per task, the logits of all heads set up so far concatenated
+    in task order, so the class index is global: ``offset(task) + local index``.
+
+    ``forward(feature, task_id=None)`` ignores ``task_id`` (the task is unknown at test time in CIL)
+    and returns ``(N, num_classes_seen)``. Tasks must be set up in increasing order.
+    """
+
+    def setup_task_id(self, task_id: int, num_classes: int) -> None:
+        if int(task_id) not in self._classes:
+            self._check_increasing(int(task_id))
+        super().setup_task_id(task_id, num_classes)
+
+    def forward(self, feature: Tensor, task_id: int | None = None) -> Tensor:
+        if not self._classes:
+            raise RuntimeError("HeadsCIL: no task set up yet; call setup_task_id first")
+        return torch.cat([self.heads[str(t)](feature) for t in self._classes], dim=-1)
+
+
+class HeadDIL(TaskHeads):
+    """Domain-incremental head: a single head shared by every task, created when the first task
+    arrives. Every later task must have the same number of classes. ``forward`` ignores the task id.
+    """
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__(input_dim)
+        self.head: nn.Linear | None = None
+
+    def setup_task_id(self, task_id: int, num_classes: int) -> None:
+        if self.head is not None and int(num_classes) != self.head.out_features:
+            raise ValueError(f"HeadDIL shares one head of {self.head.out_features} classes across tasks; "
+                             f"task {task_id} asks for {num_classes}")
+        super().setup_task_id(task_id, num_classes)
+
+    def _create(self, task_id: int, num_classes: int) -> None:
+        if self.head is None:
+            self.head = nn.Linear(self.input_dim, num_classes)
+
+    @property
+    def num_classes_seen(self) -> int:
+        return 0 if self.head is None else self.head.out_features
+
+    def offset(self, task_id: int) -> int:
+        self._check_known(task_id)
+        return 0
+
+    def heads_for(self, task_id: int) -> list[nn.Module]:
+        self._check_known(int(task_id))
+        return [self.head]  # type: ignore[list-item]
+
+    def forward(self, feature: Tensor, task_id: int | None = None) -> Tensor:
+        if self.head is None:
+            raise RuntimeError("HeadDIL: no task set up yet; call setup_task_id first")
+        return self.head(feature)
+
+
+class HeadsMTL(_PerTaskHeads):
+    """Multi-task heads: an independent head per task, for joint training on batches that mix tasks.
+
+    ``forward(feature, task_ids)``:
+
+    - ``task_ids`` an ``int``: that task's logits, ``(N, num_classes(task_id))``, as in TIL;
+    - ``task_ids`` a tensor of per-sample task ids, shape ``(N,)``: each sample goes through its own
+      task's head (one matrix product per task present in the batch, not per sample). The result
+      has shape ``(N, K)`` with ``K`` the largest class count over all tasks set up; a sample's
+      columns ``0 .. k-1`` hold its task's logits and the columns beyond its task's ``k`` hold
+      :data:`MASKING_VALUE`, so cross-entropy and argmax against the sample's local label behave
+      exactly as on the unpadded logits.
+    """
+
+    def setup_tasks(self, task_ids: Sequence[int], num_classes: Mapping[int, int] | Sequence[int]) -> None:
+        """Set up several tasks at once; ``num_classes`` maps each id to its class count (or lists the
+        counts in the order of ``task_ids``)."""
+        for i, task_id in enumerate(task_ids):
+            k = num_classes[task_id] if isinstance(num_classes, Mapping) else num_classes[i]
+            self.setup_task_id(task_id, k)
+
+    def forward(self, feature: Tensor, task_ids: int | Tensor) -> Tensor:
+        if not isinstance(task_ids, Tensor):
+            return self.get_head(int(task_ids))(feature)
+        if task_ids.ndim != 1 or task_ids.shape[0] != feature.shape[0]:
+            raise ValueError(f"task_ids must have shape ({feature.shape[0]},), got {tuple(task_ids.shape)}")
+        present = torch.unique(task_ids).tolist()
+        unknown = sorted(set(present) - set(self._classes))
+        if unknown:
+            raise KeyError(f"HeadsMTL: tasks {unknown} have no head; set up: {self.task_ids}")
+        parts = []
+        for task_id in present:
+            rows = (task_ids == task_id).nonzero(as_tuple=True)[0]
+            parts.append((rows, self.heads[str(task_id)](feature.index_select(0, rows))))
+        dtype = parts[0][1].dtype if parts else feature.dtype
+        width = max(self._classes.values())
+        out = feature.new_full((feature.shape[0], width), fill_value(dtype), dtype=dtype)
+        for rows, logits in parts:
+            out[rows, : logits.shape[1]] = logits
+        return out
+
+
+class HeadSTL(TaskHeads):
+    """Single-task head: one ``nn.Linear`` for a run with a single task (``num_tasks: 1``).
+
+    ``setup_task(num_classes)`` (or ``setup_task_id(task_id, num_classes)`` with one task id) creates
+    it; a second, different task is an error. ``forward`` ignores the task id.
+    """
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__(input_dim)
+        self.head: nn.Linear | None = None
+
+    def setup_task(self, num_classes: int) -> None:
+        """Create the head (as task 1)."""
+        self.setup_task_id(1, num_classes)
+
+    def setup_task_id(self, task_id: int, num_classes: int) -> None:
+        if self._classes and int(task_id) not in self._classes:
+            raise ValueError(f"HeadSTL serves a single task (task {self.task_ids[0]}); got task {task_id}. "
+                             "Use the til, cil or dil heads for several tasks")
+        super().setup_task_id(task_id, num_classes)
+
+    def _create(self, task_id: int, num_classes: int) -> None:
+        self.head = nn.Linear(self.input_dim, num_classes)
+
+    def heads_for(self, task_id: int) -> list[nn.Module]:
+        self._check_known(int(task_id))
+        return [self.head]  # type: ignore[list-item]
+
+    def forward(self, feature: Tensor, task_id: int | None = None) -> Tensor:
+        if self.head is None:
+            raise RuntimeError("HeadSTL: no task set up yet; call setup_task first")
+        return self.head(feature)
