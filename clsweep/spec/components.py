@@ -70,7 +70,8 @@ class SplitParams(_StreamParams):
 
 class RotatedParams(_StreamParams):
     max_angle: float = Field(180.0, gt=0.0, le=360.0)
-    """Task t is rotated by t * max_angle / num_tasks degrees (task 0 unrotated)."""
+    """Task t (1-based) is rotated counter-clockwise by (t - 1) * max_angle / num_tasks degrees
+    (task 1 unrotated)."""
 
 
 register("benchmark", "permuted", "clsweep.benchmarks.streams:PermutedStream", params=PermutedParams,
