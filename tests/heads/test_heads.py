@@ -1,0 +1,157 @@
+"""Output heads: creation on task arrival, routing, label spaces, parameters seen by optimisers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clsweep import registry
+from clsweep.heads import MASKING_VALUE, HeadDIL, HeadsCIL, HeadSTL, HeadsMTL, HeadsTIL
+
+DIM = 6
+ALL_HEADS = registry.list_names("heads")
+
+
+def _feature(n: int = 7, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", ALL_HEADS)
+def test_every_head_trains_and_round_trips_its_state(name: str) -> None:
+    torch.manual_seed(0)
+    heads = registry.load("heads", name)(input_dim=DIM)
+    heads.setup_task_id(1, 3)
+    feature, labels = _feature(), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    logits = heads(feature, 1)
+    targets = heads.targets_for(labels, 1)
+    assert logits.shape[0] == 7 and int(targets.max()) < logits.shape[1]
+    loss = F.cross_entropy(logits, targets)
+    loss.backward()
+    params = [p for module in heads.heads_for(1) for p in module.parameters()]
+    assert params and all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+    assert {id(p) for p in params} <= {id(p) for p in heads.parameters()}  # visible to optimisers
+
+    fresh = registry.load("heads", name)(input_dim=DIM)
+    fresh.setup_task_id(1, 3)
+    fresh.load_state_dict(heads.state_dict())
+    assert torch.equal(fresh(feature, 1), logits.detach())
+
+
+@pytest.mark.parametrize("name", ALL_HEADS)
+def test_every_head_rejects_bad_setup(name: str) -> None:
+    heads = registry.load("heads", name)(input_dim=DIM)
+    with pytest.raises(ValueError, match="1-based"):
+        heads.setup_task_id(0, 3)
+    heads.setup_task_id(1, 3)
+    with pytest.raises(ValueError, match="3 classes.*4"):
+        heads.setup_task_id(1, 4)
+
+
+def test_til_creates_one_head_per_task_with_string_keys_and_routes_by_task_id() -> None:
+    heads = HeadsTIL(DIM)
+    heads.setup_task_id(1, 2)
+    first = heads.get_head(1)
+    heads.setup_task_id(2, 5)
+    heads.setup_task_id(1, 2)  # again: keeps the existing head
+    assert list(heads.heads.keys()) == ["1", "2"]
+    assert heads.get_head(1) is first
+    assert heads.task_ids == [1, 2] and heads.num_classes_seen == 7
+    feature = _feature()
+    assert torch.equal(heads(feature, 2), heads.heads["2"](feature))
+    assert heads(feature, 1).shape == (7, 2) and heads(feature, 2).shape == (7, 5)
+    with pytest.raises(KeyError, match="setup_task_id\\(3"):
+        heads(feature, 3)
+
+
+def test_cil_concatenates_all_heads_in_task_order_with_offsets() -> None:
+    heads = HeadsCIL(DIM)
+    for task_id, k in ((1, 2), (2, 3), (3, 4)):
+        heads.setup_task_id(task_id, k)
+    feature = _feature()
+    logits = heads(feature)
+    assert logits.shape == (7, 9)
+    assert [heads.offset(t) for t in (1, 2, 3)] == [0, 2, 5]
+    for task_id in (1, 2, 3):
+        start, k = heads.offset(task_id), heads.num_classes(task_id)
+        assert torch.equal(logits[:, start : start + k], heads.get_head(task_id)(feature))
+    assert torch.equal(heads(feature, 2), logits)  # the task id is ignored
+    decreasing = HeadsCIL(DIM)
+    decreasing.setup_task_id(2, 2)
+    with pytest.raises(ValueError, match="increasing order"):
+        decreasing.setup_task_id(1, 2)
+
+
+def test_cil_grows_as_tasks_arrive() -> None:
+    heads = HeadsCIL(DIM)
+    heads.setup_task_id(1, 2)
+    feature = _feature()
+    before = heads(feature)
+    heads.setup_task_id(2, 3)
+    after = heads(feature)
+    assert before.shape == (7, 2) and after.shape == (7, 5)
+    assert torch.equal(after[:, :2], before)
+
+
+def test_dil_shares_one_head_and_rejects_a_different_class_count() -> None:
+    heads = HeadDIL(DIM)
+    heads.setup_task_id(1, 4)
+    heads.setup_task_id(2, 4)
+    assert heads.heads_for(1)[0] is heads.heads_for(2)[0]
+    assert len(list(heads.parameters())) == 2 and heads.num_classes_seen == 4
+    feature = _feature()
+    assert torch.equal(heads(feature, 1), heads(feature, 2))
+    with pytest.raises(ValueError, match="shares one head of 4 classes"):
+        heads.setup_task_id(3, 5)
+
+
+def test_mtl_routes_a_mixed_batch_like_per_sample_heads() -> None:
+    heads = HeadsMTL(DIM)
+    heads.setup_tasks([1, 2, 3], {1: 2, 2: 4, 3: 3})
+    feature = _feature(9)
+    task_ids = torch.tensor([3, 1, 2, 2, 1, 3, 1, 2, 3])
+    logits = heads(feature, task_ids)
+    assert logits.shape == (9, 4)
+    for i, task_id in enumerate(task_ids.tolist()):
+        expected = heads.get_head(task_id)(feature[i : i + 1])[0]
+        k = expected.shape[0]
+        torch.testing.assert_close(logits[i, :k], expected)
+        assert torch.all(logits[i, k:] == MASKING_VALUE)
+    assert torch.equal(heads(feature, 2), heads.get_head(2)(feature))  # int: one task, unpadded
+
+
+def test_mtl_padding_does_not_change_loss_or_gradients() -> None:
+    heads = HeadsMTL(DIM)
+    heads.setup_tasks([1, 2], [2, 4])
+    feature, task_ids = _feature(6), torch.tensor([1, 2, 1, 2, 2, 1])
+    labels = torch.tensor([1, 3, 0, 2, 0, 1])
+    loss = F.cross_entropy(heads(feature, task_ids), labels, reduction="sum")
+    per_task = sum(F.cross_entropy(heads(feature[task_ids == t], t), labels[task_ids == t], reduction="sum")
+                   for t in (1, 2))
+    torch.testing.assert_close(loss, per_task)
+    heads.zero_grad()
+    loss.backward()
+    assert heads.get_head(1).weight.grad.abs().sum() > 0 and heads.get_head(2).weight.grad.abs().sum() > 0
+
+
+def test_mtl_unknown_task_is_a_clear_error() -> None:
+    heads = HeadsMTL(DIM)
+    heads.setup_task_id(1, 2)
+    with pytest.raises(KeyError, match="tasks \\[5\\] have no head"):
+        heads(_feature(2), torch.tensor([1, 5]))
+
+
+def test_stl_serves_exactly_one_task() -> None:
+    heads = HeadSTL(DIM)
+    heads.setup_task(3)
+    feature = _feature()
+    assert torch.equal(heads(feature), heads(feature, 1))
+    assert heads(feature).shape == (7, 3)
+    with pytest.raises(ValueError, match="single task"):
+        heads.setup_task_id(2, 3)
+
+
+def test_forward_before_any_task_is_a_clear_error() -> None:
+    for cls in (HeadsCIL, HeadDIL, HeadSTL):
+        with pytest.raises(RuntimeError, match="no task set up"):
+            cls(DIM)(_feature())
