@@ -102,4 +102,6 @@ class AdaHAT(HAT):
                 continue
             r_l = sparsity.get(name)
             rate = self.alpha / ((r_l if r_l is not None else 0.0) + self.eps)
-            p.grad.mul_(rate / (importance + rate))
+            # unused parameters (I = 0) stay fully plastic, also in the limit alpha -> 0
+            adjustment = torch.where(importance > 0, rate / (importance + rate), torch.ones_like(importance))
+            p.grad.mul_(adjustment)

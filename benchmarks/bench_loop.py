@@ -1,0 +1,148 @@
+"""Task-loop overhead: clsweep's loop against a plain PyTorch loop doing the same work, side by side.
+
+Work: permuted digits, 5 tasks, MLP 64-256-256, batch 64, plain SGD, EPOCHS epochs per task,
+evaluation of every seen task (validation and test) after each task, in both loops.
+Algorithms: Finetuning, and HAT (the plain loop writes HAT's update out: annealed masks, sparsity
+term, gradient conditioning, embedding compensation, clipping, clamping).
+
+Run:  .venv/bin/python benchmarks/bench_loop.py [--epochs 10] [--repeats 3]
+Prints one line per algorithm with the median wall time of each loop and their ratio
+(target: at most 1.3). Runs are interleaved (clsweep, plain, clsweep, ...) so that load from
+other processes hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from clsweep.experiment import run_experiment
+from clsweep.spec import parse_experiment
+
+
+def config(algorithm: str, epochs: int) -> dict:
+    backbone = "hat_mask_mlp" if algorithm == "hat" else "mlp"
+    algo = {"name": "hat", "s_max": 400, "sparsity_strength": 0.75} if algorithm == "hat" else {"name": algorithm}
+    return {"seed": 0, "benchmark": {"name": "permuted", "source": "digits", "num_tasks": 5},
+            "backbone": {"name": backbone, "hidden_dims": [256, 256]}, "algorithm": algo,
+            "train": {"epochs": epochs, "batch_size": 64, "optimizer": "sgd", "lr": 0.05}}
+
+
+def plain_loop(tasks: list, algorithm: str, epochs: int, seed: int = 0) -> list[list[float]]:
+    """The same training written directly in PyTorch: no framework, batches drawn by index."""
+    torch.manual_seed(seed)
+    dims = [64, 256, 256]
+    layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+    hat = algorithm == "hat"
+    s_max, c = 400.0, 0.75
+    emb = nn.ParameterList(nn.Parameter(torch.randn(d)) for d in dims[1:]) if hat else None
+    cumulative = [torch.zeros(d) for d in dims[1:]]
+    stored: list[list[torch.Tensor]] = []
+    heads: list[nn.Linear] = []
+    rows: list[list[float]] = []
+
+    def features(x: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
+        h = x.flatten(1)
+        for i, layer in enumerate(layers):
+            h = torch.relu(layer(h))
+            if masks is not None:
+                h = h * masks[i]
+        return h
+
+    for t, task in enumerate(tasks):
+        heads.append(nn.Linear(256, task.num_classes))
+        params = list(layers.parameters()) + list(heads[-1].parameters()) + (list(emb) if hat else [])
+        opt = torch.optim.SGD(params, lr=0.05)
+        n = task.train_x.shape[0]
+        B = math.ceil(n / 64)
+        if hat:
+            with torch.no_grad():
+                for e in emb:
+                    e.normal_()
+            free = [1 - m for m in cumulative]
+            free_total = float(sum(f.sum() for f in free))
+            mult = []
+            for i, layer in enumerate(layers):
+                w = cumulative[i].view(-1, 1).expand_as(layer.weight)
+                if i > 0:
+                    w = torch.minimum(w, cumulative[i - 1].view(1, -1).expand_as(layer.weight))
+                mult.append((layer.weight, 1 - w))
+                mult.append((layer.bias, 1 - cumulative[i]))
+        for _ in range(epochs):
+            order = torch.randperm(n)
+            for b in range(B):
+                idx = order[b * 64:(b + 1) * 64]
+                x, y = task.train_x[idx], task.train_y[idx]
+                if hat:
+                    s = 1 / s_max + (s_max - 1 / s_max) * b / max(1, B - 1) if B > 1 else s_max
+                    masks = [torch.sigmoid(s * e) for e in emb]
+                    loss = nn.functional.cross_entropy(heads[-1](features(x, masks)), y)
+                    reg = sum((m * f).sum() for m, f in zip(masks, free, strict=True)) / free_total
+                    loss = loss + c * reg
+                else:
+                    loss = nn.functional.cross_entropy(heads[-1](features(x, None)), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if hat:
+                    if t > 0:
+                        torch._foreach_mul_([p.grad for p, _ in mult], [m for _, m in mult])
+                    with torch.no_grad():
+                        for e in emb:
+                            num = torch.cosh(torch.clamp(s * e, -50, 50)) + 1
+                            e.grad.mul_(s_max / s * num / (torch.cosh(e) + 1))
+                    torch.nn.utils.clip_grad_norm_(params, 10000.0)
+                opt.step()
+                if hat:
+                    with torch.no_grad():
+                        for e in emb:
+                            e.clamp_(-6, 6)
+        if hat:
+            binary = [(e.detach() > 0).float() for e in emb]
+            stored.append(binary)
+            cumulative = [torch.maximum(a, m) for a, m in zip(cumulative, binary, strict=True)]
+        row = []
+        with torch.no_grad():
+            for j in range(t + 1):
+                masks = stored[j] if hat else None
+                for x, y in ((tasks[j].val_x, tasks[j].val_y), (tasks[j].test_x, tasks[j].test_y)):
+                    row.append(float((heads[j](features(x, masks)).argmax(1) == y).float().mean()))
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--algorithms", default="finetuning,hat")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for algorithm in args.algorithms.split(","):
+        cfg = parse_experiment(config(algorithm, args.epochs))
+        from clsweep.experiment import build
+
+        stream, _ = build(cfg)
+        tasks = [stream.task(t) for t in range(1, stream.num_tasks + 1)]
+        run_experiment(cfg)  # warm-up: first-call costs (imports, allocator) kept out of both timings
+        plain_loop(tasks, algorithm, 1)
+        ours, plain = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            result = run_experiment(cfg)
+            ours.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            plain_loop(tasks, algorithm, args.epochs)
+            plain.append(time.perf_counter() - t0)
+        a, b = statistics.median(ours), statistics.median(plain)
+        acc = result.to_dict()["acc"]
+        print(f"{algorithm:<11} clsweep {a:6.2f}s  plain {b:6.2f}s  ratio {a / b:4.2f}  "
+              f"(clsweep ACC {acc:.3f}; {args.epochs} epochs x 5 tasks, median of {args.repeats})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
