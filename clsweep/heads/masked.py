@@ -36,6 +36,8 @@ class MaskedMultiHead(TaskHeads):
     """
 
     masking_value: float = MASKING_VALUE
+    _starts: Tensor
+    _ends: Tensor
 
     def __init__(self, input_dim: int) -> None:
         super().__init__(input_dim)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from clsweep import registry
-from clsweep.heads import MASKING_VALUE, HeadDIL, HeadsCIL, HeadSTL, HeadsMTL, HeadsTIL
+from clsweep.heads import MASKING_VALUE, HeadDIL, HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
 
 DIM = 6
 ALL_HEADS = registry.list_names("heads")
