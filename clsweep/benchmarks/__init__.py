@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from clsweep.benchmarks.sources import SOURCES, BenchmarkDataError, SourceData, load_source
-from clsweep.benchmarks.streams import PermutedStream, RotatedStream, SplitStream, TaskData, TaskStream, rotate
+from clsweep.benchmarks.streams import (
+    PermutedStream,
+    RotatedStream,
+    SplitStream,
+    TaskData,
+    TaskStream,
+    rotate,
+)
 
 __all__ = [
     "SOURCES",
