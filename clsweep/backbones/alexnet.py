@@ -54,7 +54,9 @@ def _build(
         raise ValueError(f"need 3 positive conv channels and >= 1 fc size; got {channels}, {fc_dims}")
     plan, (h, w) = alexnet_plan(input_shape[1], input_shape[2])
     in_channels = [input_shape[0], *channels[:-1]]
-    module.conv = nn.ModuleList(nn.Conv2d(i, o, k) for i, o, (k, _) in zip(in_channels, channels, plan))
+    module.conv = nn.ModuleList(
+        nn.Conv2d(i, o, k) for i, o, (k, _) in zip(in_channels, channels, plan, strict=True)
+    )
     module.pool = [p for _, p in plan]
     module.flatten_repeat = h * w
     dims = [channels[-1] * h * w, *fc_dims]
@@ -69,7 +71,7 @@ def _run(module: nn.Module, x: Tensor, mask: dict[str, Tensor] | None) -> tuple[
     """The forward pass; with ``mask`` every layer's output is gated."""
     hidden: dict[str, Tensor] = {}
     layers = [*module.conv, *module.fc]
-    for i, (name, layer) in enumerate(zip(module.weighted_layer_names, layers)):
+    for i, (name, layer) in enumerate(zip(module.weighted_layer_names, layers, strict=True)):
         if i == 3:
             x = x.flatten(1)
         x = module.dropout[i](layer(x).relu())
@@ -94,7 +96,9 @@ class AlexNet(CLBackbone):
         dropout_fc: float = 0.5,
     ) -> None:
         super().__init__(input_shape, output_dim=int(fc_dims[-1]) if fc_dims else 0)
-        self.weighted_layer_names = _build(self, self.input_shape, channels, fc_dims, dropout_conv, dropout_fc)
+        self.weighted_layer_names = _build(
+            self, self.input_shape, channels, fc_dims, dropout_conv, dropout_fc
+        )
 
     def forward(  # type: ignore[override]
         self, input: Tensor, stage: str, task_id: int | None = None

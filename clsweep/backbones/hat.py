@@ -296,7 +296,9 @@ class HATMaskBackbone(CLBackbone):
             if isinstance(task_id, Tensor):
                 raise ValueError("per-sample task ids are only supported in the test stage")
             task_id = self.task_id if task_id is None else task_id
-        mask = self.get_mask(stage, s_max=s_max, batch_idx=batch_idx, num_batches=num_batches, task_id=task_id)
+        mask = self.get_mask(
+            stage, s_max=s_max, batch_idx=batch_idx, num_batches=num_batches, task_id=task_id
+        )
         if isinstance(task_id, Tensor):
             if task_id.shape[0] != input.shape[0]:
                 raise ValueError(f"{task_id.shape[0]} task ids for a batch of {input.shape[0]}")

@@ -50,7 +50,7 @@ class MLP(CLBackbone):
         check_stage(stage)
         x = input.flatten(1)
         hidden: dict[str, Tensor] = {}
-        for i, (fc, bn) in enumerate(zip(self.fc, self.bn)):
+        for i, (fc, bn) in enumerate(zip(self.fc, self.bn, strict=True)):
             x = self.dropout(bn(fc(x)).relu())
             hidden[f"fc/{i}"] = x
         return x, hidden

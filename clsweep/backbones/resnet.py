@@ -56,7 +56,12 @@ class _Block(nn.Module):
             self.shortcut = None
 
     def run(
-        self, x: Tensor, prefix: str, mask: dict[str, Tensor] | None, task_id: int | None, hidden: dict[str, Tensor]
+        self,
+        x: Tensor,
+        prefix: str,
+        mask: dict[str, Tensor] | None,
+        task_id: int | None,
+        hidden: dict[str, Tensor],
     ) -> Tensor:
         h = x
         for i, conv in enumerate(self.convs):
@@ -161,7 +166,9 @@ def _build(
             block = block_cls(in_channels, base_width * 2 ** (stage - 1), stride, norm, bias)
             prefix = f"layer{stage}/{b}"
             for i, conv in enumerate(block.convs):
-                inputs[f"{prefix}/{conv}"] = LayerInput(sources if i == 0 else (f"{prefix}/{block.convs[i - 1]}",))
+                inputs[f"{prefix}/{conv}"] = LayerInput(
+                    sources if i == 0 else (f"{prefix}/{block.convs[i - 1]}",)
+                )
             last = f"{prefix}/{block.convs[-1]}"
             if block.shortcut is not None:
                 inputs[f"{prefix}/shortcut"] = LayerInput(sources)
@@ -174,7 +181,9 @@ def _build(
     return inputs
 
 
-def _run(module: nn.Module, x: Tensor, mask: dict[str, Tensor] | None, task_id: int | None) -> tuple[Tensor, dict[str, Tensor]]:
+def _run(
+    module: nn.Module, x: Tensor, mask: dict[str, Tensor] | None, task_id: int | None
+) -> tuple[Tensor, dict[str, Tensor]]:
     hidden: dict[str, Tensor] = {}
     h = _norm(module.bn1, module.conv1(x), task_id)
     if mask is not None:
@@ -198,7 +207,9 @@ class ResNet(CLBackbone):
 
     depth: int = 18
 
-    def __init__(self, input_shape: tuple[int, ...], *, base_width: int = 64, small_input: bool = True) -> None:
+    def __init__(
+        self, input_shape: tuple[int, ...], *, base_width: int = 64, small_input: bool = True
+    ) -> None:
         super().__init__(input_shape, output_dim=_output_dim(self.depth, base_width))
         inputs = _build(self, self.input_shape, self.depth, base_width, small_input, nn.BatchNorm2d, False)
         self.weighted_layer_names = list(inputs)
