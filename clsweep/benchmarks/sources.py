@@ -57,7 +57,7 @@ SOURCES: dict[str, SourceInfo] = {
 """Shape and class count of every source, known without reading any file."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
 class SourceData:
     """A whole source: float32 images in [0, 1], shape (N, C, H, W), and int64 labels."""
 

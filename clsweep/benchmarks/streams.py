@@ -49,7 +49,7 @@ __all__ = ["PermutedStream", "RotatedStream", "SplitStream", "TaskData", "TaskSt
 Split = Literal["train", "val", "test"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
 class TaskData:
     """One task's data: CPU (or device) tensors, images float32 ``(N, C, H, W)``, labels int64.
 
