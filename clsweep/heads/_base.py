@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 __all__ = ["MASKING_VALUE", "TaskHeads", "fill_value"]
 
@@ -21,10 +21,9 @@ class TaskHeads(nn.Module):
     """Base of the heads: records the tasks set up so far, in arrival order, and their class counts.
 
     Subclasses create their parameters in :meth:`_create` and implement ``forward``. Every head is
-    called as ``heads(feature, task_id)`` with the same second argument, so a task loop can treat
-    them alike; the labels a head's logits are scored against are ``heads.targets_for(y, task_id)``
-    where ``y`` are the labels the benchmark stream gives (identity for every head except
-    :class:`~clsweep.heads.masked.MaskedMultiHead`).
+    called as ``heads(feature, task_id)`` with the same second argument, and its logits are scored
+    against the labels the benchmark stream gives for that paradigm, unchanged, so a task loop
+    treats all heads alike.
 
     Parameters created for a new task are new ``nn.Parameter`` objects: build the optimiser after
     :meth:`setup_task_id` (a fresh optimiser per task, as the task loop does).
@@ -68,10 +67,6 @@ class TaskHeads(nn.Module):
     def heads_for(self, task_id: int) -> list[nn.Module]:
         """The modules whose parameters produce the logits of task ``task_id``."""
         raise NotImplementedError
-
-    def targets_for(self, labels: Tensor, task_ids: int | Tensor) -> Tensor:
-        """The stream's labels in the label space of this head's ``forward`` output (unchanged here)."""
-        return labels
 
     # ---- setting up ---------------------------------------------------------------------------
 

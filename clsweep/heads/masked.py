@@ -6,14 +6,16 @@ their logits, every other logit is replaced by :data:`~clsweep.heads._base.MASKI
 that value the softmax gives the masked classes exactly zero weight, so the loss and the argmax
 behave as if each task had its own head, and the gradient reaching other tasks' rows is zero.
 
-Label convention (read this before scoring its output):
-    ``forward(feature, task_ids)`` returns logits over **all** classes set up so far,
-    shape ``(N, num_classes_seen)``, indexed globally: class ``j`` of task ``t`` is column
-    ``offset(t) + j``. Score them against ``targets_for(y, task_ids)`` (alias
-    :meth:`MaskedMultiHead.global_labels`), which adds the offset to the stream's local TIL labels
-    ``y`` in ``0 .. k-1``. For per-task evaluation against local labels directly,
-    :meth:`MaskedMultiHead.local_logits` returns the ``(N, k)`` logits of one task; their argmax is
-    the same class as the argmax of the masked row.
+Label convention: the same as every other head, the task's local labels ``0 .. k-1``.
+    ``forward(feature, task_id)`` with one task id returns that task's ``(N, k)`` logits (the
+    masked row without its masked columns); with a tensor of per-sample task ids it returns
+    ``(N, K)``, ``K`` the largest class count of the tasks set up, each row holding its task's
+    logits in columns ``0 .. k-1`` and the masking value after them (as :class:`HeadsMTL`). So the
+    task loop scores it against the stream's TIL labels unchanged.
+
+    The full masked logits of the reference, over all classes with column ``offset(t) + j`` for
+    class ``j`` of task ``t``, are :meth:`MaskedMultiHead.masked_logits`; score those against
+    :meth:`MaskedMultiHead.global_labels`. Both conventions give the same loss and predictions.
 """
 
 from __future__ import annotations
@@ -77,28 +79,30 @@ class MaskedMultiHead(TaskHeads):
         self._check_known(int(task_id))
         return [self.layer]  # type: ignore[list-item]
 
-    # ---- labels -------------------------------------------------------------------------------
-
-    def global_labels(self, local_labels: Tensor, task_ids: int | Tensor) -> Tensor:
-        """Local labels ``0 .. k-1`` of each sample's task -> column indices of :meth:`forward`."""
-        if isinstance(task_ids, Tensor):
-            ids = self._checked_ids(task_ids, local_labels.shape[0])
-            return local_labels + self._starts[ids]
-        return local_labels + self.offset(int(task_ids))
-
-    def targets_for(self, labels: Tensor, task_ids: int | Tensor) -> Tensor:
-        """Same as :meth:`global_labels`: what ``forward``'s logits are scored against."""
-        return self.global_labels(labels, task_ids)
-
     # ---- forward ------------------------------------------------------------------------------
 
     def forward(self, feature: Tensor, task_ids: int | Tensor) -> Tensor:
-        """Logits over every class set up so far, other tasks' classes set to the masking value.
+        """Logits in each sample's local label space (see the module docstring for the shapes)."""
+        layer = self._layer()
+        if not isinstance(task_ids, Tensor):
+            start = self.offset(int(task_ids))
+            stop = start + self._classes[int(task_ids)]
+            return F.linear(feature, layer.weight[start:stop], layer.bias[start:stop])
+        ids = self._checked_ids(task_ids, feature.shape[0])
+        logits = layer(feature)
+        starts, counts = self._starts[ids], self._ends[ids] - self._starts[ids]
+        columns = torch.arange(max(self._classes.values()), device=logits.device)
+        index = (starts[:, None] + columns).clamp(max=logits.shape[1] - 1)
+        own = columns < counts[:, None]
+        return logits.gather(1, index).masked_fill(~own, fill_value(logits.dtype, self.masking_value))
+
+    def masked_logits(self, feature: Tensor, task_ids: int | Tensor) -> Tensor:
+        """Logits over every class set up so far, ``(N, num_classes_seen)``, the classes of other
+        tasks than the sample's set to the masking value; indexed globally (:meth:`global_labels`).
 
         ``task_ids`` is one task id for the whole batch or a tensor of per-sample ids, shape ``(N,)``.
         """
-        layer = self._layer()
-        logits = layer(feature)
+        logits = self._layer()(feature)
         columns = torch.arange(logits.shape[-1], device=logits.device)
         if isinstance(task_ids, Tensor):
             ids = self._checked_ids(task_ids, feature.shape[0])
@@ -108,12 +112,12 @@ class MaskedMultiHead(TaskHeads):
             own = (columns >= start) & (columns < start + self._classes[int(task_ids)])
         return logits.masked_fill(~own, fill_value(logits.dtype, self.masking_value))
 
-    def local_logits(self, feature: Tensor, task_id: int) -> Tensor:
-        """The ``(N, k)`` logits of task ``task_id`` alone, scored against its local labels."""
-        layer = self._layer()
-        start = self.offset(int(task_id))
-        stop = start + self._classes[int(task_id)]
-        return F.linear(feature, layer.weight[start:stop], layer.bias[start:stop])
+    def global_labels(self, local_labels: Tensor, task_ids: int | Tensor) -> Tensor:
+        """Local labels ``0 .. k-1`` of each sample's task -> column indices of :meth:`masked_logits`."""
+        if isinstance(task_ids, Tensor):
+            ids = self._checked_ids(task_ids, local_labels.shape[0])
+            return local_labels + self._starts[ids]
+        return local_labels + self.offset(int(task_ids))
 
     # ---- helpers ------------------------------------------------------------------------------
 

@@ -24,10 +24,10 @@ def _feature(n: int) -> torch.Tensor:
     return torch.randn(n, DIM, generator=torch.Generator().manual_seed(1))
 
 
-def test_other_tasks_logits_are_masked_and_own_logits_are_the_layer_output() -> None:
+def test_masked_logits_keep_the_own_task_and_mask_all_others() -> None:
     head = _head(2, 3, 4)
     feature, task_ids = _feature(8), torch.tensor([1, 2, 3, 3, 2, 1, 2, 3])
-    logits = head(feature, task_ids)
+    logits = head.masked_logits(feature, task_ids)
     raw = head.layer(feature)
     assert logits.shape == (8, 9)
     for i, task_id in enumerate(task_ids.tolist()):
@@ -35,48 +35,62 @@ def test_other_tasks_logits_are_masked_and_own_logits_are_the_layer_output() -> 
         assert torch.equal(logits[i, start:stop], raw[i, start:stop])
         others = torch.cat([logits[i, :start], logits[i, stop:]])
         assert torch.all(others == MASKING_VALUE)
+    assert torch.equal(head.masked_logits(feature, 2), head.masked_logits(feature, torch.full((8,), 2)))
 
 
-def test_single_task_id_equals_a_tensor_of_that_id() -> None:
-    head = _head(2, 3)
-    feature = _feature(4)
-    assert torch.equal(head(feature, 2), head(feature, torch.full((4,), 2)))
+def test_forward_gives_each_sample_its_own_task_logits_in_local_label_space() -> None:
+    head = _head(2, 3, 4)
+    feature, task_ids = _feature(8), torch.tensor([1, 2, 3, 3, 2, 1, 2, 3])
+    raw = head.layer(feature)
+    logits = head(feature, task_ids)
+    assert logits.shape == (8, 4)
+    for i, task_id in enumerate(task_ids.tolist()):
+        start, k = head.offset(task_id), head.num_classes(task_id)
+        assert torch.equal(logits[i, :k], raw[i, start : start + k])
+        assert torch.all(logits[i, k:] == MASKING_VALUE)
+        single = head(feature[i : i + 1], task_id)  # one task id: that task's (N, k) logits
+        assert single.shape == (1, k)
+        torch.testing.assert_close(single[0], raw[i, start : start + k])
 
 
-def test_labels_are_global_and_the_loss_equals_the_per_task_loss() -> None:
+def test_local_and_global_label_conventions_give_the_same_loss_and_predictions() -> None:
     head = _head(2, 3, 4)
     feature, task_ids = _feature(6), torch.tensor([1, 3, 2, 3, 1, 2])
     local = torch.tensor([1, 3, 2, 0, 0, 1])
-    targets = head.targets_for(local, task_ids)
+    targets = head.global_labels(local, task_ids)
     assert targets.tolist() == [1, 8, 4, 5, 0, 3]
     assert torch.equal(head.global_labels(local[:1], 3), torch.tensor([6]))
-    loss = F.cross_entropy(head(feature, task_ids), targets, reduction="sum")
-    per_task = sum(F.cross_entropy(head.local_logits(feature[task_ids == t], t), local[task_ids == t], reduction="sum")
+    masked = head.masked_logits(feature, task_ids)
+    global_loss = F.cross_entropy(masked, targets, reduction="sum")
+    local_loss = F.cross_entropy(head(feature, task_ids), local, reduction="sum")
+    per_task = sum(F.cross_entropy(head(feature[task_ids == t], t), local[task_ids == t], reduction="sum")
                    for t in (1, 2, 3))
-    torch.testing.assert_close(loss, per_task)
-    # the argmax of the masked row is the argmax of the task's own logits
-    masked_pred = head(feature, task_ids).argmax(1) - torch.tensor([head.offset(t) for t in task_ids.tolist()])
-    local_pred = torch.stack([head.local_logits(feature[i : i + 1], t)[0].argmax() for i, t in enumerate(task_ids.tolist())])
-    assert torch.equal(masked_pred, local_pred)
+    torch.testing.assert_close(global_loss, local_loss)
+    torch.testing.assert_close(global_loss, per_task)
+    offsets = torch.tensor([head.offset(t) for t in task_ids.tolist()])
+    assert torch.equal(masked.argmax(1) - offsets, head(feature, task_ids).argmax(1))
 
 
 def test_gradient_reaches_only_the_rows_of_the_batch_task() -> None:
     head = _head(2, 3)
     feature = _feature(4)
-    F.cross_entropy(head(feature, 2), head.targets_for(torch.tensor([0, 1, 2, 0]), 2)).backward()
+    F.cross_entropy(head(feature, 2), torch.tensor([0, 1, 2, 0])).backward()
     grad = head.layer.weight.grad
     assert torch.all(grad[:2] == 0) and grad[2:].abs().sum() > 0
+    head.zero_grad(set_to_none=True)
+    F.cross_entropy(head.masked_logits(feature, 2), torch.tensor([2, 3, 4, 2])).backward()
+    assert torch.all(head.layer.weight.grad[:2] == 0)
 
 
 def test_growing_keeps_the_rows_of_earlier_tasks_exactly() -> None:
     head = _head(2, 3)
     weight, bias = head.layer.weight.detach().clone(), head.layer.bias.detach().clone()
     feature = _feature(3)
-    before = head.local_logits(feature, 2)
+    before = head(feature, 2)
     head.setup_task_id(3, 4)
     assert head.layer.out_features == 9 and head.num_classes_seen == 9
     assert torch.equal(head.layer.weight[:5], weight) and torch.equal(head.layer.bias[:5], bias)
-    assert torch.equal(head.local_logits(feature, 2), before)
+    assert torch.equal(head(feature, 2), before)
     head.setup_task_id(2, 3)  # an existing task: nothing changes
     assert head.layer.out_features == 9
     assert head.heads_for(3) == [head.layer]
@@ -98,5 +112,6 @@ def test_masking_value_fits_half_precision() -> None:
     assert fill_value(torch.float32) == MASKING_VALUE
     assert fill_value(torch.float16) == torch.finfo(torch.float16).min
     head = _head(2, 2).half()
-    logits = head(_feature(3).half(), torch.tensor([1, 2, 1]))
-    assert torch.isfinite(logits).all()
+    for logits in (head(_feature(3).half(), torch.tensor([1, 2, 1])),
+                   head.masked_logits(_feature(3).half(), torch.tensor([1, 2, 1]))):
+        assert logits.dtype == torch.float16 and torch.isfinite(logits).all()
