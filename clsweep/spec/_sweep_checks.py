@@ -138,7 +138,7 @@ def check_objectives(shape: Any, problems: list[Problem]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _context(config: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+def condition_context(config: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
     """Dotted path -> value for ``when`` conditions (paradigm and heads default as in the config)."""
     class _Lookup(dict):  # type: ignore[type-arg]
         def get(self, path: str, default: Any = None) -> Any:  # type: ignore[override]
@@ -169,7 +169,7 @@ def expand(shape: Any, params: tuple[Param, ...], full: set[str]) -> Iterator[tu
             yield config, raw
             return
         p = params[i]
-        if not p.active(_context(config, raw)):
+        if not p.active(condition_context(config, raw)):
             yield from walk(i + 1, config, raw)
             return
         values = p.bounds() if p.name in full else p.bounds()[:1]

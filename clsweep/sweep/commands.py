@@ -1,0 +1,184 @@
+"""The sweep sub-commands: ``validate``, ``run``, ``resume``, ``status``.
+
+Registered on the main parser by :func:`add_sweep_commands`; each sets ``func`` to its command,
+which returns the exit status (0 ok, 1 some trial failed, 2 bad input: SpecError, raised to
+``clsweep.cli.main``). Importing this module imports neither torch nor Ray; ``run`` and ``resume``
+import them when they start trials, after every check has passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from clsweep.spec.errors import Problem, SpecError
+
+__all__ = ["add_sweep_commands", "cmd_resume", "cmd_run", "cmd_status", "cmd_validate"]
+
+DEFAULT_STORAGE = "clsweep_runs"
+EXIT_OK, EXIT_FAILED = 0, 1
+
+_RUN_EPILOG = """\
+exit status: 0 every trial finished or was pruned; 1 the sweep ran but at least one trial failed
+(its traceback is an artifact of its MLflow run); 2 bad input (sweep file, --set, storage folder
+of another sweep, unreachable tracking store): nothing was started or written.
+
+Running the same command again (or `clsweep resume NAME`) continues an interrupted sweep:
+finished trials are kept, unfinished ones restart from their last task checkpoint, and every
+trial keeps its MLflow run. Without --address, clsweep starts a local Ray for the sweep (token
+authentication off: the cluster lives only as long as this command)."""
+
+
+def _storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
+                        help=f"root folder of sweeps (default: ./{DEFAULT_STORAGE}); the sweep lives in DIR/NAME "
+                             "and the default MLflow store is DIR/mlflow.db")
+
+
+def _launch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI (default: the sweep file's tracking.uri, else sqlite in --storage)")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="Ray cluster to join: auto, host:port or ray://host:port (default: a local Ray)")
+    parser.add_argument("--no-report", action="store_true", help="do not write a report at the end")
+    _storage(parser)
+
+
+def add_sweep_commands(subparsers: Any) -> None:
+    """Register validate, run, resume and status on the ``clsweep`` sub-command parser."""
+    p = subparsers.add_parser("validate", help="check a sweep file (or experiment config) without running anything",
+                              description="Validate a sweep file completely (every configuration the searcher can "
+                                          "produce) or an experiment config. Imports neither torch nor Ray.")
+    p.add_argument("file", help="sweep file (has an `experiment` section) or experiment config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value (repeatable)")
+    p.set_defaults(func=cmd_validate)
+
+    p = subparsers.add_parser("run", help="run a sweep (Ray Tune + Optuna, MLflow tracking)",
+                              description="Run the sweep described by SPACE.", epilog=_RUN_EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("space", help="sweep file, e.g. search_spaces/quickstart.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value, e.g. --set experiment.train.epochs=1 --set searcher.samples=4; "
+                        "search entries by their dotted key: --set search.experiment.train.lr.uniform=[0.01,0.1]")
+    p.add_argument("--name", help="sweep name (default: the file's `name`)")
+    _launch(p)
+    p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser("resume", help="continue an interrupted sweep by name (no file needed)",
+                              description="Continue the sweep stored in STORAGE/NAME.", epilog=_RUN_EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="sweep name")
+    _launch(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = subparsers.add_parser("status", help="trials finished / running / pruned / failed and the best so far",
+                              description="Show where a sweep stands, from its storage folder (no Ray needed).")
+    p.add_argument("name", help="sweep name")
+    _storage(p)
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from clsweep.spec.loading import load_yaml
+
+    raw = load_yaml(args.file)
+    if isinstance(raw, dict) and "experiment" in raw:
+        from clsweep.spec.sweep import load_sweep
+
+        spec = load_sweep(args.file, args.set)
+        grid = sum(1 for p in spec.params if p.kind == "grid")
+        how = (f"{len(spec.grid_points)} grid points" if spec.searcher.name == "grid"
+               else f"{spec.searcher.samples or 10} samples" + (f" x {grid} grid entr{'y' if grid == 1 else 'ies'}" if grid else ""))
+        print(f"ok: sweep {spec.name!r}: {spec.num_trials} trials ({spec.searcher.name}, {how}, "
+              f"{len(spec.seeds)} seed(s)); objective {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}; "
+              f"protocol {spec.protocol.name}; scheduler {spec.scheduler.name}")
+        for p in spec.params:
+            print(f"  {p.name}: {p.kind} {list(p.values) if p.finite else [p.low, p.high]}"
+                  + (f" when {dict((k, list(v)) for k, v in p.when)}" if p.when else ""))
+        return EXIT_OK
+    from clsweep.spec import load_experiment
+
+    cfg = load_experiment(args.file, args.set)
+    print(f"ok: experiment {cfg.algorithm.name} on {cfg.benchmark.name} ({cfg.num_tasks} tasks, {cfg.paradigm})")
+    return EXIT_OK
+
+
+def _finish(outcome: Any, no_report: bool, started: float) -> int:
+    from clsweep.sweep.summary import format_summary
+    from clsweep.tracking.store import ui_command
+
+    plan = outcome.plan
+    objectives = [{"metric": o.metric, "mode": str(o.mode)} for o in plan.spec.objectives]
+    print()
+    for line in format_summary(outcome.summary, objectives, elapsed=time.monotonic() - started, name=plan.spec.name):
+        print(line)
+    if not outcome.complete:
+        print(f"not complete: continue with `clsweep resume {plan.spec.name} --storage {plan.paths.storage}`")
+    print(f"runs:      {plan.paths.sweep_dir}")
+    print(f"tracking:  {plan.tracking_uri} (experiment {plan.experiment!r}, parent run {outcome.parent_run_id})")
+    print(f"view:      {ui_command(plan.tracking_uri)}")
+    if not no_report and outcome.complete and importlib.util.find_spec("clsweep.report") is not None:
+        report = importlib.import_module("clsweep.report")
+        if hasattr(report, "report_sweep"):
+            print(f"report:    {report.report_sweep(plan.spec.name, tracking_uri=plan.tracking_uri, experiment=plan.experiment)}")
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from clsweep.spec.sweep import load_sweep
+    from clsweep.sweep.driver import execute, prepare
+
+    started = time.monotonic()
+    spec = load_sweep(args.space, args.set, name=args.name)
+    plan = prepare(spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
+                   source=str(Path(args.space).resolve()))
+    return _finish(execute(plan), args.no_report, started)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from clsweep.spec.sweep import parse_sweep
+    from clsweep.sweep.driver import execute, prepare
+    from clsweep.sweep.storage import SweepPaths, read_json
+
+    started = time.monotonic()
+    paths = SweepPaths.at(args.storage, args.name)
+    record = read_json(paths.record)
+    if record is None:
+        raise SpecError([Problem(("name",), f"no sweep {args.name!r} under {paths.storage}")])
+    spec = parse_sweep(record["spec"], source=str(paths.record))
+    plan = prepare(spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
+                   source=record.get("source"))
+    return _finish(execute(plan), args.no_report, started)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from clsweep.sweep.storage import SweepPaths, driver_alive, read_json
+    from clsweep.sweep.summary import format_summary, summarize
+    from clsweep.tracking.store import ui_command
+
+    paths = SweepPaths.at(args.storage, args.name)
+    record = read_json(paths.record)
+    if record is None:
+        raise SpecError([Problem(("name",), f"no sweep {args.name!r} under {paths.storage}")])
+    status = read_json(paths.status) or {}
+    objectives = status.get("objectives") or [{"metric": "?", "mode": "max"}]
+    total = int(status.get("total", 0))
+    rows = status.get("trials", [])
+    alive = driver_alive(status.get("driver"))
+    if not status.get("ended") and alive is False:  # the driver died: nothing is running any more
+        rows = [{**r, "state": "pending"} if r.get("state") in ("running", "paused") else r for r in rows]
+    summary = summarize(rows, [o["mode"] for o in objectives], total)
+    for line in format_summary(summary, objectives, name=args.name):
+        print(line)
+    state = ("complete" if record.get("complete") else "ended (incomplete)" if status.get("ended")
+             else "running" if alive else "interrupted: run `clsweep resume` to continue" if alive is False
+             else "driver on another host")
+    print(f"state:     {state}")
+    print(f"runs:      {paths.sweep_dir}")
+    print(f"view:      {ui_command(record.get('tracking_uri', ''))}")
+    sys.stdout.flush()
+    return EXIT_OK

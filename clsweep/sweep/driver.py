@@ -1,0 +1,189 @@
+"""Running a sweep: check everything, then create the stores, start Ray and let Tune run the trials.
+
+:func:`prepare` does every check that can fail on bad input (storage folder ownership, the
+tracking store) and writes nothing. :func:`execute` then writes the sweep record, creates the
+MLflow experiment and parent run, starts (or joins) Ray and runs or restores the Tune experiment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clsweep.spec.errors import Problem, SpecError
+from clsweep.spec.sweep import SweepSpec
+from clsweep.sweep.storage import SweepPaths, check_owner, new_record, read_json, write_json
+from clsweep.sweep.summary import Summary, summarize
+from clsweep.tracking.store import check_tracking_uri
+
+__all__ = ["Outcome", "Plan", "execute", "prepare", "trial_dirname"]
+
+
+@dataclass
+class Plan:
+    spec: SweepSpec
+    paths: SweepPaths
+    record: dict[str, Any] | None
+    """The stored record when the folder already belongs to this sweep (a resume)."""
+    tracking_uri: str
+    experiment: str
+    address: str | None
+    source: str | None = None
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    summary: Summary
+    parent_run_id: str | None
+    complete: bool
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return self.summary.counts.get("failed", 0)
+
+
+def prepare(spec: SweepSpec, *, storage: str | Path, tracking_uri: str | None = None, address: str | None = None,
+            source: str | None = None) -> Plan:
+    """All checks, no writes. Raises SpecError (exit status 2)."""
+    paths = SweepPaths.at(storage, spec.name)
+    record = check_owner(paths, spec.fingerprint)
+    uri = tracking_uri or spec.tracking.uri or (record or {}).get("tracking_uri") or paths.default_tracking_uri
+    if record and record.get("tracking_uri") and record["tracking_uri"] != uri:
+        raise SpecError([Problem(("--tracking-uri",), f"sweep {spec.name!r} logs to {record['tracking_uri']}; "
+                                                      f"it cannot move to {uri} halfway")])
+    check_tracking_uri(uri)
+    return Plan(spec, paths, record, uri, spec.tracking.experiment or spec.name,
+                address or spec.cluster.address, source)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Trial folders named by trial id only (short, filesystem- and S3-friendly)."""
+    return str(trial.trial_id)
+
+
+@contextlib.contextmanager
+def _ray_logs_to(path: Path) -> Iterator[None]:
+    """Ray's and Tune's console logging (trial tracebacks, snapshot notes) goes to a file in the
+    sweep folder while the progress display owns the terminal."""
+    logger = logging.getLogger("ray")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    streams = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)
+               and not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in streams]
+    for h in streams:
+        h.setLevel(logging.CRITICAL + 1)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        for h, level in zip(streams, levels):
+            h.setLevel(level)
+
+
+def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
+    """Join ``plan.address``, or start an embedded local Ray; False if Ray was already up."""
+    if plan.address is None:
+        # Ray >= 2.59 turns token auth on for a local ray.init() and writes ~/.ray/auth_token; the
+        # embedded cluster lives and dies with this process, so it runs without (see README).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new output engine prints boxes even at verbose=0
+    # per-task checkpoints with num_to_keep=2 force frequent snapshots; they are small, do not warn
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=plan.address, num_cpus=num_cpus if plan.address is None else None, include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING,
+             runtime_env=plan.spec.cluster.runtime_env or None)
+    return True
+
+
+def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | None) -> Any:
+    from ray import tune
+
+    from clsweep.sweep.progress import ProgressCallback
+    from clsweep.sweep.space import make_scheduler, make_searcher
+    from clsweep.sweep.tracking_callback import MLflowCallback
+    from clsweep.sweep.trial import train_trial
+
+    spec = plan.spec
+    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, spec_data=spec.data), resources)
+    path = str(plan.paths.sweep_dir)
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    scheduler = make_scheduler(spec)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(spec), num_samples=spec.num_trials, reuse_actors=True,
+            max_concurrent_trials=spec.resources.max_concurrent, trial_dirname_creator=trial_dirname,
+            **({"scheduler": scheduler} if scheduler is not None else {})),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=str(plan.paths.storage), verbose=0,
+            callbacks=[MLflowCallback(tracker, spec.data),
+                       ProgressCallback(spec.data, plan.paths.status, display=display), *callbacks],
+            failure_config=tune.FailureConfig(max_failures=spec.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+    )
+
+
+def _outcome(plan: Plan, parent: str | None) -> Outcome:
+    status = read_json(plan.paths.status) or {}
+    rows = list(status.get("trials", []))
+    spec = plan.spec
+    summary = summarize(rows, [str(o.mode) for o in spec.objectives], spec.num_trials)
+    return Outcome(plan, summary, parent, summary.done >= spec.num_trials, rows)
+
+
+def execute(plan: Plan, *, callbacks: Sequence[Any] = (), display: bool | None = None,
+            num_cpus: int | None = None) -> Outcome:
+    """Create the stores, start Ray, run (or continue) the sweep; returns where it ended."""
+    from clsweep.tracking.store import SweepTracker
+
+    spec, paths = plan.spec, plan.paths
+    record = plan.record or new_record(spec.data, spec.fingerprint, source=plan.source,
+                                       tracking_uri=plan.tracking_uri, experiment=plan.experiment)
+    if record.get("complete"):
+        return _outcome(plan, record.get("parent_run_id"))
+    paths.sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_json(paths.record, record)
+    local = plan.tracking_uri.startswith("sqlite:")
+    tracker = SweepTracker(plan.tracking_uri, plan.experiment, spec.name,
+                           artifact_root=paths.artifact_root if local else None)
+    protocol = spec.protocol.name + (f":{spec.protocol.k}" if spec.protocol.k else "")
+    record["parent_run_id"] = tracker.open(
+        record.get("parent_run_id"), spec_text=yaml.safe_dump(spec.data, sort_keys=False),
+        tags={"clsweep.protocol": protocol, "clsweep.searcher": spec.searcher.name,
+              "clsweep.objective": ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives),
+              "clsweep.fingerprint": spec.fingerprint})
+    write_json(paths.record, record)
+
+    started = _start_ray(plan, num_cpus)
+    try:
+        tuner = _tuner(plan, tracker, callbacks, display)
+        with _ray_logs_to(paths.sweep_dir / "driver.log"):
+            tuner.fit()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    outcome = _outcome(plan, record["parent_run_id"])
+    record["complete"] = outcome.complete
+    write_json(paths.record, record)
+    return outcome

@@ -1,0 +1,125 @@
+"""Live progress of a sweep, and the status file ``clsweep status`` reads.
+
+On a terminal the display is one block redrawn in place (trials finished / running / pruned /
+failed, the best objective with its configuration, elapsed time); elsewhere (a log file, CI) it
+prints one line per trial that ends. Both come from the Tune trial list at each step, so the
+display is right after a restore without any state of its own.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from clsweep.spec.sweep import SweepSpec
+from clsweep.sweep.storage import driver_identity, write_json
+from clsweep.sweep.summary import format_summary, summarize
+from clsweep.sweep.tracking_callback import stopped_state, trial_state
+
+__all__ = ["ProgressCallback", "trial_row"]
+
+
+def trial_row(trial: Any, spec: SweepSpec, state: str | None = None) -> dict[str, Any]:
+    last = trial.last_result or {}
+    values = [last.get(o.metric) for o in spec.objectives]
+    return {
+        "trial_id": trial.trial_id,
+        "state": state or trial_state(trial),
+        "config": {k: v for k, v in trial.config.items() if k != "seed"},
+        "seed": trial.config.get("seed"),
+        "tasks_done": last.get("tasks_done", 0),
+        "tasks_total": last.get("tasks_total"),
+        "objective": None if any(v is None for v in values) else [float(v) for v in values],
+    }
+
+
+class ProgressCallback(Callback):
+    """Draws the display and writes ``status_path``. Picklable (Tune stores its callbacks)."""
+
+    def __init__(self, spec_data: dict[str, Any], status_path: Path, *, display: bool | None = None,
+                 interval: float = 0.5) -> None:
+        self.spec_data = spec_data
+        self.status_path = Path(status_path)
+        self.display = display
+        self.interval = interval
+        self._spec: SweepSpec | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._started = time.monotonic()
+        self._drawn = 0
+        self._last_draw = 0.0
+        self._last_write = 0.0
+        self._tty = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_spec": None}
+
+    @property
+    def spec(self) -> SweepSpec:
+        if self._spec is None:
+            self._spec = SweepSpec.from_data(self.spec_data)
+        return self._spec
+
+    def setup(self, **info: Any) -> None:
+        self._reset()
+        self._tty = sys.stdout.isatty() if self.display is None else self.display
+
+    def lines(self, rows: list[dict[str, Any]]) -> list[str]:
+        objectives = [{"metric": o.metric, "mode": str(o.mode)} for o in self.spec.objectives]
+        summary = summarize(rows, [str(o.mode) for o in self.spec.objectives], self.spec.num_trials)
+        return format_summary(summary, objectives, elapsed=time.monotonic() - self._started, name=self.spec.name)
+
+    def _write(self, rows: list[dict[str, Any]], *, done: bool, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_write < 2.0:
+            return
+        self._last_write = now
+        write_json(self.status_path, {
+            "sweep": self.spec.name, "updated": time.time(), "driver": driver_identity(), "ended": done,
+            "total": self.spec.num_trials, "elapsed_s": now - self._started,
+            "objectives": [{"metric": o.metric, "mode": o.mode} for o in self.spec.objectives], "trials": rows,
+        })
+
+    def _draw(self, lines: list[str]) -> None:
+        out = sys.stdout
+        if self._drawn:
+            out.write(f"\x1b[{self._drawn}F\x1b[J")  # back to the block's first line, clear below
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+        self._drawn = len(lines)
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_draw < self.interval:
+            return
+        self._last_draw = now
+        rows = [trial_row(t, self.spec) for t in trials]
+        self._write(rows, done=False)
+        if self._tty:
+            self._draw(self.lines(rows))
+
+    def _ended(self, trials: list[Any], trial: Any, state: str) -> None:
+        row = trial_row(trial, self.spec, state)
+        rows = [row if t is trial else trial_row(t, self.spec) for t in trials]
+        self._write(rows, done=False, force=True)
+        if not self._tty:
+            value = "" if row["objective"] is None else " " + "/".join(f"{v:.4f}" for v in row["objective"])
+            print(f"[{time.monotonic() - self._started:7.1f}s] trial {trial.trial_id} {state} after "
+                  f"{row['tasks_done']} task(s){value}  {row['config']} seed={row['seed']}", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._ended(trials, trial, stopped_state(trial.last_result))
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._ended(trials, trial, "failed")
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        rows = [trial_row(t, self.spec) for t in trials]
+        self._write(rows, done=True, force=True)
+        if self._tty:
+            self._draw(self.lines(rows))

@@ -1,0 +1,126 @@
+"""The one place where a validated sweep becomes Optuna and Ray Tune objects.
+
+- tpe / random: Optuna samples each configuration through a define-by-run function that follows
+  the ``when`` conditions in file order (variant axes first, as categorical choices). Right after a
+  configuration is sampled, its repeats (other seeds, other values of ``grid`` entries) are
+  enqueued in the Optuna study with the same values, so they run next, and every repeat is told to
+  Optuna as an observation of the same point.
+- grid: every grid point (variants x grid/choice values, conditions followed) is enqueued in file
+  order at the start, once per seed; the sampler is never consulted. File order, not a shuffled
+  order, so sweeps are reproducible and easy to follow.
+- The seed of a trial travels as the Optuna user attribute ``clsweep.seed``, never as a parameter:
+  the sampler must not learn from it.
+- Schedulers use ``tasks_done`` as their time axis.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import Any
+
+from clsweep.spec.search_space import Param, decode, encode
+from clsweep.spec.sweep import SweepSpec
+from clsweep.sweep.searcher import SEED_ATTR, CLOptunaSearch
+
+__all__ = ["DefineByRun", "make_scheduler", "make_searcher"]
+
+TIME_ATTR = "tasks_done"
+
+
+def _suggest(trial: Any, p: Param) -> Any:
+    if p.finite:
+        return decode(trial.suggest_categorical(p.name, [encode(v) for v in p.values]), p.values)
+    if p.kind == "int":
+        return trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)  # type: ignore[arg-type]
+    return trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
+
+
+class DefineByRun:
+    """Optuna define-by-run space of a sweep. Pickled with the searcher: holds only the sweep data."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.data = spec.data
+        self._spec: SweepSpec | None = spec
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"data": self.data, "_spec": None}
+
+    @property
+    def spec(self) -> SweepSpec:
+        if self._spec is None:
+            self._spec = SweepSpec.from_data(self.data)
+        return self._spec
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        spec = self.spec
+        from clsweep.spec._sweep_checks import condition_context
+
+        config: dict[str, Any] = {}
+        for axis, options in spec.variants.items():
+            config[f"variants.{axis}"] = trial.suggest_categorical(f"variants.{axis}", list(options))
+        raw = spec.experiment_raw(config)
+        for p in spec.params:
+            if p.active(condition_context(config, raw)):
+                config[p.name] = _suggest(trial, p)
+                raw = spec.experiment_raw(config)
+        seed = trial.user_attrs.get(SEED_ATTR)
+        if seed is None:  # a freshly sampled configuration: queue its repeats
+            seed = spec.seeds[0]
+            _enqueue_repeats(trial, spec, config)
+        return {**config, "seed": int(seed)}
+
+
+def _enqueue_repeats(trial: Any, spec: SweepSpec, config: dict[str, Any]) -> None:
+    grid = spec.repeat_params
+    mine = tuple(encode(config[p.name]) for p in grid)
+    for values in product(*(p.values for p in grid)):
+        for seed in spec.seeds:
+            if tuple(encode(v) for v in values) == mine and seed == spec.seeds[0]:
+                continue
+            params = {**trial.params, **{p.name: encode(v) for p, v in zip(grid, values)}}
+            trial.study.enqueue_trial(params, user_attrs={SEED_ATTR: seed})
+
+
+def make_searcher(spec: SweepSpec) -> CLOptunaSearch:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = spec.searcher.seed
+    if spec.searcher.name == "tpe":
+        conditional = any(p.when for p in spec.params)
+        samples = spec.searcher.samples or 10
+        sampler: Any = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=max(2, min(10, samples // 2)),
+            **({"multivariate": True, "group": True} if conditional else {}))
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    metric = [o.metric for o in spec.objectives]
+    mode = [o.mode for o in spec.objectives]
+    searcher = CLOptunaSearch(
+        DefineByRun(spec), metric=metric if spec.multi_objective else metric[0],
+        mode=mode if spec.multi_objective else mode[0], sampler=sampler, study_name=f"clsweep-{spec.name}")
+    if spec.searcher.name == "grid":
+        for point in spec.grid_points:
+            for s in spec.seeds:
+                searcher.enqueue({k: encode(v) for k, v in point.items()}, seed=s)
+    return searcher
+
+
+def make_scheduler(spec: SweepSpec) -> Any:
+    """ASHA or median stopping on ``tasks_done``; None for no early stopping (FIFO)."""
+    sched = spec.scheduler
+    if sched.name == "none":
+        return None
+    metric, mode = spec.objectives[0].metric, spec.objectives[0].mode
+    if sched.name == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=spec.max_tasks,
+                             grace_period=sched.grace_period, reduction_factor=sched.reduction_factor)
+    from ray.tune.schedulers import MedianStoppingRule
+
+    # Median stopping compares a trial's best value so far with the others' running means; with
+    # accuracy over seen tasks (which falls as tasks accumulate) it seldom stops anything, and it may
+    # pause trials (they resume from their last task checkpoint). ASHA is the better default.
+    return MedianStoppingRule(time_attr=TIME_ATTR, metric=metric, mode=mode, grace_period=sched.grace_period,
+                              min_samples_required=sched.min_samples_required)

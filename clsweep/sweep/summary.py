@@ -1,0 +1,111 @@
+"""Where a sweep stands: trial counts and the best configuration so far, from plain trial rows.
+
+A row is a dict: ``trial_id``, ``state`` (pending / running / paused / finished / pruned /
+failed), ``config`` (the values the sweep varies, seed excluded), ``seed``, ``tasks_done``,
+``tasks_total``, ``objective`` (list of values, one per objective, or null). Rows come from the
+live Tune trials (progress display) or from ``clsweep_status.json`` (``clsweep status``), so this
+module is Ray-free. Configurations are compared by the mean over their seeds of the finished
+trials' final objective values; pruned trials never count (they saw fewer tasks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["STATES", "Best", "Summary", "format_summary", "summarize"]
+
+STATES = ("finished", "running", "pending", "paused", "pruned", "failed")
+
+
+@dataclass(frozen=True)
+class Best:
+    config: dict[str, Any]
+    values: tuple[float, ...]
+    """Mean over seeds of each objective."""
+    seeds: tuple[int, ...]
+
+
+@dataclass
+class Summary:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
+    total: int = 0
+    best: list[Best] = field(default_factory=list)
+    """Single objective: the best configuration. Two objectives: the Pareto front."""
+
+    @property
+    def done(self) -> int:
+        return self.counts["finished"] + self.counts["pruned"] + self.counts["failed"]
+
+
+def _key(config: Mapping[str, Any]) -> str:
+    return json.dumps(dict(config), sort_keys=True, default=str)
+
+
+def _dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
+    better = [(x > y) if m == "max" else (x < y) for x, y, m in zip(a, b, modes)]
+    worse = [(x < y) if m == "max" else (x > y) for x, y, m in zip(a, b, modes)]
+    return any(better) and not any(worse)
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], modes: Sequence[str], total: int) -> Summary:
+    summary = Summary(total=total)
+    groups: dict[str, tuple[dict[str, Any], list[tuple[int, list[float]]]]] = {}
+    for row in rows:
+        state = row.get("state", "pending")
+        summary.counts[state] = summary.counts.get(state, 0) + 1
+        values = row.get("objective")
+        if state != "finished" or not values or any(v is None or not math.isfinite(v) for v in values):
+            continue
+        config = dict(row.get("config") or {})
+        groups.setdefault(_key(config), (config, []))[1].append((int(row.get("seed", 0)), list(values)))
+    candidates = [
+        Best(config, tuple(sum(v[i] for _, v in runs) / len(runs) for i in range(len(modes))),
+             tuple(sorted(s for s, _ in runs)))
+        for config, runs in groups.values()
+    ]
+    if len(modes) == 1 and candidates:
+        pick = max if modes[0] == "max" else min
+        summary.best = [pick(candidates, key=lambda b: b.values[0])]
+    elif candidates:
+        summary.best = [c for c in candidates if not any(_dominates(o.values, c.values, modes) for o in candidates)]
+    return summary
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 \
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def format_summary(summary: Summary, objectives: Sequence[Mapping[str, str]], *, elapsed: float | None = None,
+                   name: str = "", max_front: int = 5) -> list[str]:
+    """Lines for the progress display, the end of ``clsweep run`` and ``clsweep status``."""
+    c = summary.counts
+    waiting = max(0, summary.total - c["finished"] - c["pruned"] - c["failed"] - c["running"] - c["paused"])
+    head = f"sweep {name}: " if name else ""
+    lines = [f"{head}{summary.done}/{summary.total} trials done - finished {c['finished']}, running {c['running']}, "
+             f"pruned {c['pruned']}, failed {c['failed']}, waiting {waiting}"
+             + (f"   [{_clock(elapsed)}]" if elapsed is not None else "")]
+    names = " / ".join(f"{o['metric']} ({o['mode']})" for o in objectives)
+    if not summary.best:
+        lines.append(f"best {names}: none yet")
+        return lines
+    if len(objectives) > 1:
+        lines.append(f"Pareto front of {names}: {len(summary.best)} configuration(s)")
+    for best in summary.best[:max_front]:
+        values = " / ".join(f"{v:.4f}" for v in best.values)
+        seeds = f"mean of {len(best.seeds)} seeds" if len(best.seeds) > 1 else f"seed {best.seeds[0]}"
+        lines.append(f"best {names}: {values} ({seeds})" if len(objectives) == 1 else f"  {values} ({seeds})")
+        for key, value in best.config.items():
+            lines.append(f"    {key} = {_value(value)}")
+        if not best.config:
+            lines.append("    (no searched values: the fixed experiment)")
+    return lines

@@ -1,0 +1,163 @@
+"""The Tune callback that turns trial events into MLflow runs (driver side, one writer).
+
+Each trial gets one child run of the sweep's parent run: params are the trial's resolved
+experiment config (dotted names), tags say sweep, trial, algorithm, benchmark, paradigm, seed,
+protocol, status and node; metrics are logged per task with step = tasks done; at the end the
+resolved config, the accuracy matrices (CSV) and, for a failed trial, its traceback are stored as
+artifacts. Tune checkpoints the trial -> run map (get_state / set_state) and the tracker also finds
+a trial's run by its ``clsweep.trial_id`` tag, so a restored sweep keeps the same run ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray.tune import Callback
+
+from clsweep.spec.experiment import ExperimentConfig, flatten
+from clsweep.spec.sweep import SweepSpec
+from clsweep.tracking.store import SweepTracker
+
+__all__ = ["MLflowCallback", "stopped_state", "trial_state", "trial_tags"]
+
+# Tune's own bookkeeping in every result: not metrics of the experiment.
+_TUNE_KEYS = {
+    "timestamp", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
+    "iterations_since_restore", "training_iteration", "done", "date", "trial_id", "experiment_tag",
+    "checkpoint_dir_name", "should_checkpoint", "tasks_total",
+}
+
+
+def stopped_state(last_result: dict[str, Any] | None) -> str:
+    """finished, or pruned when the trial stopped before its last task (scheduler, or never ran)."""
+    last = last_result or {}
+    if "tasks_done" not in last:
+        return "pruned"
+    return "pruned" if int(last["tasks_done"]) < int(last.get("tasks_total", 0)) else "finished"
+
+
+def trial_state(trial: Any) -> str:
+    """pending / running / paused / finished / pruned (stopped by the scheduler) / failed."""
+    status = trial.status
+    if status == "ERROR":
+        return "failed"
+    if status == "TERMINATED":
+        return stopped_state(trial.last_result)
+    return {"RUNNING": "running", "PAUSED": "paused"}.get(status, "pending")
+
+
+def protocol_tag(spec: SweepSpec) -> str:
+    p = spec.protocol
+    return {"first_k": f"first_k:{p.k}", "test": "test (leaky)"}.get(p.name, p.name)
+
+
+def trial_tags(spec: SweepSpec, config: dict[str, Any], cfg: ExperimentConfig) -> dict[str, str]:
+    searched = {k: v for k, v in config.items() if k != "seed"}
+    tags = {
+        "clsweep.algorithm": cfg.algorithm.name, "clsweep.backbone": cfg.backbone.name,
+        "clsweep.benchmark": cfg.benchmark.name, "clsweep.source": str(getattr(cfg.benchmark.params, "source", "")),
+        "clsweep.paradigm": cfg.paradigm, "clsweep.seed": str(cfg.seed), "clsweep.protocol": protocol_tag(spec),
+        "clsweep.config": json.dumps(searched, sort_keys=True, default=str),
+    }
+    tags.update({f"clsweep.{k}": str(v) for k, v in config.items() if k.startswith("variants.")})
+    return tags
+
+
+def _csv(matrix_json: str | None) -> str | None:
+    if not matrix_json:
+        return None
+    rows = json.loads(matrix_json)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["after_task"] + [f"task_{j + 1}" for j in range(len(rows[0]) if rows else 0)])
+    for t, row in enumerate(rows):
+        writer.writerow([t + 1] + ["" if v is None else f"{v:.6f}" for v in row])
+    return out.getvalue()
+
+
+class MLflowCallback(Callback):
+    def __init__(self, tracker: SweepTracker, spec_data: dict[str, Any]) -> None:
+        self.tracker = tracker
+        self.spec_data = spec_data
+        self.runs: dict[str, str] = {}
+        self._spec: SweepSpec | None = None
+        self._located: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_spec": None, "_located": set()}
+
+    @property
+    def spec(self) -> SweepSpec:
+        if self._spec is None:
+            self._spec = SweepSpec.from_data(self.spec_data)
+        return self._spec
+
+    def get_state(self) -> dict[str, Any]:
+        return {"runs": dict(self.runs)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.runs.update(state.get("runs", {}))
+
+    # ---- trial events ---------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        tid = trial.trial_id
+        run_id = self.runs.get(tid) or self.tracker.find_trial(tid)
+        if run_id:
+            self.tracker.resume_trial(run_id)
+        else:
+            cfg = self.spec.experiment_for(trial.config)
+            params = {**flatten(cfg.to_dict()), "trial.tasks": self.spec.trial_tasks(cfg)}
+            run_id = self.tracker.start_trial(tid, f"{self.spec.name}-{tid}", params=params,
+                                              tags=trial_tags(self.spec, trial.config, cfg))
+        self.runs[tid] = run_id
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        if trial.trial_id not in self._located:
+            self._located.add(trial.trial_id)
+            self.tracker.set_tags(run_id, {"clsweep.node": f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"})
+        metrics = {k: float(v) for k, v in result.items()
+                   if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(float(v))}
+        self.tracker.log_metrics(run_id, metrics, step=int(result.get("tasks_done", result.get("training_iteration", 0))))
+
+    def _finish(self, trial: Any, state: str, traceback: str | None = None) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        cfg = self.spec.experiment_for(trial.config)
+        self.tracker.log_text(run_id, yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
+        last = trial.last_result or {}
+        for split in ("val", "test"):
+            text = _csv(last.get(f"acc_matrix_{split}"))
+            if text:
+                self.tracker.log_text(run_id, text, f"acc_matrix_{split}.csv")
+        if traceback:
+            self.tracker.log_text(run_id, traceback, "traceback.txt")
+        self.tracker.end_trial(run_id, state)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._finish(trial, stopped_state(trial.last_result))  # status may still read RUNNING here
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        text = None
+        if trial.error_file and Path(trial.error_file).exists():
+            text = Path(trial.error_file).read_text(encoding="utf-8", errors="replace")
+        if not text:
+            text = str(trial.get_error() or "the trial failed; Tune kept no traceback")
+        self._finish(trial, "failed", text)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.tracker.delete_orphans(t.trial_id for t in trials)
+        states = [trial_state(t) for t in trials]
+        complete = all(s in ("finished", "pruned", "failed") for s in states) and len(trials) >= self.spec.num_trials
+        counts = {f"clsweep.{s}": str(states.count(s)) for s in ("finished", "pruned", "failed")}
+        self.tracker.close(tags=counts, status="FINISHED" if complete else "KILLED")

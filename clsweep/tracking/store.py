@@ -1,0 +1,182 @@
+"""MLflow, written from the sweep driver only: one parent run per sweep, one child run per trial.
+
+The driver is the single writer (no sqlite contention, no trial needs the tracking URI). The
+store, the experiment and the parent run are created before any trial starts (concurrent first
+use of a fresh sqlite store races). Child runs carry ``clsweep.trial_id``, so a resumed sweep
+finds the run of each trial again instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from clsweep.spec.errors import Problem, SpecError
+
+__all__ = ["SweepTracker", "check_tracking_uri", "ui_command"]
+
+TRIAL_ID = "clsweep.trial_id"
+STATUS = "clsweep.status"
+_MAX_PARAM = 6000  # MLflow's limit on a param value
+
+
+def check_tracking_uri(uri: str, *, timeout: float = 3.0) -> None:
+    """Raise SpecError (bad input) when the store cannot be used; writes nothing.
+
+    http(s): the server must answer ``/health``. sqlite: the folder of the file must exist or be
+    creatable. ``file:`` stores are refused by MLflow since 3.13. Other database URIs are passed on."""
+    where = ("tracking", "uri")
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:  # noqa: S310
+                if response.status != 200:
+                    raise SpecError([Problem(where, f"MLflow server {uri} answered {response.status} on /health")])
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise SpecError([Problem(where, f"cannot reach the MLflow tracking server {uri}: {reason}")]) from None
+    elif uri.startswith("sqlite:"):
+        path = uri.removeprefix("sqlite:///")
+        if path == uri or not path.startswith("/"):
+            raise SpecError([Problem(where, f"{uri!r}: use an absolute path, sqlite:////abs/path/mlflow.db "
+                                            "(trials run in other working directories)")])
+        folder = Path(path).parent
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+        if not existing.is_dir():
+            raise SpecError([Problem(where, f"{existing} is not a folder")])
+    elif uri.startswith("file:") or "://" not in uri:
+        raise SpecError([Problem(where, f"{uri!r}: MLflow (3.13+) refuses file stores; use sqlite:////abs/mlflow.db "
+                                        "or an http:// tracking server")])
+
+
+def ui_command(uri: str) -> str:
+    """What to run to look at the runs."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+class SweepTracker:
+    """The MLflow side of one sweep. Picklable (the client is made on first use)."""
+
+    def __init__(self, uri: str, experiment: str, sweep: str, *, artifact_root: Path | None = None) -> None:
+        self.uri, self.experiment, self.sweep = uri, experiment, sweep
+        self.artifact_root = artifact_root
+        self.experiment_id: str | None = None
+        self.parent_id: str | None = None
+        self._client: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    # ---- the sweep ------------------------------------------------------------------------------
+    def open(self, parent_id: str | None, *, tags: Mapping[str, str], spec_text: str | None = None) -> str:
+        """Create (or find) the experiment and the parent run; returns the parent run id."""
+        import logging
+
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            location = (self.artifact_root / self.experiment).as_uri() if self.artifact_root else None
+            self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+        else:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            self.experiment_id = exp.experiment_id
+        if parent_id and self._exists(parent_id):
+            self.client.update_run(parent_id, status="RUNNING")
+            self.parent_id = parent_id
+            return parent_id
+        run = self.client.create_run(self.experiment_id, run_name=self.sweep,
+                                     tags={"clsweep.role": "sweep", "clsweep.sweep": self.sweep, **tags})
+        self.parent_id = run.info.run_id
+        if spec_text is not None:
+            self.client.log_text(self.parent_id, spec_text, "sweep.yaml")
+        return self.parent_id
+
+    def close(self, *, tags: Mapping[str, str], status: str = "FINISHED") -> None:
+        if self.parent_id:
+            self.set_tags(self.parent_id, tags)
+            self.client.set_terminated(self.parent_id, status)
+
+    def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
+    def children(self) -> list[Any]:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}'",
+                                           max_results=1000, page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def delete_orphans(self, keep: Iterable[str]) -> list[str]:
+        """Delete child runs of trials the sweep no longer knows (created by a driver that died
+        before Tune saved the trial); returns their run ids."""
+        keep = set(keep)
+        gone = [r.info.run_id for r in self.children() if r.data.tags.get(TRIAL_ID) not in keep]
+        for run_id in gone:
+            self.client.delete_run(run_id)
+        return gone
+
+    # ---- trials ---------------------------------------------------------------------------------
+    def find_trial(self, trial_id: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}' "
+                                                             f"and tags.`{TRIAL_ID}` = '{trial_id}'", max_results=2)
+        return runs[0].info.run_id if runs else None
+
+    def start_trial(self, trial_id: str, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
+            "mlflow.parentRunId": str(self.parent_id), "clsweep.role": "trial", "clsweep.sweep": self.sweep,
+            TRIAL_ID: trial_id, STATUS: "running", **tags})
+        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # log_batch takes at most 100 params
+            self.client.log_batch(run.info.run_id, params=items[start:start + 100])
+        return run.info.run_id
+
+    def resume_trial(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, {STATUS: "running"})
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[start:start + 1000])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def end_trial(self, run_id: str, state: str) -> None:
+        """state: finished, pruned or failed (MLflow status FINISHED, KILLED, FAILED)."""
+        self.set_tags(run_id, {STATUS: state})
+        self.client.set_terminated(run_id, {"finished": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}[state])
