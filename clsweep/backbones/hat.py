@@ -19,12 +19,12 @@ restores it into a freshly built backbone, whatever the number of stored tasks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from clsweep.backbones.base import CLBackbone, check_stage
+from clsweep.backbones.mask_store import StoredTaskMasks, UnitBuffers
 
 __all__ = ["AGGREGATIONS", "INIT_MODES", "HATMaskBackbone", "LayerInput", "apply_gate"]
 
@@ -56,55 +56,6 @@ def apply_gate(x: Tensor, mask: Tensor) -> Tensor:
     if mask.dim() == 1:
         return x * mask.view(1, -1, *tail)
     return x * mask.view(mask.shape[0], -1, *tail)
-
-
-class _UnitBuffers(nn.Module):
-    """One float buffer per layer (keyed by layer name), shape ``(units,)``."""
-
-    def __init__(self, units: dict[str, int]) -> None:
-        super().__init__()
-        for name, n in units.items():
-            self.register_buffer(name, torch.zeros(n))
-
-    def as_dict(self) -> dict[str, Tensor]:
-        return {name: buf.clone() for name, buf in self._buffers.items() if buf is not None}
-
-
-class _StoredMasks(nn.Module):
-    """The binary masks of the stored tasks: ``task_ids`` of shape ``(T,)`` and, per layer, a
-    buffer of shape ``(T, units)`` whose row ``k`` belongs to ``task_ids[k]``. Loading a state dict
-    with a different ``T`` resizes the buffers first, so a fresh module accepts any checkpoint."""
-
-    def __init__(self, units: dict[str, int]) -> None:
-        super().__init__()
-        self.register_buffer("task_ids", torch.zeros(0, dtype=torch.long))
-        self.layer_names = list(units)
-        for name, n in units.items():
-            self.register_buffer(name, torch.zeros(0, n))
-
-    def ids(self) -> list[int]:
-        return [int(t) for t in self.task_ids.tolist()]
-
-    def rows(self, name: str) -> Tensor:
-        return self._buffers[name]  # type: ignore[return-value]
-
-    def put(self, task_id: int, masks: dict[str, Tensor]) -> None:
-        ids = self.ids()
-        if task_id in ids:
-            row = ids.index(task_id)
-            for name in self.layer_names:
-                self.rows(name)[row] = masks[name]
-            return
-        self._buffers["task_ids"] = torch.cat([self.task_ids, self.task_ids.new_tensor([task_id])])
-        for name in self.layer_names:
-            self._buffers[name] = torch.cat([self.rows(name), masks[name].unsqueeze(0)])
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        for name, buf in list(self._buffers.items()):
-            incoming = state_dict.get(prefix + name)
-            if buf is not None and incoming is not None and incoming.shape[1:] == buf.shape[1:]:
-                self._buffers[name] = buf.new_empty(incoming.shape)
-        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class HATMaskBackbone(CLBackbone):
@@ -156,9 +107,9 @@ class HATMaskBackbone(CLBackbone):
         self.layer_inputs = dict(layer_inputs)
         self.mask_units = units
         self.task_embedding = nn.ParameterDict({n: nn.Parameter(torch.empty(u)) for n, u in units.items()})
-        self.task_mask_store = _StoredMasks(units)
-        self.cumulative_store = _UnitBuffers(units)
-        self.summative_store = _UnitBuffers(units)
+        self.task_mask_store = StoredTaskMasks(units)
+        self.cumulative_store = UnitBuffers(units)
+        self.summative_store = UnitBuffers(units)
         self.initialise_task_embedding("N01")
 
     def masked_forward(
@@ -419,6 +370,8 @@ class HATMaskBackbone(CLBackbone):
         """
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}; got {aggregation!r}")
+        if layer_name not in self.layer_inputs:
+            raise ValueError(f"{layer_name!r} is not a gated layer of {type(self).__name__}")
         own = self._unit_measure(unit_wise_measure, layer_name)
         layer = self.get_layer_by_name(layer_name)
         weight: Tensor = layer.weight  # type: ignore[assignment]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +26,16 @@ def tiny_params(name: str, **overrides: Any) -> dict[str, Any]:
     values = {k: v for k, v in TINY.items() if k in fields}
     values.update(overrides)
     return entry.params(**values).model_dump()
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    """These tensors are tiny: one intra-op thread is fastest, and on a shared few-core machine
+    torch's default thread pool makes the folder several times slower. Restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture
