@@ -15,6 +15,7 @@ Layers are named ``conv/0..2`` and ``fc/0..`` in forward order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -40,7 +41,7 @@ def alexnet_plan(height: int, width: int) -> tuple[list[tuple[int, bool]], tuple
 
 
 def _build(
-    module: nn.Module,
+    module: Any,
     input_shape: tuple[int, ...],
     channels: Sequence[int],
     fc_dims: Sequence[int],
@@ -67,7 +68,7 @@ def _build(
     return [f"conv/{i}" for i in range(3)] + [f"fc/{i}" for i in range(len(fc_dims))]
 
 
-def _run(module: nn.Module, x: Tensor, mask: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
+def _run(module: Any, x: Tensor, mask: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
     """The forward pass; with ``mask`` every layer's output is gated."""
     hidden: dict[str, Tensor] = {}
     layers = [*module.conv, *module.fc]
@@ -85,6 +86,8 @@ def _run(module: nn.Module, x: Tensor, mask: dict[str, Tensor] | None) -> tuple[
 
 class AlexNet(CLBackbone):
     """AlexNet-like CNN of the HAT paper, no gates, no batch norm."""
+
+    flatten_repeat: int  # spatial positions per channel of the last conv, flattened into fc/0
 
     def __init__(
         self,
@@ -114,6 +117,8 @@ class HATMaskAlexNet(HATMaskBackbone):
     The first fc layer reads the last convolution's channels flattened over its ``h * w``
     positions, declared as ``LayerInput(('conv/2',), repeat=h * w)``.
     """
+
+    flatten_repeat: int
 
     def __init__(
         self,

@@ -31,6 +31,8 @@ class StoredTaskMasks(nn.Module):
     buffer of shape ``(T, units)`` whose row ``k`` belongs to ``task_ids[k]``. Loading a state dict
     with a different ``T`` resizes the buffers first, so a fresh module accepts any checkpoint."""
 
+    task_ids: Tensor
+
     def __init__(self, units: dict[str, int]) -> None:
         super().__init__()
         self.register_buffer("task_ids", torch.zeros(0, dtype=torch.long))

@@ -38,9 +38,7 @@ class MLP(CLBackbone):
     ) -> None:
         super().__init__(input_shape, output_dim=int(hidden_dims[-1]) if hidden_dims else 0)
         self.fc = _linear_stack(math.prod(self.input_shape), hidden_dims)
-        self.bn = nn.ModuleList(
-            nn.BatchNorm1d(layer.out_features) if batch_norm else nn.Identity() for layer in self.fc
-        )
+        self.bn = nn.ModuleList(nn.BatchNorm1d(int(d)) if batch_norm else nn.Identity() for d in hidden_dims)
         self.dropout = nn.Dropout(dropout)
         self.weighted_layer_names = [f"fc/{i}" for i in range(len(self.fc))]
 

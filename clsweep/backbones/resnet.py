@@ -6,11 +6,16 @@ projection ``layer{s}/{b}/shortcut``. The feature is the global average of the l
 ``output_dim = 8 * base_width * expansion`` (512 for ResNet-18, 2048 for ResNet-50 at width 64).
 ``small_input=True`` uses a 3x3 stride-1 stem without max-pooling (CIFAR-sized and smaller
 inputs); ``False`` gives the 7x7 stride-2 stem with 3x3 max-pooling.
+
+Hidden features: for the stem and inner convs, the (gated) output after ReLU; for a block's last
+conv, the block output ``relu(last conv + shortcut path)``, which is what the next block reads;
+for a shortcut projection, its (gated) normalised output before the sum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -45,6 +50,7 @@ class _Block(nn.Module):
 
     expansion = 1
     convs: tuple[str, ...] = ()
+    out_channels: int
     shortcut: nn.Conv2d | None
 
     def _add_shortcut(self, in_channels: int, stride: int, norm: NormFactory, bias: bool) -> None:
@@ -131,7 +137,7 @@ _DEPTHS: dict[int, tuple[type[_Block], tuple[int, int, int, int]]] = {
 
 
 def _build(
-    module: nn.Module,
+    module: Any,
     input_shape: tuple[int, ...],
     depth: int,
     base_width: int,
@@ -182,7 +188,7 @@ def _build(
 
 
 def _run(
-    module: nn.Module, x: Tensor, mask: dict[str, Tensor] | None, task_id: int | None
+    module: Any, x: Tensor, mask: dict[str, Tensor] | None, task_id: int | None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     hidden: dict[str, Tensor] = {}
     h = _norm(module.bn1, module.conv1(x), task_id)

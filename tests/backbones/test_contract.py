@@ -206,3 +206,9 @@ def test_declared_layer_inputs_match_the_activations_layers_read(name: str, buil
         assert torch.equal(active, input_measure == 1), layer_name
         checked += 1
     assert checked == len(backbone.weighted_layer_names) - 1
+
+
+@pytest.mark.parametrize("name", ["alexnet", "hat_mask_alexnet", "resnet18", "hat_mask_resnet18"])
+def test_image_backbones_reject_flat_input_shapes(name: str, build) -> None:
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        build(name, input_shape=(64,))

@@ -173,3 +173,12 @@ def test_plain_resnet_shares_batch_norm_and_imagenet_stem_builds() -> None:
     feature, hidden = backbone(torch.randn(2, 3, 32, 32), "train")
     assert feature.shape == (2, 64)
     assert hidden["conv1"].shape == (2, 8, 8, 8)  # stride-2 conv then stride-2 max-pool
+
+
+def test_batch_norm_of_a_new_task_follows_the_model_dtype() -> None:
+    backbone = hat_resnet().double()
+    backbone.setup_task_id(2)
+    assert backbone.bn1.bns["2"].weight.dtype == torch.float64
+    feature, _, _ = backbone(torch.randn(2, *X, dtype=torch.float64), "validation", s_max=10.0)
+    assert feature.dtype == torch.float64
+    assert backbone.store_task_mask(2)["conv1"].dtype == torch.float64
