@@ -92,14 +92,6 @@ def test_fix_keeps_task_one_exactly() -> None:
     assert all(row[0] is not None for row in result.val_acc_matrix)
 
 
-def test_hat_does_not_forget_in_til() -> None:
-    result = run_experiment(parse_experiment(tiny("hat", train__epochs=3)))
-    R = result.test_acc_matrix
-    for t in range(len(R)):
-        for j in range(t):
-            assert R[t][j] == pytest.approx(R[j][j], abs=1e-6)
-
-
 def test_nan_loss_raises() -> None:
     cfg = parse_experiment(tiny("finetuning", train__lr=1e30, train__epochs=3))
     with pytest.raises(NonFiniteLossError, match="task 1"):

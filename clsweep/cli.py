@@ -1,0 +1,122 @@
+"""The ``clsweep`` command line. Sub-commands import heavy libraries only when they run, so that
+``clsweep --help`` and ``clsweep validate`` stay instant (no torch, no Ray).
+
+Exit status: 0 success; 1 the run finished but something failed (e.g. a sweep trial);
+2 bad input (config, sweep file or arguments), nothing started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from clsweep import __version__
+from clsweep.spec.errors import Problem, SpecError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 already; keep its message short
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"error: {message}\n")
+
+
+def _format_matrix(title: str, rows: list[list[float | None]]) -> str:
+    T = len(rows[0]) if rows else 0
+    header = "after \\ on  " + "".join(f"{f'task {j + 1}':>9}" for j in range(T))
+    lines = [title, header]
+    for t, row in enumerate(rows):
+        cells = "".join(f"{'-' if v is None else f'{v:.4f}':>9}" for v in row)
+        lines.append(f"task {t + 1:<7}" + cells)
+    return "\n".join(lines)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from clsweep.spec import load_experiment
+
+    cfg = load_experiment(args.config, args.set or [])
+    out = Path(args.out).resolve()
+    if out.exists() and not out.is_dir():
+        raise SpecError([Problem(("--out",), f"{out} exists and is not a folder")])
+
+    from clsweep.experiment import run_experiment  # heavy: torch, lightning
+
+    def progress(report) -> None:  # type: ignore[no-untyped-def]
+        m = report.metrics
+        print(f"task {report.task}/{report.num_tasks}: avg acc (val) {m['avg_acc_val']:.4f}, "
+              f"avg acc (test) {m['avg_acc_test']:.4f}, BWT (test) {m['bwt_test']:+.4f}  [{report.seconds:.1f}s]",
+              flush=True)
+
+    result = run_experiment(cfg, on_task_end=progress, checkpoint_dir=out / "checkpoint" if args.checkpoint else None)
+    data = result.to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(data, indent=2))
+    print()
+    print(_format_matrix("test accuracy R[t, j] (after training task t, on task j):", data["test_acc_matrix"]))
+    print()
+    print(f"ACC {data['acc']:.4f}   BWT {data['bwt']:+.4f}   forgetting {data['forgetting']:.4f}   "
+          f"({data['seconds']:.1f}s on {data['device']})")
+    print(f"results: {out / 'results.json'}")
+    return EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from clsweep import registry
+
+    kinds = [args.kind] if args.kind else list(registry.KINDS)
+    for kind in kinds:
+        print(f"{kind}s:")
+        for entry in registry.entries(kind):
+            if args.pattern and not fnmatch.fnmatchcase(entry.name, args.pattern):
+                continue
+            extra = ""
+            if kind in ("algorithm", "heads", "benchmark"):
+                extra = f"  [{', '.join(sorted(entry.paradigms))}]"
+            print(f"  {entry.name:<22}{entry.summary}{extra}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="clsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"clsweep {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("experiment", help="run one CL experiment (no Ray) and write results.json",
+                       description="Run one continual-learning experiment from a config file (an experiment "
+                                   "mapping, or a sweep file's `experiment` section) and write OUT/results.json.")
+    p.add_argument("config", help="experiment config YAML")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=1 (repeatable; value read as YAML)")
+    p.add_argument("--out", default="out/experiment", help="output folder (default: out/experiment)")
+    p.add_argument("--checkpoint", action="store_true", help="also write the per-task checkpoint under OUT/checkpoint")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("ls", help="list registered benchmarks, backbones, heads and algorithms")
+    p.add_argument("kind", nargs="?", choices=["benchmark", "backbone", "heads", "algorithm"])
+    p.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'resnet*'")
+    p.set_defaults(func=cmd_ls)
+
+    from clsweep.sweep.commands import add_sweep_commands  # Ray-free at import
+
+    add_sweep_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SpecError as err:
+        print(f"error: {err.format()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
