@@ -1,0 +1,294 @@
+"""The report as a renderer-neutral document: sections of paragraphs, fact lists, tables and figures.
+
+:func:`build_document` lays out an :class:`~clsweep.report.analysis.Analysis`; the HTML and
+Markdown renderers (:mod:`clsweep.report.render`) only format it, so both pages carry the same
+numbers, and those numbers are the ones in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from clsweep.report.analysis import Analysis, config_text
+from clsweep.report.figures import Figure
+
+__all__ = ["Code", "Document", "Facts", "Section", "Table", "build_document", "fmt", "spread_text"]
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)
+    caption: str = ""
+
+
+@dataclass
+class Facts:
+    items: list[tuple[str, str]]
+
+
+@dataclass
+class Code:
+    text: str
+    title: str
+
+
+Block = str | Table | Facts | Code | Figure
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    title: str
+    subtitle: str
+    warning: str | None
+    sections: list[Section]
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def spread_text(stats: dict[str, Any] | None, digits: int = 4) -> str:
+    """'mean ± std (n=3)' or just the value for one seed."""
+    if not stats or stats.get("mean") is None:
+        return "-"
+    if stats["n"] == 1:
+        return fmt(stats["mean"], digits)
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f} (n={stats['n']})"
+
+
+def _ci(stats: dict[str, Any] | None) -> str:
+    if not stats or not stats.get("ci95"):
+        return "-"
+    low, high = stats["ci95"]
+    return f"[{low:.4f}, {high:.4f}]"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _setup(a: Analysis) -> Section:
+    s, d, c = a.setup, a.data, a.counts
+    exp = s.experiment or {}
+    component = {k: (v.get("name") if isinstance(v, dict) else v) for k, v in exp.items()
+                 if k in ("benchmark", "backbone", "algorithm", "heads")}
+    facts = [
+        ("sweep", f"{d.name}" + (f": {s.description}" if s.description else "")),
+        ("experiment", ", ".join(f"{k} {v}" for k, v in component.items()) or "-"),
+        ("protocol", f"{s.protocol}: {s.protocol_note}"),
+        ("objective", ", ".join(f"{m} ({mode})" for m, mode in s.objectives)),
+        ("searcher", ", ".join(f"{k}={v}" for k, v in s.searcher.items() if v is not None) or "-"),
+        ("scheduler", ", ".join(f"{k}={v}" for k, v in s.scheduler.items() if v is not None) or "-"),
+        ("budget", f"{s.budget} trials planned" if s.budget is not None else "unknown"),
+        ("seeds", ", ".join(map(str, s.seeds)) or "-"),
+        ("trials", f"{c['runs']} runs: {c['finished']} finished, {c['pruned']} pruned, {c['failed']} failed"
+                   + (f", {c['other']} not ended" if c["other"] else "")),
+        ("compute", f"{_duration(a.compute['trial_compute_s'])} training in trials "
+                    f"({a.compute['trial_compute_s']:.1f} s); {_duration(a.compute['trial_wall_s'])} trial wall "
+                    f"time; sweep wall time {_duration(a.compute['sweep_wall_s'])}"),
+        ("tracking", f"{d.tracking_uri}, experiment {d.experiment!r}, parent run {d.parent['run_id']} "
+                     f"({d.parent['status']})"),
+    ]
+    for who, libs in (("versions (sweep)", a.versions.get("sweep")), ("versions (report)", a.versions.get("report"))):
+        if libs:
+            facts.append((who, ", ".join(f"{k} {v}" for k, v in libs.items())))
+    blocks: list[Block] = [Facts(facts)]
+    if s.spec_problem:
+        blocks.append(f"Note: {s.spec_problem}; the facts above were read from the runs' tags.")
+    if s.params:
+        blocks.append(Table(["searched parameter", "distribution", "range / values"],
+                            [[p.label, p.kind + (" (log)" if p.log and p.kind != "log_uniform" else ""),
+                              ", ".join(map(str, p.values)) if p.categorical else f"{p.low:g} .. {p.high:g}"
+                              if p.low is not None and p.high is not None else "-"] for p in s.params]))
+    else:
+        blocks.append("No parameter was searched: every trial runs the fixed experiment (seeds repeat it).")
+    if d.spec_text:
+        blocks.append(Code(d.spec_text, "the sweep file (sweep.yaml of the parent run)"))
+    return Section("setup", "What was run", blocks)
+
+
+def _top(a: Analysis) -> Section:
+    if not a.top:
+        return Section("top", "Best configurations", ["No trial finished, so no configuration can be ranked."])
+    objectives = [m for m, _ in a.setup.objectives]
+    extra = [m for m in a.top[0]["metrics"]]
+    header = ["rank", "configuration", "seeds"] + [f"{m} mean ± std" for m in objectives] + \
+        [f"{m} 95% CI" for m in objectives] + [f"{m} (mean)" for m in extra]
+    rows = []
+    for g in a.top:
+        rows.append([str(g["rank"]) + (" (Pareto)" if g.get("pareto") else ""), config_text(g["config"]),
+                     ", ".join(map(str, g["seeds"]))]
+                    + [spread_text(g["objectives"][m]) for m in objectives]
+                    + [_ci(g["objectives"][m]) for m in objectives]
+                    + [fmt(g["metrics"][m]["mean"]) for m in extra])
+    multi = len(a.setup.seeds) > 1
+    note = ("Mean and sample standard deviation over seeds; the 95% interval is Student's t interval of the "
+            "mean." if multi else "One seed per configuration: no spread over seeds.")
+    return Section("top", "Best configurations", [
+        f"The {len(a.top)} best configurations by {', '.join(objectives)}, ranked on the mean over their finished "
+        f"seeds (pruned trials saw fewer tasks and are not ranked). {note} Test metrics are shown for information; "
+        f"they were not used to choose.", Table(header, rows, bold={(0, i) for i in range(len(header))})])
+
+
+def _params(a: Analysis, figs: dict[str, Figure]) -> Section:
+    blocks: list[Block] = [figs["objective_vs_params"]] if "objective_vs_params" in figs else \
+        ["No searched parameter has a finished or pruned trial to plot."]
+    return Section("parameters", "Objective against each searched parameter", blocks)
+
+
+def _importance(a: Analysis, figs: dict[str, Figure]) -> Section:
+    imp = a.importance
+    metric = a.objective[0]
+    blocks: list[Block] = []
+    if imp.get("values", {}).get(metric):
+        blocks.append(Table(["parameter", f"importance for {metric}"],
+                            [[k, f"{v:.3f}"] for k, v in imp["values"][metric].items()]))
+        if "importance" in figs:
+            blocks.append(figs["importance"])
+    if imp.get("reason"):
+        blocks.append(f"Note: {imp['reason']}.")
+    if imp.get("available") and imp.get("rough"):
+        blocks.append(f"Only {imp['configurations']} finished configurations: read the importance as a rough hint.")
+    if not blocks:
+        blocks.append("Not available.")
+    return Section("importance", "Parameter importance", blocks)
+
+
+def _history(figs: dict[str, Figure]) -> Section:
+    blocks: list[Block] = [figs[k] for k in ("history", "objective_curves") if k in figs]
+    return Section("history", "Optimisation history", blocks or ["No trial reported a result."])
+
+
+def _best(a: Analysis, figs: dict[str, Figure]) -> Section:
+    b = a.best
+    if not b:
+        return Section("best", "Best trial", ["No trial finished."])
+    facts = [("trial", f"{b['trial_id']} (MLflow run {b['run_id']})"), ("configuration", config_text(b["config"])),
+             ("seed", str(b["seed"])), ("algorithm / benchmark", f"{b['algorithm']} / {b['benchmark']}")]
+    facts += [(m, fmt(v)) for m, v in b["objectives"].items()]
+    blocks: list[Block] = [Facts(facts)] + [figs[k] for k in ("accuracy_matrix", "task_curves") if k in figs]
+    keys = [k for k in ("avg_acc_test", "bwt_test", "forgetting_test", "avg_acc_val", "bwt_val", "forgetting_val")
+            if k in b["per_task"]]
+    steps = sorted({p[0] for k in keys for p in b["per_task"][k]})
+    if steps:
+        lookup = {k: dict((int(s), v) for s, v in b["per_task"][k]) for k in keys}
+        blocks.append(Table(["after task"] + keys, [[str(s)] + [fmt(lookup[k].get(s)) for k in keys] for s in steps],
+                            caption="Metrics after each task (MLflow metric histories, step = tasks done)."))
+    matrix = (b.get("matrices") or {}).get("test")
+    if matrix:
+        blocks.append(Table(["after task \\ on task"] + [str(j + 1) for j in range(len(matrix[0]))],
+                            [[str(t + 1)] + [fmt(v) for v in row] for t, row in enumerate(matrix)],
+                            caption="Test accuracy matrix R[t, j] (artifact acc_matrix_test.csv)."))
+    return Section("best", "Best trial", blocks)
+
+
+def _capacity(a: Analysis, figs: dict[str, Figure]) -> Section:
+    cap = a.capacity
+    if not cap or not cap["layers"]:
+        return Section("capacity", "Capacity used per layer", ["No HAT-family trial reported capacity metrics."])
+    steps = sorted({p[0] for pts in cap["layers"].values() for p in pts})
+    lookup = {layer: dict((int(s), v) for s, v in pts) for layer, pts in cap["layers"].items()}
+    table = Table(["layer"] + [f"after task {s}" for s in steps],
+                  [[layer] + [fmt(lookup[layer].get(s), 3) for s in steps] for layer in lookup],
+                  caption="Metrics capacity/<layer> of the trial.")
+    return Section("capacity", "Capacity used per layer", [f for f in (figs.get("capacity"),) if f] + [table])
+
+
+def benchmark_tables(a: Analysis) -> list[tuple[str, Table]]:
+    """One paper-style table per metric: rows x columns, mean ± std over seeds in %, best per column bold."""
+    bench = a.benchmark
+    out: list[tuple[str, Table]] = []
+    if not bench:
+        return out
+    for metric in bench["metrics"]:
+        rows, bold = [], set()
+        for i, row in enumerate(bench["rows"]):
+            cells = bench["cells"][metric].get(row, {})
+            line = [row]
+            for j, col in enumerate(bench["columns"]):
+                stats = cells.get(col)
+                line.append("-" if not stats else f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+                            if stats["n"] > 1 else f"{100 * stats['mean']:.1f}")
+                if bench["best"][metric].get(col) == row:
+                    bold.add((i, j + 1))
+            rows.append(line)
+        mode = bench["modes"].get(metric)
+        caption = (f"{metric} in % (mean ± std over seeds; {'higher' if mode == 'max' else 'lower'} is better, "
+                   f"best per column in bold). Each cell is the best configuration of its {bench['row_axis']} "
+                   f"and {bench['col_axis']} by the objective.")
+        out.append((metric, Table([f"{bench['row_axis']} \\ {bench['col_axis']}"] + bench["columns"], rows,
+                                  bold, caption)))
+    return out
+
+
+def _benchmark(a: Analysis) -> Section | None:
+    tables = benchmark_tables(a)
+    if not tables:
+        return None
+    blocks: list[Block] = [t for _, t in tables]
+    blocks.append("The same tables as LaTeX (booktabs): benchmark_table.tex.")
+    return Section("benchmark", "Algorithms x benchmarks", blocks)
+
+
+def _pruned_failed(a: Analysis) -> list[Section]:
+    metric = a.objective[0]
+    sched = a.setup.scheduler.get("name", "?")
+    if a.pruned:
+        pruned: list[Block] = [Table(["trial", "seed", "configuration", "stopped after", f"{metric} at stop"],
+                                     [[p["trial_id"], str(p["seed"]), config_text(p["config"]),
+                                       f"{p['stopped_after']} of {p['tasks_total']} tasks", fmt(p["value_at_stop"])]
+                                      for p in a.pruned])]
+    else:
+        pruned = [f"No trial was pruned (scheduler: {sched})."]
+    if a.failed:
+        failed: list[Block] = [Table(["trial", "seed", "configuration", "tasks done", "error"],
+                                     [[f["trial_id"], str(f["seed"]), config_text(f["config"]), str(f["tasks_done"]),
+                                       f["error"]] for f in a.failed],
+                                     caption="The full traceback is the artifact traceback.txt of each run.")]
+    else:
+        failed = ["No trial failed."]
+    return [Section("pruned", "Pruned trials", pruned), Section("failed", "Failed trials", failed)]
+
+
+def _all_trials(a: Analysis) -> Section:
+    metric = a.objective[0]
+    rows = [[t["trial_id"], t["state"], str(t["seed"]), config_text(t["config"]),
+             f"{t['tasks_done']}/{t['tasks_total']}", fmt(t["metrics"].get(metric)),
+             fmt(t["metrics"].get("avg_acc_test")), fmt(t["compute_s"], 1)] for t in a.trials]
+    return Section("trials", "All trials", [Table(["trial", "state", "seed", "configuration", "tasks", metric,
+                                                   "avg_acc_test", "compute s"], rows)] if rows else ["No trial ran."])
+
+
+def build_document(a: Analysis, figs: dict[str, Figure]) -> Document:
+    sections = [_setup(a), _top(a), _params(a, figs), _importance(a, figs), _history(figs), _best(a, figs),
+                _capacity(a, figs)]
+    bench = _benchmark(a)
+    if bench:
+        sections.append(bench)
+    sections += _pruned_failed(a) + [_all_trials(a)]
+    warning = None
+    if a.setup.leaky:
+        warning = "Leaky protocol: the objective reads the test split; test numbers here are optimistic."
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return Document(f"Sweep report: {a.data.name}",
+                    f"protocol {a.setup.protocol}; objective "
+                    f"{', '.join(f'{m} ({mode})' for m, mode in a.setup.objectives)}; written {stamp}",
+                    warning, sections)
