@@ -1,0 +1,17 @@
+"""The core tests train tiny models: one torch thread is faster than two here and keeps the
+shared 2-core machine usable for the other test processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
