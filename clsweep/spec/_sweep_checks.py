@@ -82,6 +82,10 @@ def check_search(shape: Any, problems: list[Problem]) -> tuple[Param, ...]:
                 elif not grid_searcher and params[j].kind == "grid":
                     problems.append(Problem(loc, "under searcher tpe/random grid entries are repeated for every "
                                                  "configuration; a condition cannot depend on one (use choice)"))
+    sampled = bool(shape.variants) or any(p.kind != "grid" for p in params)
+    if not grid_searcher and not sampled and shape.searcher.samples not in (None, 1):
+        problems.append(Problem(("searcher", "samples"), "nothing is sampled (no search entry other than grid ones, "
+                                                         "no variants): every sample would repeat the same trials"))
     if grid_searcher:
         for p in params:
             if not p.finite:
@@ -249,7 +253,7 @@ def check_configurations(shape: Any, params: tuple[Param, ...], objectives: tupl
         for k in knobs:
             found.setdefault((k.path, k.message), k)
         trial = copy.deepcopy(raw)
-        trial["seed"] = seeds[0]
+        trial["seed"] = seeds[0] if seeds else 0
         try:
             return parse_experiment(trial, prefix=("experiment",))
         except SpecError as err:

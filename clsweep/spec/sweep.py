@@ -75,7 +75,8 @@ class _Model(BaseModel):
 class SearcherConfig(_Model):
     name: Literal["tpe", "random", "grid"] = "tpe"
     samples: int | None = Field(None, ge=1)
-    """Configurations to sample (tpe/random; default 10). The grid searcher runs every grid point."""
+    """Configurations to sample (tpe/random; default 10, or 1 when nothing is sampled). The grid
+    searcher runs every grid point."""
     seed: int = 0
 
 
@@ -169,13 +170,19 @@ class SweepSpec:
         return tuple(p for p in self.params if p.kind == "grid") if self.searcher.name != "grid" else ()
 
     @property
+    def samples(self) -> int:
+        """Configurations the tpe/random sampler proposes."""
+        sampled = bool(self.variants) or any(p.kind != "grid" for p in self.params)
+        return self.searcher.samples or (10 if sampled else 1)
+
+    @property
     def num_trials(self) -> int:
         if self.searcher.name == "grid":
             return len(self.grid_points) * len(self.seeds)
         repeats = 1
         for p in self.repeat_params:
             repeats *= len(p.values)
-        return (self.searcher.samples or 10) * repeats * len(self.seeds)
+        return self.samples * repeats * len(self.seeds)
 
     def experiment_raw(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The experiment mapping of one trial: base, variants, searched values, seed."""

@@ -92,7 +92,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         spec = load_sweep(args.file, args.set)
         grid = sum(1 for p in spec.params if p.kind == "grid")
         how = (f"{len(spec.grid_points)} grid points" if spec.searcher.name == "grid"
-               else f"{spec.searcher.samples or 10} samples" + (f" x {grid} grid entr{'y' if grid == 1 else 'ies'}" if grid else ""))
+               else f"{spec.samples} samples" + (f" x {grid} grid entr{'y' if grid == 1 else 'ies'}" if grid else ""))
         print(f"ok: sweep {spec.name!r}: {spec.num_trials} trials ({spec.searcher.name}, {how}, "
               f"{len(spec.seeds)} seed(s)); objective {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}; "
               f"protocol {spec.protocol.name}; scheduler {spec.scheduler.name}")

@@ -88,7 +88,7 @@ def make_searcher(spec: SweepSpec) -> CLOptunaSearch:
     seed = spec.searcher.seed
     if spec.searcher.name == "tpe":
         conditional = any(p.when for p in spec.params)
-        samples = spec.searcher.samples or 10
+        samples = spec.samples
         sampler: Any = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=max(2, min(10, samples // 2)),
             **({"multivariate": True, "group": True} if conditional else {}))

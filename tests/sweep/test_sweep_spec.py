@@ -38,6 +38,7 @@ def test_defaults_and_trial_count(write_yaml, tiny):
     assert [(o.metric, o.mode) for o in spec.objectives] == [("avg_acc_val", "max")]
     assert spec.protocol.name == "validation" and spec.seeds == (0,) and spec.retries == 1
     assert spec.num_trials == 10 and spec.max_tasks == 2
+    assert load_sweep(write_yaml(tiny + "seeds: 2\n")).num_trials == 2  # nothing sampled: one per seed
     assert spec.params[0].kind == "log_uniform" and spec.params[0].log
 
 
@@ -132,6 +133,7 @@ def test_first_k_runs_fewer_tasks(write_yaml, tiny):
      "scheduler.name", "two objectives"),
     ("scheduler: {name: asha, grace_period: 3}\n", "scheduler.grace_period", "nothing to stop"),
     ("seeds: []\n", "seeds", "empty"),
+    ("searcher: {samples: 5}\n", "searcher.samples", "nothing is sampled"),
     ("searcher: {name: bayes}\n", "searcher.name", "'bayes'"),
     ("resources: {gpus: -1}\n", "resources.gpus", "greater than or equal to 0"),
     ("colour: blue\n", "colour", "unknown key"),

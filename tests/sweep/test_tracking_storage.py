@@ -1,0 +1,90 @@
+"""The driver-side MLflow writer, the sweep folder record, the status summary, and the trial
+function outside Ray (real task loop, injected reporter)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clsweep.spec.errors import SpecError
+from clsweep.spec.sweep import load_sweep
+from clsweep.sweep.storage import SweepPaths, check_owner, write_json
+from clsweep.sweep.summary import summarize
+from clsweep.tracking.store import SweepTracker, check_tracking_uri
+
+
+def test_tracker_reuses_parent_and_trial_runs_and_drops_orphans(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "exp", "sw", artifact_root=tmp_path / "art")
+    parent = tracker.open(None, tags={"clsweep.protocol": "validation"}, spec_text="name: sw\n")
+    a = tracker.start_trial("t1", "sw-t1", params={"train.lr": 0.1}, tags={"clsweep.seed": "0"})
+    tracker.start_trial("t2", "sw-t2", params={}, tags={})
+    tracker.log_metrics(a, {"avg_acc_val": 0.5}, step=1)
+    tracker.log_metrics(a, {"avg_acc_val": 0.4}, step=2)
+    tracker.end_trial(a, "pruned")
+
+    again = SweepTracker(uri, "exp", "sw", artifact_root=tmp_path / "art")  # a restarted driver
+    assert again.open(parent, tags={}) == parent
+    assert again.find_trial("t1") == a and again.find_trial("t3") is None
+    assert len(again.delete_orphans(["t1"])) == 1  # t2 was never saved by Tune: removed
+    run = again.client.get_run(a)
+    assert run.info.status == "KILLED" and run.data.tags["clsweep.status"] == "pruned"
+    assert run.data.params == {"train.lr": "0.1"} and run.data.tags["mlflow.parentRunId"] == parent
+    assert [(m.step, m.value) for m in again.client.get_metric_history(a, "avg_acc_val")] == [(1, 0.5), (2, 0.4)]
+    assert [c.info.run_id for c in again.children()] == [a]
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("http://127.0.0.1:9", "cannot reach"),
+    ("file:///tmp/mlruns", "refuses file stores"),
+    ("mlruns", "refuses file stores"),
+    ("sqlite:///relative.db", "absolute path"),
+])
+def test_unusable_tracking_uris(uri, message):
+    with pytest.raises(SpecError, match=message):
+        check_tracking_uri(uri)
+
+
+def test_sqlite_uri_in_a_new_folder_is_fine(tmp_path):
+    check_tracking_uri(f"sqlite:///{tmp_path}/not/yet/mlflow.db")
+    assert not (tmp_path / "not").exists()
+
+
+def test_folder_ownership(tmp_path):
+    paths = SweepPaths.at(tmp_path, "sw")
+    assert check_owner(paths, "abc") is None  # missing
+    paths.sweep_dir.mkdir()
+    assert check_owner(paths, "abc") is None  # empty
+    write_json(paths.record, {"fingerprint": "abc"})
+    assert check_owner(paths, "abc") == {"fingerprint": "abc"}
+    with pytest.raises(SpecError, match="another sweep"):
+        check_owner(paths, "def")
+
+
+def test_summary_means_over_seeds_and_ignores_pruned():
+    rows = [
+        {"state": "finished", "config": {"lr": 0.1}, "seed": 0, "objective": [0.8]},
+        {"state": "finished", "config": {"lr": 0.1}, "seed": 1, "objective": [0.6]},
+        {"state": "finished", "config": {"lr": 0.2}, "seed": 0, "objective": [0.75]},
+        {"state": "pruned", "config": {"lr": 0.3}, "seed": 0, "objective": [0.99]},
+        {"state": "failed", "config": {"lr": 9.0}, "seed": 0, "objective": None},
+        {"state": "running", "config": {"lr": 0.4}, "seed": 0, "objective": [0.5]},
+    ]
+    s = summarize(rows, ["max"], total=8)
+    assert (s.counts["finished"], s.counts["pruned"], s.counts["failed"], s.counts["running"], s.done) == (3, 1, 1, 1, 5)
+    assert s.best[0].config == {"lr": 0.2} and s.best[0].values == (0.75,)  # 0.75 beats mean(0.8, 0.6)
+    front = summarize([{"state": "finished", "config": {"c": i}, "seed": 0, "objective": v}
+                       for i, v in enumerate([[0.9, 0.3], [0.8, 0.1], [0.7, 0.2]])], ["max", "min"], total=3)
+    assert sorted(b.config["c"] for b in front.best) == [0, 1]  # (0.7, 0.2) is dominated by (0.8, 0.1)
+
+
+def test_trial_function_reports_every_task_with_a_checkpoint(write_yaml, tiny):
+    from clsweep.sweep.trial import train_trial
+
+    spec = load_sweep(write_yaml(tiny.replace("num_tasks: 2", "num_tasks: 3") + "protocol: {name: first_k, k: 2}\n"))
+    seen = []
+    train_trial({"seed": 3}, spec_data=spec.data,
+                report=lambda result, ckpt: seen.append((result, sorted(p.name for p in ckpt.iterdir()))))
+    assert [r["tasks_done"] for r, _ in seen] == [1, 2]  # first_k: 2 of 3 tasks
+    assert all(r["tasks_total"] == 2 and 0.0 <= r["avg_acc_val"] <= 1.0 for r, _ in seen)
+    assert all("state.pt" in files for _, files in seen)
+    assert seen[-1][0]["acc_matrix_test"].startswith("[[")
