@@ -58,7 +58,7 @@ def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.{digits}f}" if value == value else "-"
     return str(value)
 
 
@@ -278,12 +278,9 @@ def _all_trials(a: Analysis) -> Section:
 
 
 def build_document(a: Analysis, figs: dict[str, Figure]) -> Document:
-    sections = [_setup(a), _top(a), _params(a, figs), _importance(a, figs), _history(figs), _best(a, figs),
-                _capacity(a, figs)]
-    bench = _benchmark(a)
-    if bench:
-        sections.append(bench)
-    sections += _pruned_failed(a) + [_all_trials(a)]
+    bench = _benchmark(a)  # a benchmark sweep's headline: right after what was run
+    sections = [_setup(a), *([bench] if bench else []), _top(a), _params(a, figs), _importance(a, figs),
+                _history(figs), _best(a, figs), _capacity(a, figs), *_pruned_failed(a), _all_trials(a)]
     warning = None
     if a.setup.leaky:
         warning = "Leaky protocol: the objective reads the test split; test numbers here are optimistic."

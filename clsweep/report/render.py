@@ -139,7 +139,8 @@ def to_latex(tables: Sequence[tuple[str, Table]], sweep: str) -> str:
     out = [f"% Benchmark tables of sweep {sweep}, written by `clsweep report`. Needs \\usepackage{{booktabs}}."]
     for metric, t in tables:
         out += ["", f"% {metric}", "\\begin{table}[t]", "\\centering",
-                f"\\caption{{{_tex(t.caption)}}}", f"\\label{{tab:{_tex(sweep)}-{_tex(metric)}}}".replace("\\_", "-"),
+                "\\caption{" + _tex(t.caption).replace("±", "$\\pm$") + "}",
+                "\\label{tab:" + f"{sweep}-{metric}".replace("_", "-") + "}",
                 "\\begin{tabular}{l" + "c" * (len(t.header) - 1) + "}", "\\toprule",
                 " & ".join(_tex(h) for h in t.header) + " \\\\", "\\midrule"]
         for i, row in enumerate(t.rows):
