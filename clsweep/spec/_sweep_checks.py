@@ -64,23 +64,23 @@ def check_search(shape: Any, problems: list[Problem]) -> tuple[Param, ...]:
                                     "under searcher tpe/random a grid entry runs for every sampled configuration "
                                     "and cannot be conditional (use choice)"))
         for path, values in p.when:
-            loc = ("search", p.name, "when", path)
+            where: tuple[object, ...] = ("search", p.name, "when", path)
             if path.startswith("variants."):
                 axis = path.split(".", 1)[1]
                 if axis not in shape.variants:
-                    problems.append(Problem(loc, f"unknown variant axis {axis!r}"))
+                    problems.append(Problem(where, f"unknown variant axis {axis!r}"))
                 elif unknown := [v for v in values if v not in shape.variants[axis]]:
-                    problems.append(Problem(loc, f"unknown variant label(s) {unknown}; known: {list(shape.variants[axis])}"))
+                    problems.append(Problem(where, f"unknown variant label(s) {unknown}; known: {list(shape.variants[axis])}"))
             elif not path.startswith("experiment."):
-                problems.append(Problem(loc, "a condition names `experiment.<path>` or `variants.<axis>`"))
+                problems.append(Problem(where, "a condition names `experiment.<path>` or `variants.<axis>`"))
             elif path in names:
                 j = names.index(path)
                 if j >= i:
-                    problems.append(Problem(loc, f"conditions may only use entries listed before; move {p.name} below {path}"))
+                    problems.append(Problem(where, f"conditions may only use entries listed before; move {p.name} below {path}"))
                 elif not params[j].finite:
-                    problems.append(Problem(loc, f"a condition cannot depend on a continuous entry ({params[j].kind})"))
+                    problems.append(Problem(where, f"a condition cannot depend on a continuous entry ({params[j].kind})"))
                 elif not grid_searcher and params[j].kind == "grid":
-                    problems.append(Problem(loc, "under searcher tpe/random grid entries are repeated for every "
+                    problems.append(Problem(where, "under searcher tpe/random grid entries are repeated for every "
                                                  "configuration; a condition cannot depend on one (use choice)"))
     sampled = bool(shape.variants) or any(p.kind != "grid" for p in params)
     if not grid_searcher and not sampled and shape.searcher.samples not in (None, 1):
@@ -119,7 +119,7 @@ def check_objectives(shape: Any, problems: list[Problem]) -> tuple[Any, ...]:
             problems.append(Problem(loc + ("metric",),
                                     f"{obj.metric} reads the test split; hyperparameters may only be chosen on it with "
                                     "`protocol: {name: test, leaky: true}` (use the _val metric)"))
-        out.append(Objective(metric=obj.metric, mode=mode))
+        out.append(Objective(metric=obj.metric, mode="max" if mode == "max" else "min"))
     if len({o.metric for o in out}) != len(out):
         problems.append(Problem(("objective",), "the two objectives are the same metric"))
     if protocol.name == "test" and not protocol.leaky:
@@ -183,7 +183,7 @@ def expand(shape: Any, params: tuple[Param, ...], full: set[str]) -> Iterator[tu
             yield from walk(i + 1, {**config, p.name: value}, nxt)
 
     for labels in product(*(list(options) for _, options in axes)):
-        config = {f"variants.{axis}": label for (axis, _), label in zip(axes, labels)}
+        config = {f"variants.{axis}": label for (axis, _), label in zip(axes, labels, strict=True)}
         yield from walk(0, config, _merge_variants(shape.experiment, shape.variants, config))
 
 

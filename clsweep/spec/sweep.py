@@ -309,7 +309,7 @@ def parse_sweep(raw: Any, *, source: str | None = None) -> SweepSpec:
             problems.append(Problem(("seeds",), "the list of seeds is empty"))
         elif len(set(seeds)) != len(seeds):
             problems.append(Problem(("seeds",), "seeds are repeated"))
-    max_tasks, grid = 0, ()
+    max_tasks, grid = 0, tuple[dict[str, Any], ...]()
     if search_ok:
         max_tasks, grid = checks.check_configurations(shape, params, objectives, seeds, problems)
     if problems:

@@ -122,9 +122,15 @@ def _finish(outcome: Any, no_report: bool, started: float) -> int:
     print(f"tracking:  {plan.tracking_uri} (experiment {plan.experiment!r}, parent run {outcome.parent_run_id})")
     print(f"view:      {ui_command(plan.tracking_uri)}")
     if not no_report and outcome.complete and importlib.util.find_spec("clsweep.report") is not None:
-        report = importlib.import_module("clsweep.report")
-        if hasattr(report, "report_sweep"):
-            print(f"report:    {report.report_sweep(plan.spec.name, tracking_uri=plan.tracking_uri, experiment=plan.experiment)}")
+        from clsweep.report import report_sweep
+
+        try:
+            index = report_sweep(plan.spec.name, tracking_uri=plan.tracking_uri, experiment=plan.experiment,
+                                 parent_run_id=outcome.parent_run_id, storage=plan.paths.storage)
+            print(f"report:    {index}")
+        except Exception as err:  # noqa: BLE001 - the sweep itself is done; say why the report is missing
+            print(f"report:    not written ({type(err).__name__}: {err}); retry with `clsweep report {plan.spec.name}`",
+                  file=sys.stderr)
     return EXIT_FAILED if outcome.failed else EXIT_OK
 
 
@@ -136,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_sweep(args.space, args.set, name=args.name)
     plan = prepare(spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
                    source=str(Path(args.space).resolve()))
-    return _finish(execute(plan), args.no_report, started)
+    return _finish(execute(plan, started=started), args.no_report, started)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -152,33 +158,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
     spec = parse_sweep(record["spec"], source=str(paths.record))
     plan = prepare(spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
                    source=record.get("source"))
-    return _finish(execute(plan), args.no_report, started)
+    return _finish(execute(plan, started=started), args.no_report, started)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from clsweep.sweep.storage import SweepPaths, driver_alive, read_json
-    from clsweep.sweep.summary import format_summary, summarize
+    from clsweep.sweep.storage import SweepPaths
+    from clsweep.sweep.summary import format_summary, stored_sweep
     from clsweep.tracking.store import ui_command
 
-    paths = SweepPaths.at(args.storage, args.name)
-    record = read_json(paths.record)
-    if record is None:
-        raise SpecError([Problem(("name",), f"no sweep {args.name!r} under {paths.storage}")])
-    status = read_json(paths.status) or {}
-    objectives = status.get("objectives") or [{"metric": "?", "mode": "max"}]
-    total = int(status.get("total", 0))
-    rows = status.get("trials", [])
-    alive = driver_alive(status.get("driver"))
-    if not status.get("ended") and alive is False:  # the driver died: nothing is running any more
-        rows = [{**r, "state": "pending"} if r.get("state") in ("running", "paused") else r for r in rows]
-    summary = summarize(rows, [o["mode"] for o in objectives], total)
-    for line in format_summary(summary, objectives, name=args.name):
+    sweep = stored_sweep(args.storage, args.name)
+    for line in format_summary(sweep.summary, sweep.objectives, name=args.name):
         print(line)
-    state = ("complete" if record.get("complete") else "ended (incomplete)" if status.get("ended")
-             else "running" if alive else "interrupted: run `clsweep resume` to continue" if alive is False
-             else "driver on another host")
-    print(f"state:     {state}")
-    print(f"runs:      {paths.sweep_dir}")
-    print(f"view:      {ui_command(record.get('tracking_uri', ''))}")
-    sys.stdout.flush()
+    hint = ": run `clsweep resume` to continue" if sweep.state == "interrupted" else ""
+    print(f"state:     {sweep.state}{hint}")
+    print(f"runs:      {SweepPaths.at(args.storage, args.name).sweep_dir}")
+    print(f"view:      {ui_command(sweep.record.get('tracking_uri', ''))}")
     return EXIT_OK

@@ -89,7 +89,7 @@ def _ray_logs_to(path: Path) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         handler.close()
-        for h, level in zip(streams, levels):
+        for h, level in zip(streams, levels, strict=True):
             h.setLevel(level)
 
 
@@ -151,10 +151,13 @@ def _outcome(plan: Plan, parent: str | None) -> Outcome:
 
 
 def execute(plan: Plan, *, callbacks: Sequence[Any] = (), display: bool | None = None,
-            num_cpus: int | None = None) -> Outcome:
-    """Create the stores, start Ray, run (or continue) the sweep; returns where it ended."""
+            num_cpus: int | None = None, started: float | None = None) -> Outcome:
+    """Create the stores, start Ray, run (or continue) the sweep; returns where it ended.
+    ``started``: time.monotonic() when the command started (for the elapsed time shown)."""
+    from clsweep.sweep.progress import mark_start
     from clsweep.tracking.store import SweepTracker
 
+    mark_start(started)
     spec, paths = plan.spec, plan.paths
     record = plan.record or new_record(spec.data, spec.fingerprint, source=plan.source,
                                        tracking_uri=plan.tracking_uri, experiment=plan.experiment)

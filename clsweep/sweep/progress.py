@@ -20,7 +20,15 @@ from clsweep.sweep.storage import driver_identity, write_json
 from clsweep.sweep.summary import format_summary, summarize
 from clsweep.sweep.tracking_callback import stopped_state, trial_state
 
-__all__ = ["ProgressCallback", "trial_row"]
+__all__ = ["ProgressCallback", "mark_start", "trial_row"]
+
+_COMMAND_STARTED: float | None = None
+
+
+def mark_start(at: float | None = None) -> None:
+    """Count elapsed time from ``at`` (time.monotonic() at the start of the command), else now."""
+    global _COMMAND_STARTED
+    _COMMAND_STARTED = time.monotonic() if at is None else at
 
 
 def trial_row(trial: Any, spec: SweepSpec, state: str | None = None) -> dict[str, Any]:
@@ -33,7 +41,7 @@ def trial_row(trial: Any, spec: SweepSpec, state: str | None = None) -> dict[str
         "seed": trial.config.get("seed"),
         "tasks_done": last.get("tasks_done", 0),
         "tasks_total": last.get("tasks_total"),
-        "objective": None if any(v is None for v in values) else [float(v) for v in values],
+        "objective": None if any(v is None for v in values) else [float(v) for v in values if v is not None],
     }
 
 
@@ -65,8 +73,9 @@ class ProgressCallback(Callback):
             self._spec = SweepSpec.from_data(self.spec_data)
         return self._spec
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, **info: Any) -> None:  # type: ignore[override]
         self._reset()
+        self._started = _COMMAND_STARTED or self._started
         self._tty = sys.stdout.isatty() if self.display is None else self.display
 
     def lines(self, rows: list[dict[str, Any]]) -> list[str]:

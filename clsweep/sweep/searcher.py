@@ -37,15 +37,17 @@ class CLOptunaSearch(OptunaSearch):
             state = TrialState.PRUNED
         else:
             return super().on_trial_complete(trial_id, result=result, error=error)
+        study: Any = self._ot_study
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], state=state)
+            study.tell(self._ot_trials[trial_id], state=state)
         except Exception as exc:  # noqa: BLE001 - same leniency as the base class
             logger.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
 
     def enqueue(self, params: dict[str, Any], *, seed: int) -> None:
         """Queue a configuration (Optuna-encoded values) to run next with ``seed``."""
-        self._ot_study.enqueue_trial(params, user_attrs={SEED_ATTR: seed})
+        study: Any = self._ot_study
+        study.enqueue_trial(params, user_attrs={SEED_ATTR: seed})
 
     @property
     def study(self) -> Any:

@@ -77,7 +77,7 @@ def _enqueue_repeats(trial: Any, spec: SweepSpec, config: dict[str, Any]) -> Non
         for seed in spec.seeds:
             if tuple(encode(v) for v in values) == mine and seed == spec.seeds[0]:
                 continue
-            params = {**trial.params, **{p.name: encode(v) for p, v in zip(grid, values)}}
+            params = {**trial.params, **{p.name: encode(v) for p, v in zip(grid, values, strict=True)}}
             trial.study.enqueue_trial(params, user_attrs={SEED_ATTR: seed})
 
 
@@ -89,13 +89,14 @@ def make_searcher(spec: SweepSpec) -> CLOptunaSearch:
     if spec.searcher.name == "tpe":
         conditional = any(p.when for p in spec.params)
         samples = spec.samples
+        # group: conditional entries are sampled jointly within the configurations that have them
         sampler: Any = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=max(2, min(10, samples // 2)),
-            **({"multivariate": True, "group": True} if conditional else {}))
+            multivariate=True if conditional else None, group=conditional)
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     metric = [o.metric for o in spec.objectives]
-    mode = [o.mode for o in spec.objectives]
+    mode = [str(o.mode) for o in spec.objectives]
     searcher = CLOptunaSearch(
         DefineByRun(spec), metric=metric if spec.multi_objective else metric[0],
         mode=mode if spec.multi_objective else mode[0], sampler=sampler, study_name=f"clsweep-{spec.name}")

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["STATES", "Best", "Summary", "format_summary", "summarize"]
+__all__ = ["STATES", "Best", "StoredSweep", "Summary", "format_summary", "stored_sweep", "summarize"]
 
 STATES = ("finished", "running", "pending", "paused", "pruned", "failed")
 
@@ -46,8 +46,8 @@ def _key(config: Mapping[str, Any]) -> str:
 
 
 def _dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
-    better = [(x > y) if m == "max" else (x < y) for x, y, m in zip(a, b, modes)]
-    worse = [(x < y) if m == "max" else (x > y) for x, y, m in zip(a, b, modes)]
+    better = [(x > y) if m == "max" else (x < y) for x, y, m in zip(a, b, modes, strict=True)]
+    worse = [(x < y) if m == "max" else (x > y) for x, y, m in zip(a, b, modes, strict=True)]
     return any(better) and not any(worse)
 
 
@@ -109,3 +109,36 @@ def format_summary(summary: Summary, objectives: Sequence[Mapping[str, str]], *,
         if not best.config:
             lines.append("    (no searched values: the fixed experiment)")
     return lines
+
+
+@dataclass
+class StoredSweep:
+    """A sweep read back from its folder (``clsweep status``)."""
+
+    record: dict[str, Any]
+    summary: Summary
+    objectives: list[dict[str, str]]
+    state: str
+    """complete / ended (incomplete) / running / interrupted / driver on another host"""
+
+
+def stored_sweep(storage: Any, name: str) -> StoredSweep:
+    """Read ``<storage>/<name>``; SpecError when there is no such sweep. Trials a dead driver left
+    "running" count as waiting (they resume with the sweep)."""
+    from clsweep.spec.errors import Problem, SpecError
+    from clsweep.sweep.storage import SweepPaths, driver_alive, read_json
+
+    paths = SweepPaths.at(storage, name)
+    record = read_json(paths.record)
+    if record is None:
+        raise SpecError([Problem(("name",), f"no sweep {name!r} under {paths.storage}")])
+    status = read_json(paths.status) or {}
+    objectives = status.get("objectives") or [{"metric": "?", "mode": "max"}]
+    rows = status.get("trials", [])
+    alive = driver_alive(status.get("driver"))
+    if not status.get("ended") and alive is False:
+        rows = [{**r, "state": "pending"} if r.get("state") in ("running", "paused") else r for r in rows]
+    summary = summarize(rows, [o["mode"] for o in objectives], int(status.get("total", 0)))
+    state = ("complete" if record.get("complete") else "ended (incomplete)" if status.get("ended")
+             else "running" if alive else "interrupted" if alive is False else "driver on another host")
+    return StoredSweep(record, summary, objectives, state)

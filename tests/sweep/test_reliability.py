@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -43,7 +42,7 @@ resources: {max_concurrent: 2}
 """))
     paths = SweepPaths.at(tmp_path, "crash")
     driver = subprocess.Popen([sys.executable, "-m", "clsweep", "run", str(path), "--storage", str(tmp_path),
-                               "--address", ray_address], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--address", ray_address, "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 150
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -60,7 +59,7 @@ resources: {max_concurrent: 2}
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     runs_before = {r.data.tags["clsweep.trial_id"]: r.info.run_id for r in child_runs(uri, "crash", runs_of)}
 
-    code, _, err = cli("run", str(path), "--storage", str(tmp_path), "--address", ray_address)
+    code, _, err = cli("run", str(path), "--storage", str(tmp_path), "--address", ray_address, "--no-report")
     assert code == 0, err
     after = read_json(paths.status)
     assert [t["state"] for t in after["trials"]] == ["finished"] * 4

@@ -13,13 +13,15 @@ from optuna.trial import TrialState
 from clsweep.spec.sweep import load_sweep
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
-SHRINK = ["experiment.train.epochs=1", "experiment.benchmark.num_tasks=2", "resources.max_concurrent=2"]
+SHRINK = ["experiment.train.epochs=1", "experiment.benchmark.num_tasks=2", "resources.max_concurrent=2",
+          "experiment.backbone.hidden_dims=[32]"]
 OFFLINE = {  # the sets that make each offline sweep 2-4 trials of 2 tasks x 1 epoch
-    "quickstart.yaml": ["searcher.samples=2", "experiment.backbone.hidden_dims=[32]"],
-    "hat_smax.yaml": ["seeds=1", "search.experiment.algorithm.s_max.grid=[100, 400]", "experiment.backbone.hidden_dims=[32]"],
+    "quickstart.yaml": ["searcher.samples=2"],
+    "hat_smax.yaml": ["seeds=1", "search.experiment.algorithm.s_max.grid=[100, 400]"],
     "hat_init_aggregation.yaml": ["seeds=1", "search.experiment.algorithm.init_mode.grid=[N01]"],
     "adahat.yaml": ["searcher.samples=2", "protocol.k=2"],
-    "benchmark_digits.yaml": ["seeds=1"],
+    "benchmark_digits.yaml": ["seeds=1", "variants.method.hat.backbone.hidden_dims=[32]",
+                              "variants.method.adahat.backbone.hidden_dims=[32]"],
 }
 
 
@@ -35,13 +37,22 @@ def test_offline_files_are_the_ones_run_below():
     assert offline == set(OFFLINE)
 
 
+@pytest.fixture(scope="module")
+def shared_storage(tmp_path_factory):
+    """One storage root (one MLflow store) for the shipped sweeps, as a user would have."""
+    return tmp_path_factory.mktemp("storage")
+
+
 @pytest.mark.parametrize("name", list(OFFLINE))
-def test_offline_sweep_runs(name, cli, ray_address, tmp_path, runs_of):
-    sets = [a for s in SHRINK + OFFLINE[name] for a in ("--set", s)]
+def test_offline_sweep_runs(name, cli, ray_address, shared_storage, runs_of, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the report (quickstart only) goes to ./reports/NAME
+    sets = [a for s in SHRINK + OFFLINE[name] for a in ("--set", s)] + (["--no-report"] if name != "quickstart.yaml" else [])
     spec = load_sweep(SPACES / name, SHRINK + OFFLINE[name])
     assert spec.num_trials <= 4
-    code, out, err = cli("run", str(SPACES / name), "--storage", str(tmp_path), "--address", ray_address, *sets)
+    code, out, err = cli("run", str(SPACES / name), "--storage", str(shared_storage), "--address", ray_address, *sets)
     assert code == 0, err
+    assert (tmp_path / "reports" / spec.name / "index.html").exists() == (name == "quickstart.yaml")
+    tmp_path = shared_storage
     runs = runs_of(f"sqlite:///{tmp_path}/mlflow.db", spec.name)
     trials = [r for r in runs if r.data.tags.get("clsweep.role") == "trial"]
     assert len(trials) == spec.num_trials
@@ -71,7 +82,8 @@ retries: 0
 
 
 def test_failed_and_pruned_trials_are_recorded(cli, ray_address, write_yaml, tmp_path, runs_of):
-    code, out, err = cli("run", str(write_yaml(FAILING)), "--storage", str(tmp_path), "--address", ray_address)
+    code, out, err = cli("run", str(write_yaml(FAILING)), "--storage", str(tmp_path), "--address", ray_address,
+                         "--no-report")
     assert code == 1  # a trial failed
     runs = {r.data.params["train.lr"]: r for r in runs_of(f"sqlite:///{tmp_path}/mlflow.db", "faults")
             if r.data.tags["clsweep.role"] == "trial"}
@@ -87,5 +99,10 @@ def test_failed_and_pruned_trials_are_recorded(cli, ray_address, write_yaml, tmp
     assert {a.path for a in client.list_artifacts(finished)} == {"config.yaml", "acc_matrix_val.csv", "acc_matrix_test.csv"}
     state = pickle.loads(Path(glob.glob(str(tmp_path / "faults" / "searcher-state-*.pkl"))[0]).read_bytes())
     assert [t.state for t in state["_ot_study"].trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
-    code, out, _ = cli("status", "faults", "--storage", str(tmp_path))
-    assert code == 0
+    from clsweep.sweep.summary import stored_sweep
+
+    stored = stored_sweep(tmp_path, "faults")
+    assert stored.state == "complete" and stored.summary.total == 3
+    assert {k: stored.summary.counts[k] for k in ("finished", "pruned", "failed")} == {"finished": 1, "pruned": 1, "failed": 1}
+    assert stored.summary.best[0].config == {"experiment.train.lr": 0.05}
+    assert cli("status", "faults", "--storage", str(tmp_path))[0] == 0

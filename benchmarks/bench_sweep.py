@@ -1,0 +1,113 @@
+"""What the sweeper costs, measured side by side in one run.
+
+1. The quickstart-sized trial (HAT, 5 permuted-digit tasks, search_spaces/quickstart.yaml's
+   experiment) run directly through ``run_experiment`` (1 thread, as a 1-CPU trial gets).
+2. The same experiment as sweeps on one embedded Ray: 1 trial, then 4 trials (4 seeds) one at a
+   time, then 4 trials two at a time. Every sweep writes MLflow (sqlite), checkpoints every task
+   and reuses actors, exactly as ``clsweep run`` does.
+
+From these: per-trial cost = Tune's time_total_s of the trials that ran on a reused actor (median),
+overhead ratio = per-trial cost / direct time (target < 1.15), fixed start-up = ray.init + T(1)
+- per-trial cost (target < 15 s: Ray, MLflow store, actor start, torch/Lightning imports), and the
+speed-up of 2 concurrent trials over 1 (target >= 1.6 on 2 cores), raw and net of the start-up.
+
+    .venv/bin/python benchmarks/bench_sweep.py [--epochs 20] [--tasks 5]
+
+The machine load (other processes) is printed before and after: shared cores distort every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from clsweep.spec.loading import load_yaml
+from clsweep.spec.sweep import parse_sweep
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
+
+
+def sweep_spec(name: str, seeds: int, concurrent: int, epochs: int, tasks: int):  # type: ignore[no-untyped-def]
+    data = dict(load_yaml(QUICKSTART))
+    for key in ("search", "scheduler", "searcher"):
+        data.pop(key, None)
+    data["experiment"]["train"]["epochs"] = epochs
+    data["experiment"]["benchmark"]["num_tasks"] = tasks
+    data.update(name=name, seeds=seeds, resources={"cpus": 1, "max_concurrent": concurrent})
+    return parse_sweep(data)
+
+
+def timed_sweep(spec, storage: Path) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
+    """Wall time of the sweep, and each trial's time_total_s (in start order)."""
+    from ray.tune import Callback
+
+    from clsweep.sweep.driver import execute, prepare
+
+    class TrialTimes(Callback):
+        def __init__(self) -> None:
+            self.seconds: dict[str, float] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # type: ignore[no-untyped-def]
+            self.seconds[trial.trial_id] = float(result["time_total_s"])
+
+    times = TrialTimes()
+    start = time.perf_counter()
+    outcome = execute(prepare(spec, storage=storage), callbacks=[times], display=False)
+    wall = time.perf_counter() - start
+    assert outcome.complete and outcome.failed == 0, outcome.summary.counts
+    return wall, list(times.seconds.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--tasks", type=int, default=5)
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}  (cpus: {os.cpu_count()})")
+
+    import torch
+
+    from clsweep.experiment import run_experiment
+
+    torch.set_num_threads(1)  # what a 1-CPU Ray trial gets (OMP_NUM_THREADS=1)
+    one = sweep_spec("bench_direct", 1, 1, args.epochs, args.tasks)
+    run_experiment(one.experiment_for({"seed": 99}), max_tasks=1)  # warm-up: imports, data
+    start = time.perf_counter()
+    run_experiment(one.experiment_for({"seed": 0}))
+    direct = time.perf_counter() - start
+    print(f"direct run_experiment:          {direct:6.1f} s")
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray_init = time.perf_counter() - start
+    print(f"ray.init (2 CPUs):              {ray_init:6.1f} s")
+    with tempfile.TemporaryDirectory(prefix="bench_sweep-") as tmp:
+        t1, first = timed_sweep(sweep_spec("one", 1, 1, args.epochs, args.tasks), Path(tmp) / "a")
+        print(f"sweep, 1 trial:                 {t1:6.1f} s   (the trial itself, imports included: {first[0]:.1f} s)")
+        t4_seq, seq = timed_sweep(sweep_spec("seq", 4, 1, args.epochs, args.tasks), Path(tmp) / "b")
+        print(f"sweep, 4 trials, 1 at a time:   {t4_seq:6.1f} s   (trials: {', '.join(f'{t:.1f}' for t in seq)} s)")
+        t4_par, par = timed_sweep(sweep_spec("par", 4, 2, args.epochs, args.tasks), Path(tmp) / "c")
+        print(f"sweep, 4 trials, 2 at a time:   {t4_par:6.1f} s   (trials: {', '.join(f'{t:.1f}' for t in par)} s)")
+    ray.shutdown()
+
+    per_trial = statistics.median(seq[1:])  # trials 2-4 ran on the reused actor: no imports
+    startup = t1 - per_trial + ray_init
+    print()
+    print(f"per-trial cost in a sweep:      {per_trial:6.1f} s   overhead ratio {per_trial / direct:.2f}x "
+          f"(target < 1.15x)")
+    print(f"fixed start-up (incl. ray.init):{startup:6.1f} s   (target < 15 s)")
+    fixed = t1 - per_trial
+    print(f"speed-up of 2 concurrent over 1: {t4_seq / t4_par:.2f}x raw, "
+          f"{(t4_seq - fixed) / max(1e-9, t4_par - fixed):.2f}x net of start-up (target >= 1.6x)")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
