@@ -123,7 +123,7 @@ PROBE = textwrap.dedent("""
 def probe(cluster: Any, storage: Path, private_mount: Path | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-c", PROBE, cluster.address, str(storage)]
     if private_mount is not None:  # the driver alone sees a tmpfs over private_mount
-        cmd = ["unshare", "--mount", "sh", "-c", f'mount -t tmpfs clsweep-test "$0" && exec "$@"', str(private_mount),
+        cmd = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs clsweep-test "$0" && exec "$@"', str(private_mount),
                *cmd]
     done = run(cmd, timeout=200)
     assert done.returncode == 0, done.stderr[-3000:]
