@@ -166,8 +166,8 @@ def _benchmark(finished: pd.DataFrame, setup: Setup) -> dict[str, Any] | None:
     """Algorithms x benchmarks (variant axes when the sweep has them), the best configuration per cell."""
     axes = list(setup.variants)
     frame = finished.copy()
-    frame["row"] = [c.get(f"variants.{axes[0]}", a) if axes else a for c, a in zip(frame.config, frame.algorithm)]
-    frame["col"] = [c.get(f"variants.{axes[1]}", b) if len(axes) > 1 else b for c, b in zip(frame.config, frame.benchmark)]
+    frame["row"] = [c.get(f"variants.{axes[0]}", a) if axes else a for c, a in zip(frame.config, frame.algorithm, strict=True)]
+    frame["col"] = [c.get(f"variants.{axes[1]}", b) if len(axes) > 1 else b for c, b in zip(frame.config, frame.benchmark, strict=True)]
     rows, cols = list(dict.fromkeys(frame["row"])), list(dict.fromkeys(frame["col"]))
     several_methods = bool(axes) or frame["algorithm"].nunique() > 1
     if not several_methods or len(rows) * len(cols) < 2:

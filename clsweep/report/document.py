@@ -184,7 +184,8 @@ def _best(a: Analysis, figs: dict[str, Figure]) -> Section:
     facts = [("trial", f"{b['trial_id']} (MLflow run {b['run_id']})"), ("configuration", config_text(b["config"])),
              ("seed", str(b["seed"])), ("algorithm / benchmark", f"{b['algorithm']} / {b['benchmark']}")]
     facts += [(m, fmt(v)) for m, v in b["objectives"].items()]
-    blocks: list[Block] = [Facts(facts)] + [figs[k] for k in ("accuracy_matrix", "task_curves") if k in figs]
+    blocks: list[Block] = [Facts(facts)]
+    blocks += [figs[k] for k in ("accuracy_matrix", "task_curves") if k in figs]
     keys = [k for k in ("avg_acc_test", "bwt_test", "forgetting_test", "avg_acc_val", "bwt_val", "forgetting_val")
             if k in b["per_task"]]
     steps = sorted({p[0] for k in keys for p in b["per_task"][k]})
@@ -209,7 +210,8 @@ def _capacity(a: Analysis, figs: dict[str, Figure]) -> Section:
     table = Table(["layer"] + [f"after task {s}" for s in steps],
                   [[layer] + [fmt(lookup[layer].get(s), 3) for s in steps] for layer in lookup],
                   caption="Metrics capacity/<layer> of the trial.")
-    return Section("capacity", "Capacity used per layer", [f for f in (figs.get("capacity"),) if f] + [table])
+    blocks: list[Block] = [figs["capacity"]] if "capacity" in figs else []
+    return Section("capacity", "Capacity used per layer", [*blocks, table])
 
 
 def benchmark_tables(a: Analysis) -> list[tuple[str, Table]]:

@@ -149,7 +149,7 @@ def accuracy_matrix(a: Analysis) -> Figure | None:
     if not mats:
         return None
     fig, axes = _new(4.2 * len(mats), 3.8, 1, len(mats))
-    for ax, (split, matrix) in zip(axes[0], mats.items()):
+    for ax, (split, matrix) in zip(axes[0], mats.items(), strict=True):
         grid = [[math.nan if v is None else v for v in row] for row in matrix]
         image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis")
         for t, row in enumerate(matrix):

@@ -68,7 +68,7 @@ def param_importance(configs: Sequence[dict[str, Any]], values: Sequence[Sequenc
             out["reason"] = f"every finished configuration has the same {metric}: no parameter explains anything"
             continue
         study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-        for config, score in zip(configs, scores):
+        for config, score in zip(configs, scores, strict=True):
             chosen = {p.label: (str(config[p.name]) if p.categorical else config[p.name])
                       for p in varying if p.name in config}
             if not math.isfinite(score):

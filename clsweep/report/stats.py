@@ -24,7 +24,7 @@ def t_quantile_975(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.46 / df
 
 
-def spread(values: Iterable[float]) -> dict[str, Any]:
+def spread(values: Iterable[float | None]) -> dict[str, Any]:
     """n, mean, sample standard deviation (ddof 1; 0 for one value) and the 95% t-interval of the
     mean (None for one value: no spread can be estimated). NaN values are dropped."""
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
@@ -48,8 +48,8 @@ def better(a: float, b: float, mode: str) -> bool:
 def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
     """Indices of the points no other point dominates."""
     def dominates(p: Sequence[float], q: Sequence[float]) -> bool:
-        return any(better(x, y, m) for x, y, m in zip(p, q, modes)) and \
-            not any(better(y, x, m) for x, y, m in zip(p, q, modes))
+        return any(better(x, y, m) for x, y, m in zip(p, q, modes, strict=True)) and \
+            not any(better(y, x, m) for x, y, m in zip(p, q, modes, strict=True))
 
     return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
 

@@ -98,8 +98,9 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Sweep]:
         files[name].write_text(textwrap.dedent(text).lstrip())
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200_000_000,
-                 logging_level="ERROR")
+        # "local": a fresh instance, never a `ray start` cluster of another test on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=200_000_000, logging_level="ERROR")
     out: dict[str, Sweep] = {}
     try:
         storage = root / "main"
