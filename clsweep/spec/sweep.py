@@ -33,6 +33,9 @@ Under ``searcher: grid`` every axis is a grid dimension; under tpe/random an axi
 choice the sampler learns. Seeds repeat every configuration: each sampled configuration runs once
 per seed (and, under tpe/random, once per value of every ``grid`` entry), so a sweep runs
 ``samples x seeds x grid`` trials (tpe/random) or ``grid points x seeds`` trials (grid).
+
+A trial runs on the GPU (or GPU fraction) Ray assigns it through ``resources.gpus``, else on the
+CPU: ``experiment.device`` is not used by sweeps. search_spaces/README.md has the full reference.
 """
 
 from __future__ import annotations
