@@ -1,5 +1,6 @@
-"""Fixtures of the cluster tests: a two-node Ray cluster and an MLflow tracking server on this
-machine (started once per module that uses them, stopped at its end), and a tiny sweep file.
+"""Fixtures of the cluster tests: a two-node Ray cluster with token authentication and an MLflow
+tracking server on this machine (started once per module that uses them, stopped at its end),
+and a tiny sweep file.
 
 Every process is started with its own process group and stopped by it; the cluster uses a
 private temp dir and free ports, so it never meets the in-process Ray of tests/sweep, and the
@@ -69,7 +70,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object,
     nodes'), stopped at the end of the module; fails the teardown if a process is left."""
     server = local_cluster.MlflowServer(tmp_path_factory.mktemp("mlflow-server")).spawn()
     cluster = local_cluster.LocalCluster(nodes=2, cpus=1, job_server=local_cluster.job_server_available(),
-                                         node_env={1: SLURM_LIKE})
+                                         token=True, node_env={1: SLURM_LIKE})
     try:
         cluster.start()
         server.wait_ready()

@@ -1,7 +1,7 @@
 """A multi-node Ray cluster and an MLflow tracking server on this machine, as separate processes.
 
 Used by the cluster tests and by ``benchmarks/bench_cluster.py``. Each Ray node is one
-``ray start --block`` process in its own process group, on its own loopback address (head
+``ray start --block`` process in its own process group (token authentication optional), on its own loopback address (head
 127.0.0.1, worker n 127.0.0.(n+1)) so that trials on different nodes report different node IPs,
 with its own ports; the cluster keeps its files in a private temp dir. Everything is stopped by
 process group and by PID (never ``ray stop``, which stops every Ray process on the machine,
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,11 +39,14 @@ def job_server_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("aiohttp_cors", "grpc", "opencensus", "prometheus_client"))
 
 
-def client_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for processes that talk to the cluster (drivers, ``ray job submit``)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{env.get('PATH', '')}",
-                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})
+def client_env(extra: Mapping[str, str] | None = None, *, token: str | None = None) -> dict[str, str]:
+    """Environment for the nodes and for processes that talk to the cluster (drivers, ``ray job
+    submit``): token authentication with ``token`` (never ~/.ray/auth_token), else none."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    env.update({"RAY_AUTH_MODE": "token" if token else "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+                "PATH": f"{BIN}:{env.get('PATH', '')}", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})
+    if token:
+        env["RAY_AUTH_TOKEN"] = token
     env.update(extra or {})
     return env
 
@@ -93,12 +97,13 @@ class LocalCluster:
     """``nodes`` Ray nodes with ``cpus`` CPUs each; ``job_server`` starts the dashboard (for
     ``ray job submit``) on the head; ``node_env[i]`` adds environment variables to node i."""
 
-    def __init__(self, *, nodes: int = 2, cpus: int = 1, job_server: bool = False,
+    def __init__(self, *, nodes: int = 2, cpus: int = 1, job_server: bool = False, token: bool = False,
                  node_env: Mapping[int, Mapping[str, str]] | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="clr-", dir="/tmp"))  # short: Unix socket paths <= 107 bytes
         self.nodes, self.cpus = nodes, cpus
         self.job_server = job_server
         self.node_env = dict(node_env or {})
+        self.token = secrets.token_hex(32) if token else None
         self.port = free_port()
         self.dashboard_port = free_port() if job_server else None
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -110,6 +115,10 @@ class LocalCluster:
     @property
     def dashboard_url(self) -> str | None:
         return f"http://127.0.0.1:{self.dashboard_port}" if self.dashboard_port else None
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Environment of a process that talks to this cluster (same auth mode and token)."""
+        return client_env(extra, token=self.token)
 
     def node_ip(self, index: int) -> str:
         return f"127.0.0.{index + 1}"
@@ -135,7 +144,7 @@ class LocalCluster:
         return self.root / f"node{index}.log"
 
     def _start_node(self, index: int, timeout: float) -> None:
-        env = client_env(self.node_env.get(index))
+        env = self.env(self.node_env.get(index))
         with open(self.log(index), "wb") as out:
             proc = subprocess.Popen([str(BIN / "ray"), "start", *self._node_args(index)], env=env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -30,9 +30,10 @@ RAY = str(Path(sys.executable).with_name("ray"))
 WORKER_IP = "127.0.0.2"
 
 
-def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, env=local_cluster.client_env(), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+def run(cluster: Any, cmd: list[str], timeout: float = 300, *, token: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` as a client of ``cluster`` (with its auth token unless ``token`` is False)."""
+    env = cluster.env() if token else local_cluster.client_env()
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def trial_runs(uri: str, experiment: str) -> tuple[Any, list[Any], Any]:
@@ -57,7 +58,7 @@ def test_run_with_address_uses_both_nodes_and_logs_to_the_tracking_server(cluste
                                                                           make_sweep: Any, tmp_path: Path) -> None:
     space = make_sweep("addr")
     storage = tmp_path / "runs"
-    done = run([CLSWEEP, "run", str(space), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
+    done = run(cluster, [CLSWEEP, "run", str(space), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
                 "--storage", str(storage), "--no-report"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not (storage / "mlflow.db").exists()  # nothing went to a local store
@@ -91,7 +92,7 @@ def test_ray_job_submit_runs_the_sweep_driver_on_the_head(cluster: Any, make_swe
     space = make_sweep("job")
     storage = tmp_path / "runs"
     job = f"clsweep-test-{uuid.uuid4().hex[:8]}"
-    done = run([RAY, "job", "submit", "--address", cluster.dashboard_url, "--submission-id", job, "--",
+    done = run(cluster, [RAY, "job", "submit", "--address", cluster.dashboard_url, "--submission-id", job, "--",
                 "clsweep", "run", str(space), "--storage", str(storage), "--no-report"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -104,6 +105,14 @@ def test_ray_job_submit_runs_the_sweep_driver_on_the_head(cluster: Any, make_swe
     assert parent.info.status == "FINISHED"
     assert sorted(r.info.status for r in trials) == ["FINISHED", "FINISHED"]
     assert_ran_on_both_nodes(trials)
+
+
+@pytest.mark.skipif(not local_cluster.job_server_available(), reason="needs the Ray job server (ray[default])")
+def test_the_cluster_refuses_clients_without_its_token(cluster: Any) -> None:
+    # so the sweeps above ran with token authentication on every node, as clusters/README.md says
+    assert cluster.token
+    done = run(cluster, [RAY, "job", "submit", "--address", cluster.dashboard_url, "--", "true"], timeout=120, token=False)
+    assert done.returncode != 0
 
 
 PROBE = textwrap.dedent("""
@@ -125,7 +134,7 @@ def probe(cluster: Any, storage: Path, private_mount: Path | None = None) -> dic
     if private_mount is not None:  # the driver alone sees a tmpfs over private_mount
         cmd = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs clsweep-test "$0" && exec "$@"', str(private_mount),
                *cmd]
-    done = run(cmd, timeout=200)
+    done = run(cluster, cmd, timeout=200)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
