@@ -35,6 +35,7 @@ class Plan:
     tracking_uri: str
     experiment: str
     address: str | None
+    """The cluster to join (--address, cluster.address or RAY_ADDRESS); None: an embedded local Ray."""
     source: str | None = None
 
 
@@ -54,15 +55,18 @@ class Outcome:
 def prepare(spec: SweepSpec, *, storage: str | Path, tracking_uri: str | None = None, address: str | None = None,
             source: str | None = None) -> Plan:
     """All checks, no writes. Raises SpecError (exit status 2)."""
+    from clsweep.sweep.cluster import check_launch, effective_address
+
     paths = SweepPaths.at(storage, spec.name)
     record = check_owner(paths, spec.fingerprint)
     uri = tracking_uri or spec.tracking.uri or (record or {}).get("tracking_uri") or paths.default_tracking_uri
     if record and record.get("tracking_uri") and record["tracking_uri"] != uri:
         raise SpecError([Problem(("--tracking-uri",), f"sweep {spec.name!r} logs to {record['tracking_uri']}; "
                                                       f"it cannot move to {uri} halfway")])
+    given = address or spec.cluster.address
+    check_launch(given, tracking_uri=uri, storage=storage)
     check_tracking_uri(uri)
-    return Plan(spec, paths, record, uri, spec.tracking.experiment or spec.name,
-                address or spec.cluster.address, source)
+    return Plan(spec, paths, record, uri, spec.tracking.experiment or spec.name, effective_address(given), source)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -93,23 +97,38 @@ def _ray_logs_to(path: Path) -> Iterator[None]:
             h.setLevel(level)
 
 
-def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
-    """Join ``plan.address``, or start an embedded local Ray; False if Ray was already up."""
+def _ray_environment(plan: Plan) -> None:
+    """Set before Ray is imported."""
     if plan.address is None:
         # Ray >= 2.59 turns token auth on for a local ray.init() and writes ~/.ray/auth_token; the
-        # embedded cluster lives and dies with this process, so it runs without (see README).
+        # embedded cluster lives and dies with this process, so it runs without. A cluster keeps
+        # whatever RAY_AUTH_MODE / RAY_AUTH_TOKEN its operator set (clusters/README.md).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new output engine prints boxes even at verbose=0
     # per-task checkpoints with num_to_keep=2 force frequent snapshots; they are small, do not warn
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
+    """Join ``plan.address``, or start an embedded local Ray; False if Ray was already up. On a
+    multi-node cluster, every node must see the storage folder (checkpoints move between nodes)."""
     import ray
 
-    if ray.is_initialized():
-        return False
-    ray.init(address=plan.address, num_cpus=num_cpus if plan.address is None else None, include_dashboard=False,
-             log_to_driver=False, logging_level=logging.WARNING,
-             runtime_env=plan.spec.cluster.runtime_env or None)
-    return True
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=plan.address, num_cpus=num_cpus if plan.address is None else None, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING, runtime_env=plan.spec.cluster.runtime_env or None)
+        started = True
+    if len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+        from clsweep.sweep.cluster import check_shared_storage
+
+        try:
+            check_shared_storage(plan.paths.storage)
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
+    return started
 
 
 def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | None) -> Any:
@@ -154,15 +173,29 @@ def execute(plan: Plan, *, callbacks: Sequence[Any] = (), display: bool | None =
             num_cpus: int | None = None, started: float | None = None) -> Outcome:
     """Create the stores, start Ray, run (or continue) the sweep; returns where it ended.
     ``started``: time.monotonic() when the command started (for the elapsed time shown)."""
+    _ray_environment(plan)
     from clsweep.sweep.progress import mark_start
-    from clsweep.tracking.store import SweepTracker
 
     mark_start(started)
-    spec, paths = plan.spec, plan.paths
+    spec = plan.spec
     record = plan.record or new_record(spec.data, spec.fingerprint, source=plan.source,
                                        tracking_uri=plan.tracking_uri, experiment=plan.experiment)
     if record.get("complete"):
         return _outcome(plan, record.get("parent_run_id"))
+    started_ray = _start_ray(plan, num_cpus)
+    try:
+        return _run(plan, record, callbacks, display)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(plan: Plan, record: dict[str, Any], callbacks: Sequence[Any], display: bool | None) -> Outcome:
+    from clsweep.tracking.store import SweepTracker
+
+    spec, paths = plan.spec, plan.paths
     paths.sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json(paths.record, record)
     local = plan.tracking_uri.startswith("sqlite:")
@@ -175,17 +208,9 @@ def execute(plan: Plan, *, callbacks: Sequence[Any] = (), display: bool | None =
               "clsweep.objective": ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives),
               "clsweep.fingerprint": spec.fingerprint})
     write_json(paths.record, record)
-
-    started = _start_ray(plan, num_cpus)
-    try:
-        tuner = _tuner(plan, tracker, callbacks, display)
-        with _ray_logs_to(paths.sweep_dir / "driver.log"):
-            tuner.fit()
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    tuner = _tuner(plan, tracker, callbacks, display)
+    with _ray_logs_to(paths.sweep_dir / "driver.log"):
+        tuner.fit()
     outcome = _outcome(plan, record["parent_run_id"])
     record["complete"] = outcome.complete
     write_json(paths.record, record)
