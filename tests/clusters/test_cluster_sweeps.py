@@ -165,3 +165,28 @@ def test_storage_check_refuses_a_folder_the_nodes_cannot_see(cluster: Any, tmp_p
     assert "not the same folder on every node" in seen["error"]
     assert len(seen["nodes"]) == 2 and all(f"({ip})" in seen["error"] for ip in seen["nodes"])  # both named
     assert list(private.iterdir()) == []  # nothing leaked out of the driver's tmpfs
+
+
+def _driver_checks_storage() -> bool:
+    import inspect
+
+    from clsweep.sweep import driver
+
+    return "check_shared_storage" in inspect.getsource(driver)
+
+
+@pytest.mark.skipif(not (_can_unshare() and _driver_checks_storage()),
+                    reason="needs `unshare --mount`, and a driver that calls check_shared_storage")
+def test_clsweep_run_refuses_storage_the_nodes_cannot_see_before_any_trial(
+        cluster: Any, mlflow_server: Any, make_sweep: Any, tmp_path: Path) -> None:
+    space = make_sweep("unshared")
+    private = tmp_path / "private"
+    private.mkdir()
+    done = run(cluster, ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs clsweep-test "$0" && exec "$@"', str(private),
+                         CLSWEEP, "run", str(space), "--address", cluster.address, "--storage", str(private / "runs"),
+                         "--tracking-uri", mlflow_server.uri, "--no-report"], timeout=200)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "--storage" in done.stderr and "not the same folder on every node" in done.stderr
+    from mlflow import MlflowClient
+
+    assert MlflowClient(mlflow_server.uri).get_experiment_by_name("unshared") is None  # nothing written
