@@ -94,7 +94,7 @@ def _groups(finished: pd.DataFrame, setup: Setup, keys: tuple[str, ...] = ()) ->
     for _, group in finished.groupby(["config_key", *keys], sort=False):
         first = group.iloc[0]
         entry: dict[str, Any] = {
-            "config": first["config"], "seeds": sorted(int(s) for s in group["seed"] if s is not None),
+            "config": first["config"], "seeds": sorted(int(s) for s in group["seed"] if s is not None and s == s),
             "run_ids": list(group["run_id"]), "trial_ids": list(group["trial_id"]),
             "algorithm": first["algorithm"], "benchmark": first["benchmark"], "objectives": {}, "metrics": {}}
         for k in keys:

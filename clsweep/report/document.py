@@ -85,6 +85,14 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _scheduler_text(scheduler: dict[str, Any]) -> str:
+    """The scheduler's name and the settings that apply to it (time axis: tasks done)."""
+    used = {"asha": ("grace_period", "reduction_factor"), "median": ("grace_period", "min_samples_required")}
+    name = scheduler.get("name", "?")
+    settings = [f"{k}={scheduler[k]}" for k in used.get(name, ()) if scheduler.get(k) is not None]
+    return name + (f" ({', '.join(settings)}; time axis: tasks done)" if settings else "")
+
+
 def _setup(a: Analysis) -> Section:
     s, d, c = a.setup, a.data, a.counts
     exp = s.experiment or {}
@@ -96,7 +104,7 @@ def _setup(a: Analysis) -> Section:
         ("protocol", f"{s.protocol}: {s.protocol_note}"),
         ("objective", ", ".join(f"{m} ({mode})" for m, mode in s.objectives)),
         ("searcher", ", ".join(f"{k}={v}" for k, v in s.searcher.items() if v is not None) or "-"),
-        ("scheduler", ", ".join(f"{k}={v}" for k, v in s.scheduler.items() if v is not None) or "-"),
+        ("scheduler", _scheduler_text(s.scheduler)),
         ("budget", f"{s.budget} trials planned" if s.budget is not None else "unknown"),
         ("seeds", ", ".join(map(str, s.seeds)) or "-"),
         ("trials", f"{c['runs']} runs: {c['finished']} finished, {c['pruned']} pruned, {c['failed']} failed"

@@ -94,7 +94,8 @@ def _md_cell(text: str) -> str:
 
 def _md_table(t: Table) -> str:
     lines = ["| " + " | ".join(_md_cell(h) for h in t.header) + " |",
-             "|" + "|".join("---:" if t.rows and _numeric(t.rows[0][j]) else "---" for j in range(len(t.header))) + "|"]
+             "|" + "|".join("---:" if t.rows and all(_numeric(r[j]) or r[j] == "-" for r in t.rows) else "---"
+                   for j in range(len(t.header))) + "|"]
     for i, row in enumerate(t.rows):
         cells = [f"**{_md_cell(c)}**" if (i, j) in t.bold and c else _md_cell(c) for j, c in enumerate(row)]
         lines.append("| " + " | ".join(cells) + " |")
