@@ -142,9 +142,11 @@ def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | N
     spec = plan.spec
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     trainable = tune.with_resources(tune.with_parameters(train_trial, spec_data=spec.data), resources)
-    path = str(plan.paths.sweep_dir)
-    if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    path = plan.paths.sweep_dir
+    # Tune writes tuner.pkl when the Tuner is made and the experiment state at the first snapshot;
+    # a driver killed in between leaves nothing to resume (start afresh in the same folder).
+    if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     scheduler = make_scheduler(spec)
     return tune.Tuner(
         trainable,

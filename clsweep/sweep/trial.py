@@ -72,20 +72,30 @@ def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any],
         tune.report(result, checkpoint=checkpoint)  # copies the checkpoint to storage before returning
 
     send = report or to_tune
+    device = trial_device()
     with tempfile.TemporaryDirectory(prefix="clsweep-trial-") as scratch:
         resume_from = None
         checkpoint = tune.get_checkpoint() if report is None else None
         if checkpoint is not None:
             resume_from = Path(scratch) / "resume"
             checkpoint.to_directory(str(resume_from))
-        run_experiment(
-            cfg,
-            on_task_end=lambda r: send(task_result(r, total), r.checkpoint_dir),
-            checkpoint_dir=Path(scratch) / "state",
-            resume_from=resume_from,
-            max_tasks=spec.max_tasks_per_trial,
-            device=trial_device(),
-        )
+        try:
+            run_experiment(
+                cfg,
+                on_task_end=lambda r: send(task_result(r, total), r.checkpoint_dir),
+                checkpoint_dir=Path(scratch) / "state",
+                resume_from=resume_from,
+                max_tasks=spec.max_tasks_per_trial,
+                device=device,
+            )
+        finally:  # the actor is reused for the next trial: leave no GPU memory behind
+            if device.startswith("cuda"):
+                import gc
+
+                import torch
+
+                gc.collect()
+                torch.cuda.empty_cache()
 
 
 def trial_device() -> str:

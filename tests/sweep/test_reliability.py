@@ -105,3 +105,28 @@ def test_killed_worker_resumes_from_its_last_task(write_yaml, tmp_path, ray_addr
     direct = run_experiment(spec.experiment_for({"seed": 0}))
     assert json.loads(results[-1]["acc_matrix_test"]) == direct.test_acc_matrix
     assert json.loads(results[-1]["acc_matrix_val"]) == direct.val_acc_matrix
+
+
+def test_driver_killed_before_tunes_first_snapshot(write_yaml, tmp_path, ray_address, cli, runs_of):
+    """What a driver killed between creating its Tuner and Tune's first snapshot leaves behind: the
+    record, the MLflow parent run with a run of a trial Tune never saved, and tuner.pkl alone."""
+    from clsweep.sweep import driver
+    from clsweep.sweep.storage import new_record, write_json
+    from clsweep.tracking.store import SweepTracker
+
+    path = write_yaml(SLOW.format(name="early", extra="").replace("epochs: 6", "epochs: 1"))
+    plan = prepare(load_sweep(path), storage=tmp_path)
+    record = new_record(plan.spec.data, plan.spec.fingerprint, source=None, tracking_uri=plan.tracking_uri,
+                        experiment=plan.experiment)
+    tracker = SweepTracker(plan.tracking_uri, plan.experiment, "early", artifact_root=plan.paths.artifact_root)
+    record["parent_run_id"] = tracker.open(None, tags={})
+    write_json(plan.paths.record, record)
+    ghost = tracker.start_trial("ghost_00000", "early-ghost", params={}, tags={})
+    driver._tuner(plan, tracker, (), False)  # writes tuner.pkl, no experiment state yet
+    assert (plan.paths.sweep_dir / "tuner.pkl").exists()
+
+    code, _, err = cli("run", str(path), "--storage", str(tmp_path), "--address", ray_address, "--no-report")
+    assert code == 0, err
+    runs = child_runs(plan.tracking_uri, "early", runs_of)
+    assert len(runs) == 1 and runs[0].info.run_id != ghost and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["mlflow.parentRunId"] == record["parent_run_id"]  # the same parent run
