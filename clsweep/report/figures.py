@@ -40,6 +40,13 @@ def _new(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Any
     return fig, axes
 
 
+def _whole_numbers(ax: Any) -> None:
+    """Tasks and trials are counted: integer ticks on the x axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
@@ -137,6 +144,7 @@ def history(a: Analysis) -> Figure | None:
     if best:
         ax.step([o for o, _ in best], [v for _, v in best], where="post", color=BEST, label="best so far")
     ax.set_xlabel("trial (in order of completion)", fontsize=8)
+    _whole_numbers(ax)
     ax.set_ylabel(metric, fontsize=8)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
@@ -197,6 +205,7 @@ def task_curves(a: Analysis) -> Figure | None:
     right.legend(fontsize=6, ncol=2)
     for ax in (left, right):
         ax.tick_params(labelsize=7)
+        _whole_numbers(ax)
     return Figure("task_curves", "Per-task curves of the best trial",
                   "Left: test accuracy of each task after every task trained. Right: the metrics logged after "
                   "each task (solid: test, dashed: validation).", _png(fig))
@@ -213,6 +222,7 @@ def capacity(a: Analysis) -> Figure | None:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("tasks trained", fontsize=8)
     ax.set_ylabel("share of units used", fontsize=8)
+    _whole_numbers(ax)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
     return Figure("capacity", f"Capacity used per layer ({cap['algorithm']}, trial {cap['trial_id']})",
@@ -235,6 +245,7 @@ def objective_curves(a: Analysis) -> Figure | None:
         if pruned:
             ax.scatter([pts[-1][0]], [pts[-1][1]], marker="x", c=BEST, s=30, zorder=3)
     ax.set_xlabel("tasks done", fontsize=8)
+    _whole_numbers(ax)
     ax.set_ylabel(metric, fontsize=8)
     ax.tick_params(labelsize=7)
     return Figure("objective_curves", f"{metric} after each task, every trial",
