@@ -41,8 +41,8 @@ def sweep_spec(name: str, seeds: int, concurrent: int, epochs: int, tasks: int):
     return parse_sweep(data)
 
 
-def timed_sweep(spec, storage: Path) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
-    """Wall time of the sweep, and each trial's time_total_s (in start order)."""
+def timed_sweep(spec, storage: Path) -> tuple[float, list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """Wall time of the sweep, each trial's time_total_s and CPU seconds (in start order)."""
     from ray.tune import Callback
 
     from clsweep.sweep.driver import execute, prepare
@@ -50,16 +50,18 @@ def timed_sweep(spec, storage: Path) -> tuple[float, list[float]]:  # type: igno
     class TrialTimes(Callback):
         def __init__(self) -> None:
             self.seconds: dict[str, float] = {}
+            self.cpu: dict[str, float] = {}
 
         def on_trial_result(self, iteration, trials, trial, result, **info):  # type: ignore[no-untyped-def]
             self.seconds[trial.trial_id] = float(result["time_total_s"])
+            self.cpu[trial.trial_id] = float(result["trial_cpu_seconds"])
 
     times = TrialTimes()
     start = time.perf_counter()
     outcome = execute(prepare(spec, storage=storage), callbacks=[times], display=False)
     wall = time.perf_counter() - start
     assert outcome.complete and outcome.failed == 0, outcome.summary.counts
-    return wall, list(times.seconds.values())
+    return wall, list(times.seconds.values()), list(times.cpu.values())
 
 
 def main() -> None:
@@ -77,13 +79,16 @@ def main() -> None:
     one = sweep_spec("bench_direct", 1, 1, args.epochs, args.tasks)
     run_experiment(one.experiment_for({"seed": 99}), max_tasks=1)  # warm-up: imports, data
 
+    cpus: list[float] = []
+
     def direct_run() -> float:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         run_experiment(one.experiment_for({"seed": 0}))
+        cpus.append(time.process_time() - cpu)
         return time.perf_counter() - start
 
     directs = [direct_run()]
-    print(f"direct run_experiment:          {directs[0]:6.1f} s")
+    print(f"direct run_experiment:          {directs[0]:6.1f} s   ({cpus[-1]:.1f} s CPU)")
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -93,17 +98,18 @@ def main() -> None:
     ray_init = time.perf_counter() - start
     print(f"ray.init (2 CPUs):              {ray_init:6.1f} s")
     with tempfile.TemporaryDirectory(prefix="bench_sweep-") as tmp:
-        t1, first = timed_sweep(sweep_spec("one", 1, 1, args.epochs, args.tasks), Path(tmp) / "a")
+        t1, first, _ = timed_sweep(sweep_spec("one", 1, 1, args.epochs, args.tasks), Path(tmp) / "a")
         print(f"sweep, 1 trial:                 {t1:6.1f} s   (the trial itself, imports included: {first[0]:.1f} s)")
-        t4_seq, seq = timed_sweep(sweep_spec("seq", 4, 1, args.epochs, args.tasks), Path(tmp) / "b")
-        print(f"sweep, 4 trials, 1 at a time:   {t4_seq:6.1f} s   (trials: {', '.join(f'{t:.1f}' for t in seq)} s)")
+        t4_seq, seq, seq_cpu = timed_sweep(sweep_spec("seq", 4, 1, args.epochs, args.tasks), Path(tmp) / "b")
+        print(f"sweep, 4 trials, 1 at a time:   {t4_seq:6.1f} s   (trials: {', '.join(f'{t:.1f}' for t in seq)} s; "
+              f"CPU {', '.join(f'{t:.1f}' for t in seq_cpu)} s)")
         directs.append(direct_run())
-        print(f"direct run_experiment, again:   {directs[-1]:6.1f} s")
-        t4_par, par = timed_sweep(sweep_spec("par", 4, 2, args.epochs, args.tasks), Path(tmp) / "c")
+        print(f"direct run_experiment, again:   {directs[-1]:6.1f} s   ({cpus[-1]:.1f} s CPU)")
+        t4_par, par, _ = timed_sweep(sweep_spec("par", 4, 2, args.epochs, args.tasks), Path(tmp) / "c")
         print(f"sweep, 4 trials, 2 at a time:   {t4_par:6.1f} s   (trials: {', '.join(f'{t:.1f}' for t in par)} s)")
     ray.shutdown()
     directs.append(direct_run())
-    print(f"direct run_experiment, again:   {directs[-1]:6.1f} s")
+    print(f"direct run_experiment, again:   {directs[-1]:6.1f} s   ({cpus[-1]:.1f} s CPU)")
     direct = statistics.median(directs)
 
     per_trial = statistics.median(seq[1:])  # trials 2-4 ran on the reused actor: no imports
@@ -111,6 +117,9 @@ def main() -> None:
     print()
     print(f"per-trial cost in a sweep:      {per_trial:6.1f} s   overhead ratio {per_trial / direct:.2f}x "
           f"over the direct median {direct:.1f} s (target < 1.15x)")
+    cpu_trial, cpu_direct = statistics.median(seq_cpu[1:]), statistics.median(cpus)
+    print(f"  in CPU time (robust to other load): {cpu_trial:.1f} s vs {cpu_direct:.1f} s direct = "
+          f"{cpu_trial / cpu_direct:.2f}x")
     print(f"fixed start-up (incl. ray.init):{startup:6.1f} s   (target < 15 s)")
     fixed = t1 - per_trial
     print(f"speed-up of 2 concurrent over 1: {t4_seq / t4_par:.2f}x raw, "

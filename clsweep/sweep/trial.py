@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,16 @@ def _spec(data: Mapping[str, Any]) -> SweepSpec:
     return _SPECS[key]
 
 
-def task_result(report: Any, tasks_total: int) -> dict[str, Any]:
-    """The Tune result of one finished task: the task loop's metrics (flat floats), progress, and
-    the accuracy matrices as JSON text (text so that Tune's loggers pass them through untouched)."""
+def task_result(report: Any, tasks_total: int, cpu_start: float = 0.0) -> dict[str, Any]:
+    """The Tune result of one finished task: the task loop's metrics (flat floats), progress, the
+    CPU time the trial's process used so far, and the accuracy matrices as JSON text (text so that
+    Tune's loggers pass them through untouched)."""
     result: dict[str, Any] = {k: float(v) for k, v in report.metrics.items()}
     result.update({
         "tasks_done": int(report.task),
         "tasks_total": int(tasks_total),
         "experiment_seconds": float(report.seconds),
+        "trial_cpu_seconds": time.process_time() - cpu_start,
         "acc_matrix_val": json.dumps(report.val_acc_matrix),
         "acc_matrix_test": json.dumps(report.test_acc_matrix),
     })
@@ -58,6 +61,7 @@ def task_result(report: Any, tasks_total: int) -> dict[str, Any]:
 def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any],
                 report: Callable[[dict[str, Any], Any], None] | None = None) -> None:
     """Tune function trainable. ``report(result, checkpoint_dir)`` replaces ``tune.report`` (tests)."""
+    cpu_start = time.process_time()
     _quiet_environment()
     from ray import tune
 
@@ -82,7 +86,7 @@ def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any],
         try:
             run_experiment(
                 cfg,
-                on_task_end=lambda r: send(task_result(r, total), r.checkpoint_dir),
+                on_task_end=lambda r: send(task_result(r, total, cpu_start), r.checkpoint_dir),
                 checkpoint_dir=Path(scratch) / "state",
                 resume_from=resume_from,
                 max_tasks=spec.max_tasks_per_trial,
