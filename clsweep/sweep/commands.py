@@ -24,13 +24,15 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 _RUN_EPILOG = """\
 exit status: 0 every trial finished or was pruned; 1 the sweep ran but at least one trial failed
-(its traceback is an artifact of its MLflow run); 2 bad input (sweep file, --set, storage folder
-of another sweep, unreachable tracking store): nothing was started or written.
+(after `retries` re-runs from its last task checkpoint; its traceback is an artifact of its MLflow
+run); 2 bad input (sweep file, --set, storage folder of another sweep, unreachable tracking
+store): nothing was started or written.
 
 Running the same command again (or `clsweep resume NAME`) continues an interrupted sweep:
 finished trials are kept, unfinished ones restart from their last task checkpoint, and every
-trial keeps its MLflow run. Without --address, clsweep starts a local Ray for the sweep (token
-authentication off: the cluster lives only as long as this command)."""
+trial keeps its MLflow run. Without --address (or RAY_ADDRESS), clsweep starts a local Ray for the
+sweep (token authentication off: that cluster lives only as long as this command). Ray's own log
+lines go to STORAGE/NAME/driver.log."""
 
 
 def _storage(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +45,8 @@ def _launch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow tracking URI (default: the sweep file's tracking.uri, else sqlite in --storage)")
     parser.add_argument("--address", metavar="ADDR",
-                        help="Ray cluster to join: auto, host:port or ray://host:port (default: a local Ray)")
+                        help="Ray cluster to join: auto, host:port or ray://host:port (default: RAY_ADDRESS, else a "
+                             "local Ray)")
     parser.add_argument("--no-report", action="store_true", help="do not write a report at the end")
     _storage(parser)
 
