@@ -103,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'resnet*'")
     p.set_defaults(func=cmd_ls)
 
+    from clsweep.report.cli import add_report_command  # nothing heavy at import
     from clsweep.sweep.commands import add_sweep_commands  # Ray-free at import
 
     add_sweep_commands(sub)
+    add_report_command(sub)
     return parser
 
 
