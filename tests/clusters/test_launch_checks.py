@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import textwrap
 from pathlib import Path
 
@@ -112,14 +111,6 @@ def test_filesystem_type_reads_this_machines_mount_table() -> None:
     assert filesystem_type("/proc/no/such/path") == "proc"  # nearest existing ancestor decides
 
 
-def _driver_checks_launch() -> bool:
-    from clsweep.sweep import driver
-
-    return "check_launch" in inspect.getsource(driver)
-
-
-@pytest.mark.skipif(not _driver_checks_launch(),
-                    reason="clsweep.sweep.driver.prepare does not call clsweep.sweep.cluster.check_launch yet")
 def test_clsweep_run_refuses_local_sqlite_with_a_ray_client_address(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from clsweep.cli import main
