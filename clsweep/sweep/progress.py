@@ -18,7 +18,7 @@ from ray.tune import Callback
 from clsweep.spec.sweep import SweepSpec
 from clsweep.sweep.storage import driver_identity, write_json
 from clsweep.sweep.summary import format_summary, summarize
-from clsweep.sweep.tracking_callback import stopped_state, trial_state
+from clsweep.sweep.tracking_callback import guarded, stopped_state, trial_state
 
 __all__ = ["ProgressCallback", "mark_start", "trial_row"]
 
@@ -102,6 +102,7 @@ class ProgressCallback(Callback):
         out.flush()
         self._drawn = len(lines)
 
+    @guarded
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         now = time.monotonic()
         if now - self._last_draw < self.interval:
@@ -121,12 +122,15 @@ class ProgressCallback(Callback):
             print(f"[{time.monotonic() - self._started:7.1f}s] trial {trial.trial_id} {state} after "
                   f"{row['tasks_done']} task(s){value}  {row['config']} seed={row['seed']}", flush=True)
 
+    @guarded
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._ended(trials, trial, stopped_state(trial.last_result))
 
+    @guarded
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._ended(trials, trial, "failed")
 
+    @guarded
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         rows = [trial_row(t, self.spec) for t in trials]
         self._write(rows, done=True, force=True)

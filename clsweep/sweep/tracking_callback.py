@@ -11,11 +11,14 @@ a trial's run by its ``clsweep.trial_id`` tag, so a restored sweep keeps the sam
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from ray.tune import Callback
@@ -24,7 +27,27 @@ from clsweep.spec.experiment import ExperimentConfig, flatten
 from clsweep.spec.sweep import SweepSpec
 from clsweep.tracking.store import SweepTracker
 
-__all__ = ["MLflowCallback", "stopped_state", "trial_state", "trial_tags"]
+__all__ = ["MLflowCallback", "guarded", "stopped_state", "trial_state", "trial_tags"]
+
+logger = logging.getLogger(__name__)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def guarded(method: _F) -> _F:
+    """A callback failure (tracking server down, disk full) is reported and the sweep goes on:
+    losing a record is better than losing the trials."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:  # noqa: BLE001
+            self.failures = getattr(self, "failures", 0) + 1
+            logger.warning("%s.%s failed; the sweep goes on without this record", type(self).__name__,
+                           method.__name__, exc_info=True)
+            return None
+
+    return wrapper  # type: ignore[return-value]
 
 # Tune's own bookkeeping in every result: not metrics of the experiment.
 _TUNE_KEYS = {
@@ -88,6 +111,7 @@ class MLflowCallback(Callback):
         self.runs: dict[str, str] = {}
         self._spec: SweepSpec | None = None
         self._located: set[str] = set()
+        self.failures = 0
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_spec": None, "_located": set()}
@@ -105,6 +129,7 @@ class MLflowCallback(Callback):
         self.runs.update(state.get("runs", {}))
 
     # ---- trial events ---------------------------------------------------------------------------
+    @guarded
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         tid = trial.trial_id
         run_id = self.runs.get(tid) or self.tracker.find_trial(tid)
@@ -117,6 +142,7 @@ class MLflowCallback(Callback):
                                               tags=trial_tags(self.spec, trial.config, cfg))
         self.runs[tid] = run_id
 
+    @guarded
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
@@ -144,9 +170,11 @@ class MLflowCallback(Callback):
             self.tracker.log_text(run_id, traceback, "traceback.txt")
         self.tracker.end_trial(run_id, state)
 
+    @guarded
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._finish(trial, stopped_state(trial.last_result))  # status may still read RUNNING here
 
+    @guarded
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         text = None
         if trial.error_file and Path(trial.error_file).exists():
@@ -155,6 +183,7 @@ class MLflowCallback(Callback):
             text = str(trial.get_error() or "the trial failed; Tune kept no traceback")
         self._finish(trial, "failed", text)
 
+    @guarded
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.tracker.delete_orphans(t.trial_id for t in trials)
         states = [trial_state(t) for t in trials]

@@ -88,3 +88,19 @@ def test_trial_function_reports_every_task_with_a_checkpoint(write_yaml, tiny):
     assert all(r["tasks_total"] == 2 and 0.0 <= r["avg_acc_val"] <= 1.0 for r, _ in seen)
     assert all("state.pt" in files for _, files in seen)
     assert seen[-1][0]["acc_matrix_test"].startswith("[[")
+
+
+def test_a_tracking_failure_does_not_stop_the_sweep(write_yaml, tiny):
+    from types import SimpleNamespace
+
+    from clsweep.sweep.tracking_callback import MLflowCallback
+
+    class DownStore(SweepTracker):
+        def find_trial(self, trial_id):
+            raise ConnectionError("the tracking server went away")
+
+    callback = MLflowCallback(DownStore("http://mlflow:5000", "exp", "sw"), load_sweep(write_yaml(tiny)).data)
+    trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={}, status="RUNNING")
+    callback.on_trial_start(0, [trial], trial)  # raises inside: reported, not propagated
+    callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5})
+    assert callback.failures == 1 and callback.runs == {}  # the result had no run to go to: skipped
