@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,9 @@ def _ray_environment(plan: Plan) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new output engine prints boxes even at verbose=0
     # per-task checkpoints with num_to_keep=2 force frequent snapshots; they are small, do not warn
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's default loggers include TensorBoard's, whose import pulls torch into the driver (~3 s);
+    # the JSON and CSV loggers (result.json, progress.csv) are added explicitly in _tuner.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
@@ -133,6 +137,7 @@ def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
 
 def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | None) -> Any:
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from clsweep.sweep.progress import ProgressCallback
     from clsweep.sweep.space import make_scheduler, make_searcher
@@ -156,7 +161,7 @@ def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | N
             **({"scheduler": scheduler} if scheduler is not None else {})),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(plan.paths.storage), verbose=0,
-            callbacks=[MLflowCallback(tracker, spec.data),
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), MLflowCallback(tracker, spec.data),
                        ProgressCallback(spec.data, plan.paths.status, display=display), *callbacks],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
@@ -184,17 +189,39 @@ def execute(plan: Plan, *, callbacks: Sequence[Any] = (), display: bool | None =
                                        tracking_uri=plan.tracking_uri, experiment=plan.experiment)
     if record.get("complete"):
         return _outcome(plan, record.get("parent_run_id"))
-    started_ray = _start_ray(plan, num_cpus)
+    if plan.address is None:
+        # Embedded Ray: create the tracking store (a fresh sqlite file takes ~3 s of schema
+        # migrations) while Ray starts. On a cluster the shared-storage check comes first.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clsweep-tracking") as pool:
+            opening = pool.submit(_open_tracking, plan, record)
+            started_ray = _start_ray(plan, num_cpus)
+            try:
+                tracker = opening.result()
+            except BaseException:
+                _stop_ray(started_ray)
+                raise
+    else:
+        started_ray = _start_ray(plan, num_cpus)
+        try:
+            tracker = _open_tracking(plan, record)
+        except BaseException:
+            _stop_ray(started_ray)
+            raise
     try:
-        return _run(plan, record, callbacks, display)
+        return _run(plan, record, tracker, callbacks, display)
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        _stop_ray(started_ray)
 
 
-def _run(plan: Plan, record: dict[str, Any], callbacks: Sequence[Any], display: bool | None) -> Outcome:
+def _stop_ray(started: bool) -> None:
+    if started:
+        import ray
+
+        ray.shutdown()
+
+
+def _open_tracking(plan: Plan, record: dict[str, Any]) -> Any:
+    """Write the sweep record, create the MLflow experiment and the parent run (or find them)."""
     from clsweep.tracking.store import SweepTracker
 
     spec, paths = plan.spec, plan.paths
@@ -210,6 +237,11 @@ def _run(plan: Plan, record: dict[str, Any], callbacks: Sequence[Any], display: 
               "clsweep.objective": ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives),
               "clsweep.fingerprint": spec.fingerprint})
     write_json(paths.record, record)
+    return tracker
+
+
+def _run(plan: Plan, record: dict[str, Any], tracker: Any, callbacks: Sequence[Any], display: bool | None) -> Outcome:
+    paths = plan.paths
     tuner = _tuner(plan, tracker, callbacks, display)
     with _ray_logs_to(paths.sweep_dir / "driver.log"):
         tuner.fit()
