@@ -146,7 +146,8 @@ def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | N
 
     spec = plan.spec
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, spec_data=spec.data), resources)
+    trainable = tune.with_resources(tune.with_parameters(train_trial, spec_data=spec.data,
+                                                                 sweep_dir=str(plan.paths.sweep_dir)), resources)
     path = plan.paths.sweep_dir
     # Tune writes tuner.pkl when the Tuner is made and the experiment state at the first snapshot;
     # a driver killed in between leaves nothing to resume (start afresh in the same folder).

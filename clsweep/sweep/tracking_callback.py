@@ -53,7 +53,7 @@ def guarded(method: _F) -> _F:
 _TUNE_KEYS = {
     "timestamp", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
     "iterations_since_restore", "training_iteration", "done", "date", "trial_id", "experiment_tag",
-    "checkpoint_dir_name", "should_checkpoint", "tasks_total",
+    "checkpoint_dir_name", "should_checkpoint", "tasks_total", "replayed",
 }
 
 
@@ -145,7 +145,7 @@ class MLflowCallback(Callback):
     @guarded
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
         run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
+        if run_id is None or result.get("replayed"):  # a finished trial's last result, sent again
             return
         if trial.trial_id not in self._located:
             self._located.add(trial.trial_id)

@@ -1,7 +1,8 @@
 """The trial: one experiment of a sweep, run inside a Ray Tune worker.
 
-It reports to Tune once per finished task, with that task's checkpoint, and resumes from the last
-checkpoint Tune hands back (a retried trial, a restored sweep). The device is the GPU Ray assigned
+It reports to Tune once per finished task, with that task's checkpoint, and resumes from the newest
+complete checkpoint of the trial (a retried trial, a restored sweep); a trial already done trains
+nothing again. The device is the GPU Ray assigned
 to the trial, else the CPU: never "auto" (a CPU-only trial on a GPU node sees every GPU in Ray 2.60).
 """
 
@@ -9,15 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from clsweep.spec.sweep import SweepSpec
 
-__all__ = ["task_result", "train_trial"]
+__all__ = ["RESULT_FILE", "newest_checkpoint", "saved_result", "task_result", "train_trial"]
+
+RESULT_FILE = "clsweep_result.json"
+"""Written into each task's checkpoint folder: the result reported with it."""
+STATE_FILE = "state.pt"  # clsweep.experiment.STATE_FILE (not imported: that module imports torch)
 
 _SPECS: dict[str, SweepSpec] = {}  # parsed sweep per fingerprint, for reused actors
 
@@ -58,48 +65,109 @@ def task_result(report: Any, tasks_total: int, cpu_start: float = 0.0) -> dict[s
     return result
 
 
-def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any],
-                report: Callable[[dict[str, Any], Any], None] | None = None) -> None:
-    """Tune function trainable. ``report(result, checkpoint_dir)`` replaces ``tune.report`` (tests)."""
+def saved_result(directory: Path) -> dict[str, Any] | None:
+    """The Tune result a checkpoint folder was reported with, or None when the folder is not a
+    complete checkpoint (no result file, or a state file cut short by a killed copy)."""
+    try:
+        result = json.loads((directory / RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    state = directory / STATE_FILE
+    if not isinstance(result, dict) or "tasks_done" not in result or not zipfile.is_zipfile(state):
+        return None  # torch.save writes a zip archive: a truncated one has no central directory
+    return result
+
+
+def newest_checkpoint(candidates: Iterable[Path]) -> tuple[Path, dict[str, Any]] | None:
+    """The complete checkpoint with the most tasks done among ``candidates``."""
+    best: tuple[Path, dict[str, Any]] | None = None
+    for directory in candidates:
+        result = saved_result(directory) if directory.is_dir() else None
+        if result is not None and (best is None or int(result["tasks_done"]) > int(best[1]["tasks_done"])):
+            best = (directory, result)
+    return best
+
+
+def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir: str | None = None,
+                report: Callable[[dict[str, Any], Any], None] | None = None,
+                checkpoint_dir: Path | None = None, trial_id: str | None = None) -> None:
+    """Tune function trainable.
+
+    It starts from the newest complete checkpoint of this trial: the one Tune hands back, or a
+    newer one in ``<sweep_dir>/<trial id>/`` (Tune's experiment snapshot can lag the checkpoints a
+    killed driver had already stored). A trial whose newest checkpoint holds all its tasks trains
+    nothing: it reports the stored final result again, marked ``replayed``.
+    ``report(result, checkpoint_dir)`` replaces ``tune.report``, ``checkpoint_dir`` the checkpoint
+    Tune hands back and ``trial_id`` Tune's trial id (tests, without Ray)."""
     cpu_start = time.process_time()
     _quiet_environment()
     from ray import tune
 
-    from clsweep.experiment import run_experiment
-
     spec = _spec(spec_data)
     cfg = spec.experiment_for(config)
     total = spec.trial_tasks(cfg)
+    in_tune = report is None
 
     def to_tune(result: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(result, checkpoint=checkpoint)  # copies the checkpoint to storage before returning
 
     send = report or to_tune
-    device = trial_device()
-    with tempfile.TemporaryDirectory(prefix="clsweep-trial-") as scratch:
-        resume_from = None
-        checkpoint = tune.get_checkpoint() if report is None else None
+    scratch = _scratch_dir(in_tune)
+    try:
+        candidates: list[Path] = []
+        checkpoint = tune.get_checkpoint() if in_tune else None
         if checkpoint is not None:
-            resume_from = Path(scratch) / "resume"
-            checkpoint.to_directory(str(resume_from))
-        try:
-            run_experiment(
-                cfg,
-                on_task_end=lambda r: send(task_result(r, total, cpu_start), r.checkpoint_dir),
-                checkpoint_dir=Path(scratch) / "state",
-                resume_from=resume_from,
-                max_tasks=spec.max_tasks_per_trial,
-                device=device,
-            )
-        finally:  # the actor is reused for the next trial: leave no GPU memory behind
-            if device.startswith("cuda"):
-                import gc
+            checkpoint_dir = scratch / "resume"
+            checkpoint.to_directory(str(checkpoint_dir))
+        if checkpoint_dir is not None:
+            candidates.append(Path(checkpoint_dir))
+        trial_id = trial_id or (tune.get_context().get_trial_id() if in_tune else None)
+        if sweep_dir and trial_id:
+            candidates += sorted((Path(sweep_dir) / trial_id).glob("checkpoint_*"))
+        newest = newest_checkpoint(candidates)
+        if newest is not None and int(newest[1]["tasks_done"]) >= total:
+            send({**newest[1], "replayed": True}, None)  # all tasks done: no training
+            return
+        _train(spec, cfg, send, total, cpu_start, scratch, newest[0] if newest else None)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
-                import torch
 
-                gc.collect()
-                torch.cuda.empty_cache()
+def _scratch_dir(in_tune: bool) -> Path:
+    """A fresh scratch folder: under the trial's own working folder in Tune (so that a worker
+    killed mid-task leaves nothing in the system temporary folder), else a temporary folder."""
+    if in_tune:
+        from ray import tune
+
+        root = Path(tune.get_context().get_trial_dir())
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".clsweep-scratch-", dir=root))
+    return Path(tempfile.mkdtemp(prefix="clsweep-trial-"))
+
+
+def _train(spec: SweepSpec, cfg: Any, send: Callable[[dict[str, Any], Any], None], total: int,
+           cpu_start: float, scratch: Path, resume_from: Path | None) -> None:
+    from clsweep.experiment import run_experiment
+
+    def on_task_end(task: Any) -> None:
+        result = task_result(task, total, cpu_start)
+        if task.checkpoint_dir is not None:  # the result travels with its checkpoint (see train_trial)
+            (Path(task.checkpoint_dir) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
+        send(result, task.checkpoint_dir)
+
+    device = trial_device()
+    try:
+        run_experiment(cfg, on_task_end=on_task_end, checkpoint_dir=scratch / "state", resume_from=resume_from,
+                       max_tasks=spec.max_tasks_per_trial, device=device)
+    finally:  # the actor is reused for the next trial: leave no GPU memory behind
+        if device.startswith("cuda"):
+            import gc
+
+            import torch
+
+            gc.collect()
+            torch.cuda.empty_cache()
 
 
 def trial_device() -> str:

@@ -41,8 +41,12 @@ searcher: {name: grid}
 resources: {max_concurrent: 2}
 """))
     paths = SweepPaths.at(tmp_path, "crash")
+    # Tune snapshots its experiment state only when forced (num_to_keep checkpoints of a trial):
+    # the snapshot then always lags the status file, which is the race a killed driver meets.
+    lagging_snapshots = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "600"}
     driver = subprocess.Popen([sys.executable, "-m", "clsweep", "run", str(path), "--storage", str(tmp_path),
-                               "--address", ray_address, "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--address", ray_address, "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=lagging_snapshots)
     deadline = time.monotonic() + 150
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -63,8 +67,17 @@ resources: {max_concurrent: 2}
     assert code == 0, err
     after = read_json(paths.status)
     assert [t["state"] for t in after["trials"]] == ["finished"] * 4
-    for tid in finished:  # finished trials were not run again
-        assert (paths.sweep_dir / tid / "result.json").read_text() == results_before[tid]
+    for tid in finished:  # finished trials trained nothing again
+        lines = (paths.sweep_dir / tid / "result.json").read_text().splitlines()
+        before = results_before[tid].splitlines()
+        assert lines[:len(before)] == before
+        last = json.loads(before[-1])
+        # a finished trial that Tune's lagging snapshot restored as unfinished only reports its
+        # stored final result again (marked replayed); any training would add an unmarked line
+        for extra in map(json.loads, lines[len(before):]):
+            assert extra["replayed"] is True, extra
+            assert {k: extra[k] for k in ("tasks_done", "avg_acc_test", "acc_matrix_test")} == \
+                {k: last[k] for k in ("tasks_done", "avg_acc_test", "acc_matrix_test")}
     runs = child_runs(uri, "crash", runs_of)
     trial_ids = [r.data.tags["clsweep.trial_id"] for r in runs]
     assert sorted(trial_ids) == sorted(t["trial_id"] for t in after["trials"])  # exactly one run per trial
@@ -72,6 +85,39 @@ resources: {max_concurrent: 2}
     ids = {r.data.tags["clsweep.trial_id"]: r.info.run_id for r in runs}
     assert all(ids[tid] == run_id for tid, run_id in runs_before.items() if tid in ids)  # same run ids
     assert read_json(paths.record)["complete"] is True
+
+
+def test_a_finished_trial_restored_from_an_older_checkpoint_trains_nothing(write_yaml, tiny, tmp_path):
+    """Tune restored the trial with its task-1 checkpoint, but the trial folder holds its final one:
+    the trial reports the stored final result again instead of training task 2 again. A checkpoint
+    whose state file was cut short (a killed copy) is not used."""
+    import shutil
+
+    from clsweep.sweep.trial import train_trial
+
+    spec = load_sweep(write_yaml(tiny))
+    trial_dir = tmp_path / "sweep" / "t1"
+    first: list[dict[str, Any]] = []
+
+    def store(result: dict[str, Any], checkpoint: Any) -> None:  # what tune.report does with it
+        first.append(result)
+        shutil.copytree(checkpoint, trial_dir / f"checkpoint_{len(first) - 1:06d}")
+
+    train_trial({"seed": 0}, spec_data=spec.data, sweep_dir=str(tmp_path / "sweep"), trial_id="t1", report=store)
+    assert [r["tasks_done"] for r in first] == [1, 2]
+
+    again: list[tuple[dict[str, Any], Any]] = []
+    train_trial({"seed": 0}, spec_data=spec.data, sweep_dir=str(tmp_path / "sweep"), trial_id="t1",
+                checkpoint_dir=trial_dir / "checkpoint_000000", report=lambda r, c: again.append((r, c)))
+    assert again == [({**first[-1], "replayed": True}, None)]  # one report, no checkpoint: nothing trained
+
+    state = trial_dir / "checkpoint_000001" / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    resumed: list[dict[str, Any]] = []
+    train_trial({"seed": 0}, spec_data=spec.data, sweep_dir=str(tmp_path / "sweep"), trial_id="t1",
+                report=lambda r, c: resumed.append(r))
+    assert [r["tasks_done"] for r in resumed] == [2] and "replayed" not in resumed[0]  # from task 1
+    assert resumed[0]["acc_matrix_test"] == first[-1]["acc_matrix_test"]
 
 
 class KillWorkerOnce(Callback):
