@@ -8,9 +8,10 @@ MLflow experiment and parent run, starts (or joins) Ray and runs or restores the
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ from clsweep.sweep.storage import SweepPaths, check_owner, new_record, read_json
 from clsweep.sweep.summary import Summary, summarize
 from clsweep.tracking.store import check_tracking_uri
 
-__all__ = ["Outcome", "Plan", "execute", "prepare", "trial_dirname"]
+__all__ = ["Outcome", "Plan", "execute", "prepare", "tracking_store", "trial_dirname",
+           "versions"]
 
 
 @dataclass
@@ -60,7 +62,7 @@ def prepare(spec: SweepSpec, *, storage: str | Path, tracking_uri: str | None = 
 
     paths = SweepPaths.at(storage, spec.name)
     record = check_owner(paths, spec.fingerprint)
-    uri = tracking_uri or spec.tracking.uri or (record or {}).get("tracking_uri") or paths.default_tracking_uri
+    uri = tracking_store(tracking_uri, spec, record, paths)
     if record and record.get("tracking_uri") and record["tracking_uri"] != uri:
         raise SpecError([Problem(("--tracking-uri",), f"sweep {spec.name!r} logs to {record['tracking_uri']}; "
                                                       f"it cannot move to {uri} halfway")])
@@ -68,6 +70,30 @@ def prepare(spec: SweepSpec, *, storage: str | Path, tracking_uri: str | None = 
     check_launch(given, tracking_uri=uri, storage=storage)
     check_tracking_uri(uri)
     return Plan(spec, paths, record, uri, spec.tracking.experiment or spec.name, effective_address(given), source)
+
+
+def tracking_store(given: str | None, spec: SweepSpec, record: dict[str, Any] | None, paths: SweepPaths,
+                   environ: Mapping[str, str] | None = None) -> str:
+    """The MLflow tracking URI, first set wins: ``--tracking-uri``, the sweep file's ``tracking.uri``,
+    the one a resumed sweep recorded, ``MLFLOW_TRACKING_URI``, the sqlite file in the storage root."""
+    env = os.environ if environ is None else environ
+    return (given or spec.tracking.uri or (record or {}).get("tracking_uri")
+            or env.get("MLFLOW_TRACKING_URI", "").strip() or paths.default_tracking_uri)
+
+
+def versions() -> dict[str, str | None]:
+    """The versions of Python and of the packages behind a sweep's numbers (installed metadata
+    only: nothing is imported); None for a package that is not installed."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("clsweep", "ray", "optuna", "mlflow", "torch", "lightning"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def trial_dirname(trial: Any) -> str:
@@ -115,15 +141,18 @@ def _ray_environment(plan: Plan) -> None:
 
 def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
     """Join ``plan.address``, or start an embedded local Ray; False if Ray was already up. On a
-    multi-node cluster, every node must see the storage folder (checkpoints move between nodes)."""
+    multi-node cluster or through Ray Client (ray://), every node must see the storage folder
+    (checkpoints move between nodes and the driver's machine)."""
     import ray
 
     started = False
     if not ray.is_initialized():
-        ray.init(address=plan.address, num_cpus=num_cpus if plan.address is None else None, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING, runtime_env=plan.spec.cluster.runtime_env or None)
+        # "local": always a new embedded Ray, never one that an earlier `ray start` left running
+        ray.init(address=plan.address or "local", num_cpus=num_cpus if plan.address is None else None,
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, runtime_env=plan.spec.cluster.runtime_env or None)
         started = True
-    if len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+    client = (plan.address or "").startswith("ray://")  # the driver's machine is not a cluster node
+    if client or len([n for n in ray.nodes() if n.get("Alive")]) > 1:
         from clsweep.sweep.cluster import check_shared_storage
 
         try:
@@ -236,7 +265,7 @@ def _open_tracking(plan: Plan, record: dict[str, Any]) -> Any:
         record.get("parent_run_id"), spec_text=yaml.safe_dump(spec.data, sort_keys=False),
         tags={"clsweep.protocol": protocol, "clsweep.searcher": spec.searcher.name,
               "clsweep.objective": ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives),
-              "clsweep.fingerprint": spec.fingerprint})
+              "clsweep.fingerprint": spec.fingerprint, "clsweep.versions": json.dumps(versions())})
     write_json(paths.record, record)
     return tracker
 

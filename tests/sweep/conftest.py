@@ -21,7 +21,7 @@ def ray_address() -> Iterator[str]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token; the cluster dies with the session
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200_000_000,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200_000_000,
              logging_level="ERROR")
     try:
         yield ray.get_runtime_context().gcs_address
