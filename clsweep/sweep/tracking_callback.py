@@ -2,7 +2,8 @@
 
 Each trial gets one child run of the sweep's parent run: params are the trial's resolved
 experiment config (dotted names), tags say sweep, trial, algorithm, benchmark, paradigm, seed,
-protocol, status and node; metrics are logged per task with step = tasks done; at the end the
+protocol, status and node; metrics are logged per task with step = tasks done (a result a trial sends again after a restore,
+marked ``replayed``, only when its step is not logged yet); at the end the
 resolved config, the accuracy matrices (CSV) and, for a failed trial, its traceback are stored as
 artifacts. Tune checkpoints the trial -> run map (get_state / set_state) and the tracker also finds
 a trial's run by its ``clsweep.trial_id`` tag, so a restored sweep keeps the same run ids.
@@ -145,15 +146,18 @@ class MLflowCallback(Callback):
     @guarded
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
         run_id = self.runs.get(trial.trial_id)
-        if run_id is None or result.get("replayed"):  # a finished trial's last result, sent again
+        if run_id is None:
             return
+        step = int(result.get("tasks_done", result.get("training_iteration", 0)))
+        if result.get("replayed") and step in self.tracker.logged_steps(run_id, "tasks_done"):
+            return  # a stored result the trial sent again after a restore, already logged
         if trial.trial_id not in self._located:
             self._located.add(trial.trial_id)
             self.tracker.set_tags(run_id, {"clsweep.node": f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"})
         metrics = {k: float(v) for k, v in result.items()
                    if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
                    and math.isfinite(float(v))}
-        self.tracker.log_metrics(run_id, metrics, step=int(result.get("tasks_done", result.get("training_iteration", 0))))
+        self.tracker.log_metrics(run_id, metrics, step=step)
 
     def _finish(self, trial: Any, state: str, traceback: str | None = None) -> None:
         run_id = self.runs.get(trial.trial_id)

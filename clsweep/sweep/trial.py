@@ -20,7 +20,7 @@ from typing import Any
 
 from clsweep.spec.sweep import SweepSpec
 
-__all__ = ["RESULT_FILE", "newest_checkpoint", "saved_result", "task_result", "train_trial"]
+__all__ = ["RESULT_FILE", "complete_checkpoints", "saved_result", "task_result", "train_trial"]
 
 RESULT_FILE = "clsweep_result.json"
 """Written into each task's checkpoint folder: the result reported with it."""
@@ -78,14 +78,14 @@ def saved_result(directory: Path) -> dict[str, Any] | None:
     return result
 
 
-def newest_checkpoint(candidates: Iterable[Path]) -> tuple[Path, dict[str, Any]] | None:
-    """The complete checkpoint with the most tasks done among ``candidates``."""
-    best: tuple[Path, dict[str, Any]] | None = None
+def complete_checkpoints(candidates: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """The complete checkpoints among ``candidates`` with their results, by tasks done (one per count)."""
+    found: dict[int, tuple[Path, dict[str, Any]]] = {}
     for directory in candidates:
         result = saved_result(directory) if directory.is_dir() else None
-        if result is not None and (best is None or int(result["tasks_done"]) > int(best[1]["tasks_done"])):
-            best = (directory, result)
-    return best
+        if result is not None:
+            found.setdefault(int(result["tasks_done"]), (directory, result))
+    return [found[k] for k in sorted(found)]
 
 
 def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir: str | None = None,
@@ -95,8 +95,10 @@ def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir:
 
     It starts from the newest complete checkpoint of this trial: the one Tune hands back, or a
     newer one in ``<sweep_dir>/<trial id>/`` (Tune's experiment snapshot can lag the checkpoints a
-    killed driver had already stored). A trial whose newest checkpoint holds all its tasks trains
-    nothing: it reports the stored final result again, marked ``replayed``.
+    killed driver had already stored). The results stored with those newer checkpoints are sent
+    again first, marked ``replayed`` (the MLflow callback logs one only if its step is missing), so
+    a trial whose newest checkpoint holds all its tasks trains nothing and still ends with its
+    final result.
     ``report(result, checkpoint_dir)`` replaces ``tune.report``, ``checkpoint_dir`` the checkpoint
     Tune hands back and ``trial_id`` Tune's trial id (tests, without Ray)."""
     cpu_start = time.process_time()
@@ -115,21 +117,24 @@ def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir:
     send = report or to_tune
     scratch = _scratch_dir(in_tune)
     try:
-        candidates: list[Path] = []
+        given: list[Path] = []
         checkpoint = tune.get_checkpoint() if in_tune else None
         if checkpoint is not None:
             checkpoint_dir = scratch / "resume"
             checkpoint.to_directory(str(checkpoint_dir))
         if checkpoint_dir is not None:
-            candidates.append(Path(checkpoint_dir))
+            given.append(Path(checkpoint_dir))
+        known = max((int(r["tasks_done"]) for _, r in complete_checkpoints(given)), default=0)
         trial_id = trial_id or (tune.get_context().get_trial_id() if in_tune else None)
-        if sweep_dir and trial_id:
-            candidates += sorted((Path(sweep_dir) / trial_id).glob("checkpoint_*"))
-        newest = newest_checkpoint(candidates)
-        if newest is not None and int(newest[1]["tasks_done"]) >= total:
-            send({**newest[1], "replayed": True}, None)  # all tasks done: no training
-            return
-        _train(spec, cfg, send, total, cpu_start, scratch, newest[0] if newest else None)
+        stored = sorted((Path(sweep_dir) / trial_id).glob("checkpoint_*")) if sweep_dir and trial_id else []
+        usable = complete_checkpoints([*given, *stored])
+        for _, result in usable:  # stored after the checkpoint Tune knows: Tune may have missed them
+            if int(result["tasks_done"]) > known:
+                send({**result, "replayed": True}, None)
+        if usable and int(usable[-1][1]["tasks_done"]) >= total:
+            return  # all tasks done: nothing to train
+        # a checkpoint without its result file (older clsweep) still holds the state to resume from
+        _train(spec, cfg, send, total, cpu_start, scratch, usable[-1][0] if usable else next(iter(given), None))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -167,6 +167,10 @@ class SweepTracker:
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start:start + 1000])
 
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        """The steps at which ``key`` was already logged to the run."""
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 

@@ -104,3 +104,20 @@ def test_a_tracking_failure_does_not_stop_the_sweep(write_yaml, tiny):
     callback.on_trial_start(0, [trial], trial)  # raises inside: reported, not propagated
     callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5})
     assert callback.failures == 1 and callback.runs == {}  # the result had no run to go to: skipped
+
+
+def test_a_replayed_result_is_logged_only_when_its_step_is_missing(write_yaml, tiny, tmp_path):
+    from types import SimpleNamespace
+
+    from clsweep.sweep.tracking_callback import MLflowCallback
+
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "exp", "sw", artifact_root=tmp_path / "art")
+    tracker.open(None, tags={})
+    callback = MLflowCallback(tracker, load_sweep(write_yaml(tiny)).data)
+    trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={}, status="RUNNING")
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5})
+    callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5, "replayed": True})
+    callback.on_trial_result(0, [trial], trial, {"tasks_done": 2, "avg_acc_val": 0.6, "replayed": True})
+    history = tracker.client.get_metric_history(callback.runs["t1"], "avg_acc_val")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 0.6)] and callback.failures == 0
