@@ -51,7 +51,7 @@ def forgetting(matrix: Matrix, after: int | None = None) -> float:
         return 0.0
     total = 0.0
     for j in range(t):
-        best = max(_value(matrix, l, j) for l in range(j, t))
+        best = max(_value(matrix, row, j) for row in range(j, t))
         total += best - _value(matrix, t, j)
     return total / t
 

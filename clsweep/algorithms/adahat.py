@@ -21,10 +21,13 @@ tasks for every parameter; `no_sparsity` sets R_l = 0 (constant r = alpha / eps)
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from clsweep.algorithms.hat import HAT
+from clsweep.backbones.hat import HATMaskBackbone
 
 __all__ = ["AdaHAT"]
 
@@ -34,7 +37,7 @@ class AdaHAT(HAT):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: HATMaskBackbone,
         heads: nn.Module,
         *,
         s_max: float = 400.0,
@@ -70,11 +73,11 @@ class AdaHAT(HAT):
         summative = self.backbone.get_summative_mask()
         cumulative = self._cumulative_before
         for name in self.backbone.weighted_layer_names:
-            layer = self.backbone.get_layer_by_name(name)
+            layer: Any = self.backbone.get_layer_by_name(name)
             w_imp, b_imp = self.backbone.get_layer_measure_parameter_wise(summative, name, self.aggregation)
             w_cum, b_cum = self.backbone.get_layer_measure_parameter_wise(cumulative, name, self.aggregation)
             self._importance.append((name, layer.weight, w_imp.detach().clone(), (w_cum > 0).float()))
-            if getattr(layer, "bias", None) is not None and b_imp is not None:
+            if getattr(layer, "bias", None) is not None and b_imp is not None and b_cum is not None:
                 self._importance.append((name, layer.bias, b_imp.detach().clone(), (b_cum > 0).float()))
         if self.variant == "no_summative":
             self._importance = [(n, p, torch.full_like(i, float(task_id - 1)), m) for n, p, i, m in self._importance]

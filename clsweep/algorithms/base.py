@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from clsweep.backbones.base import CLBackbone
 from clsweep.spec.experiment import TrainConfig
 
 __all__ = ["CLAlgorithm"]
@@ -33,7 +34,10 @@ __all__ = ["CLAlgorithm"]
 class CLAlgorithm(L.LightningModule):
     """Base class of CL algorithms (Finetuning behaviour by default)."""
 
-    def __init__(self, backbone: nn.Module, heads: nn.Module) -> None:
+    backbone: CLBackbone
+    heads: Any  # one of clsweep.heads: setup_task_id(task_id, num_classes), forward(feature, task_id)
+
+    def __init__(self, backbone: CLBackbone, heads: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = heads

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from clsweep.algorithms.base import CLAlgorithm
+from clsweep.backbones.base import CLBackbone
 
 __all__ = ["Fix"]
 
@@ -18,7 +19,7 @@ __all__ = ["Fix"]
 class Fix(CLAlgorithm):
     """Train task 1 normally; from task 2 on the backbone's parameters take no gradient."""
 
-    def __init__(self, backbone: nn.Module, heads: nn.Module) -> None:
+    def __init__(self, backbone: CLBackbone, heads: nn.Module) -> None:
         super().__init__(backbone, heads)
 
     def on_task_start(self, task_id: int) -> None:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from clsweep.algorithms.base import CLAlgorithm
+from clsweep.backbones.hat import HATMaskBackbone
 
 __all__ = ["HAT"]
 
@@ -39,9 +40,11 @@ class HAT(CLAlgorithm):
         min_free_units: the sparsity term is 0 when no more free units than this remain.
     """
 
+    backbone: HATMaskBackbone
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: HATMaskBackbone,
         heads: nn.Module,
         *,
         s_max: float = 400.0,
@@ -86,7 +89,7 @@ class HAT(CLAlgorithm):
         """1 - parameter-wise measure of the cumulative mask, computed once per task."""
         pairs = []
         for name in self.backbone.weighted_layer_names:
-            layer = self.backbone.get_layer_by_name(name)
+            layer: Any = self.backbone.get_layer_by_name(name)
             weight_measure, bias_measure = self.backbone.get_layer_measure_parameter_wise(
                 cumulative, name, self.aggregation)
             pairs.append((layer.weight, 1.0 - weight_measure.detach().clone()))
