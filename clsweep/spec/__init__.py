@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from clsweep.spec.errors import Problem, SpecError
 from clsweep.spec.experiment import Component, ExperimentConfig, TrainConfig, flatten, parse_experiment
-from clsweep.spec.loading import apply_overrides, line_of, load_yaml
+from clsweep.spec.loading import apply_overrides, line_of, load_mapping
 
 __all__ = [
     "Component",
@@ -26,11 +26,7 @@ def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experime
     """Read an experiment config file (or the ``experiment`` section of a sweep file), apply
     ``--set`` overrides, validate. Raises :class:`SpecError` with file and line numbers."""
     source = str(path)
-    raw = load_yaml(path)
-    if raw is None:
-        raise SpecError([Problem((), "the file is empty")], source)
-    if not isinstance(raw, Mapping):
-        raise SpecError([Problem((), f"expected a mapping at the top level, got {type(raw).__name__}")], source)
+    raw = load_mapping(path)
     nested = "experiment" in raw
     overrides = list(overrides)
     if not nested:

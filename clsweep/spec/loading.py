@@ -14,7 +14,7 @@ import yaml
 
 from clsweep.spec.errors import Problem, SpecError
 
-__all__ = ["LineDict", "apply_overrides", "line_of", "load_yaml", "parse_override"]
+__all__ = ["LineDict", "apply_overrides", "line_of", "load_mapping", "load_yaml", "parse_override"]
 
 
 class LineDict(dict):  # type: ignore[type-arg]
@@ -71,6 +71,16 @@ def load_yaml(path: str | Path) -> Any:
         if context and context_mark is not None:
             problem += f" ({context} started on line {context_mark.line + 1})"
         raise SpecError([Problem((), f"YAML syntax error: {problem}", line)], source) from None
+
+
+def load_mapping(path: str | Path) -> LineDict:
+    """:func:`load_yaml` for files whose top level must be a mapping (configs, sweep files)."""
+    raw = load_yaml(path)
+    if raw is None:
+        raise SpecError([Problem((), "the file is empty")], str(path))
+    if not isinstance(raw, dict):
+        raise SpecError([Problem((), f"expected a mapping at the top level, got {type(raw).__name__}")], str(path))
+    return raw  # type: ignore[return-value]
 
 
 def line_of(data: Any, path: Iterable[object]) -> int | None:

@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clsweep.spec.errors import Problem, SpecError
 from clsweep.spec.experiment import ExperimentConfig, _pydantic_problems, parse_experiment
-from clsweep.spec.loading import LineDict, apply_overrides, line_of, load_yaml, parse_override
+from clsweep.spec.loading import LineDict, apply_overrides, line_of, load_mapping, parse_override
 from clsweep.spec.search_space import Param, SearchEntry, deep_merge, set_path
 
 __all__ = ["METRICS", "Objective", "SweepSpec", "apply_sweep_overrides", "load_sweep", "parse_sweep"]
@@ -243,11 +243,7 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = (), *, name: str | N
     """Read a sweep file, apply ``--set`` overrides (and ``--name``), validate everything.
     Raises :class:`SpecError` naming each bad field with its line."""
     source = str(path)
-    raw = load_yaml(path)
-    if raw is None:
-        raise SpecError([Problem((), "the file is empty")], source)
-    if not isinstance(raw, Mapping):
-        raise SpecError([Problem((), f"expected a mapping at the top level, got {type(raw).__name__}")], source)
+    raw = load_mapping(path)
     try:
         data = apply_sweep_overrides(raw, overrides)
         if name is not None:
