@@ -1,17 +1,23 @@
 """What the sweeper costs, measured side by side in one run.
 
 1. The quickstart-sized trial (HAT, 5 permuted-digit tasks, search_spaces/quickstart.yaml's
-   experiment) run directly through ``run_experiment`` (1 thread, as a 1-CPU trial gets).
-2. The same experiment as sweeps: 1 trial on a Ray the sweep starts itself (as ``clsweep run``
-   does), then, on one Ray started here, 4 trials (4 seeds) one at a time and 4 trials two at a
-   time. Every sweep writes MLflow (sqlite), checkpoints every task and reuses actors.
+   experiment) run directly through ``run_experiment`` in this process (1 thread, as a 1-CPU trial
+   gets), before, between and after the sweeps.
+2. The same experiment as sweeps, each run as ``clsweep run`` runs one: it starts its own local
+   Ray (2 CPUs), writes MLflow (sqlite), checkpoints every task, reuses actors and stops Ray at the
+   end. In order: 1 trial on a new MLflow store; 4 trials (4 seeds) one at a time; 4 trials two at a
+   time; 1 trial again (these three on the store the first one created, as a user's next sweeps).
 
-From these: per-trial cost = Tune's time_total_s of the trials that ran on a reused actor (median),
-overhead ratio = per-trial cost / direct time (target < 1.15; also in CPU time, which other load on
-shared cores does not distort), fixed start-up = T(1 trial) - per-trial cost (target < 15 s: Ray,
-MLflow store, Tune, actor start, torch/Lightning imports, shutdown), and the speed-up of 2
-concurrent trials over 1 (target >= 1.6 on 2 cores), for the whole sweep and for its trial phase
-(first trial start to last trial end: no Ray, MLflow or Tune set-up).
+Printed:
+- per-trial cost: Tune's time_total_s of the trials that ran on a reused actor (median), and the
+  overhead ratio over the direct run (target < 1.15), also in CPU seconds, which other load on
+  shared cores distorts less;
+- fixed start-up: a 1-trial sweep's wall time minus the per-trial cost (target < 15 s). It holds
+  Ray's start and stop, the MLflow store, Tune's set-up and the trial actor's imports (torch,
+  Lightning, Ray Tune: about 6 s on these cores, paid once per actor);
+- the speed-up of 2 concurrent trials over 1 (target >= 1.6): on the sweeps' time beyond the fixed
+  start-up (the sweeper's model: wall time = start-up + trial rounds x per-trial cost), on the
+  trial phase (first trial start to last trial end) and on the whole wall time.
 
     .venv/bin/python benchmarks/bench_sweep.py [--epochs 20] [--tasks 5]
 
@@ -26,14 +32,16 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from clsweep.spec.loading import load_yaml
-from clsweep.spec.sweep import parse_sweep
+from clsweep.spec.sweep import SweepSpec, parse_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
 
 
-def sweep_spec(name: str, seeds: int, concurrent: int, epochs: int, tasks: int):  # type: ignore[no-untyped-def]
+def sweep_spec(name: str, seeds: int, concurrent: int, epochs: int, tasks: int) -> SweepSpec:
+    """The quickstart's experiment with its search removed, ``seeds`` trials, ``concurrent`` at a time."""
     data = dict(load_yaml(QUICKSTART))
     for key in ("search", "scheduler", "searcher"):
         data.pop(key, None)
@@ -43,9 +51,9 @@ def sweep_spec(name: str, seeds: int, concurrent: int, epochs: int, tasks: int):
     return parse_sweep(data)
 
 
-def timed_sweep(spec, storage: Path) -> tuple[float, float, list[float], list[float]]:  # type: ignore[no-untyped-def]
-    """Wall time of the sweep, of its trial phase (first trial start to last trial end), and each
-    trial's time_total_s and CPU seconds (in start order)."""
+def timed_sweep(spec: SweepSpec, storage: Path) -> dict[str, Any]:
+    """Run ``spec`` as ``clsweep run`` does (its own local Ray, 2 CPUs). Returns the wall time, the
+    trial phase (first trial start to last trial end) and each trial's time_total_s and CPU seconds."""
     from ray.tune import Callback
 
     from clsweep.sweep.driver import execute, prepare
@@ -72,70 +80,72 @@ def timed_sweep(spec, storage: Path) -> tuple[float, float, list[float], list[fl
     outcome = execute(prepare(spec, storage=storage), callbacks=[times], display=False, num_cpus=2)
     wall = time.perf_counter() - start
     assert outcome.complete and outcome.failed == 0, outcome.summary.counts
-    phase = times.last_end - (times.first_start or times.last_end)
-    return wall, phase, list(times.seconds.values()), list(times.cpu.values())
+    return {"wall": wall, "phase": times.last_end - (times.first_start or times.last_end),
+            "trials": list(times.seconds.values()), "cpu": list(times.cpu.values())}
+
+
+def _list(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per task (the quickstart's: 20)")
     parser.add_argument("--tasks", type=int, default=5)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}  (cpus: {os.cpu_count()})")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     import torch
 
     from clsweep.experiment import run_experiment
 
     torch.set_num_threads(1)  # what a 1-CPU Ray trial gets (OMP_NUM_THREADS=1)
-    one = sweep_spec("bench_direct", 1, 1, args.epochs, args.tasks)
-    run_experiment(one.experiment_for({"seed": 99}), max_tasks=1)  # warm-up: imports, data
+    direct_spec = sweep_spec("bench_direct", 1, 1, args.epochs, args.tasks)
+    run_experiment(direct_spec.experiment_for({"seed": 99}), max_tasks=1)  # warm-up: imports, data
 
-    cpus: list[float] = []
+    directs: list[float] = []
+    direct_cpus: list[float] = []
 
-    def direct_run() -> float:
+    def direct_run(label: str) -> None:
         start, cpu = time.perf_counter(), time.process_time()
-        run_experiment(one.experiment_for({"seed": 0}))
-        cpus.append(time.process_time() - cpu)
-        return time.perf_counter() - start
+        run_experiment(direct_spec.experiment_for({"seed": 0}))
+        directs.append(time.perf_counter() - start)
+        direct_cpus.append(time.process_time() - cpu)
+        print(f"direct run_experiment{label}: {directs[-1]:6.1f} s   ({direct_cpus[-1]:.1f} s CPU)")
 
-    directs = [direct_run()]
-    print(f"direct run_experiment:          {directs[0]:6.1f} s   ({cpus[-1]:.1f} s CPU)")
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
+    direct_run("        ")
     with tempfile.TemporaryDirectory(prefix="bench_sweep-") as tmp:
-        # as `clsweep run` does it: the sweep starts its own Ray (and the MLflow store meanwhile)
-        t1, _, first, _ = timed_sweep(sweep_spec("one", 1, 1, args.epochs, args.tasks), Path(tmp) / "a")
-        print(f"sweep, 1 trial, Ray included:   {t1:6.1f} s   (the trial itself, imports included: {first[0]:.1f} s)")
-        start = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        print(f"ray.init (2 CPUs) for the rest: {time.perf_counter() - start:6.1f} s")
-        t4_seq, phase_seq, seq, seq_cpu = timed_sweep(sweep_spec("seq", 4, 1, args.epochs, args.tasks), Path(tmp) / "b")
-        print(f"sweep, 4 trials, 1 at a time:   {t4_seq:6.1f} s   (trials: {', '.join(f'{t:.1f}' for t in seq)} s; "
-              f"CPU {', '.join(f'{t:.1f}' for t in seq_cpu)} s)")
-        directs.append(direct_run())
-        print(f"direct run_experiment, again:   {directs[-1]:6.1f} s   ({cpus[-1]:.1f} s CPU)")
-        t4_par, phase_par, par, _ = timed_sweep(sweep_spec("par", 4, 2, args.epochs, args.tasks), Path(tmp) / "c")
-        print(f"sweep, 4 trials, 2 at a time:   {t4_par:6.1f} s   (trials: {', '.join(f'{t:.1f}' for t in par)} s)")
-    ray.shutdown()
-    directs.append(direct_run())
-    print(f"direct run_experiment, again:   {directs[-1]:6.1f} s   ({cpus[-1]:.1f} s CPU)")
-    direct = statistics.median(directs)
+        root = Path(tmp)
+        one = timed_sweep(sweep_spec("one", 1, 1, args.epochs, args.tasks), root)
+        print(f"sweep, 1 trial, new store:     {one['wall']:6.1f} s   (the trial, its actor's imports included: "
+              f"{one['trials'][0]:.1f} s)")
+        seq = timed_sweep(sweep_spec("seq", 4, 1, args.epochs, args.tasks), root)
+        print(f"sweep, 4 trials, 1 at a time:  {seq['wall']:6.1f} s   (trials {_list(seq['trials'])} s; "
+              f"CPU {_list(seq['cpu'])} s)")
+        direct_run(", again")
+        par = timed_sweep(sweep_spec("par", 4, 2, args.epochs, args.tasks), root)
+        print(f"sweep, 4 trials, 2 at a time:  {par['wall']:6.1f} s   (trials {_list(par['trials'])} s)")
+        again = timed_sweep(sweep_spec("again", 1, 1, args.epochs, args.tasks), root)
+        print(f"sweep, 1 trial, store exists:  {again['wall']:6.1f} s")
+    direct_run(", again")
+    direct, cpu_direct = statistics.median(directs), statistics.median(direct_cpus)
 
-    per_trial = statistics.median(seq[1:])  # trials 2-4 ran on the reused actor: no imports
-    startup = t1 - per_trial
+    per_trial = statistics.median(seq["trials"][1:])  # trials 2-4 ran on the reused actor: no imports
+    cpu_trial = statistics.median(seq["cpu"][1:])
+    startup_new, startup = one["wall"] - per_trial, again["wall"] - per_trial
+    beyond_seq, beyond_par = seq["wall"] - startup, par["wall"] - startup
     print()
-    print(f"per-trial cost in a sweep:      {per_trial:6.1f} s   overhead ratio {per_trial / direct:.2f}x "
-          f"over the direct median {direct:.1f} s (target < 1.15x)")
-    cpu_trial, cpu_direct = statistics.median(seq_cpu[1:]), statistics.median(cpus)
-    print(f"  in CPU time (robust to other load): {cpu_trial:.1f} s vs {cpu_direct:.1f} s direct = "
-          f"{cpu_trial / cpu_direct:.2f}x")
-    print(f"fixed start-up:                 {startup:6.1f} s   (target < 15 s: Ray, MLflow store, Tune, actor, "
-          "imports, shutdown)")
-    print(f"speed-up of 2 concurrent over 1: {t4_seq / t4_par:.2f}x whole sweep, {phase_seq / phase_par:.2f}x trial "
-          f"phase ({phase_seq:.1f} s vs {phase_par:.1f} s; first trial start to last trial end) (target >= 1.6x)")
+    print(f"per-trial cost in a sweep:     {per_trial:6.1f} s   overhead ratio {per_trial / direct:.2f}x over the "
+          f"direct median {direct:.1f} s (target < 1.15x)")
+    print(f"  in CPU time:                 {cpu_trial:6.1f} s vs {cpu_direct:.1f} s direct = {cpu_trial / cpu_direct:.2f}x")
+    print(f"fixed start-up:                {startup:6.1f} s   store exists; {startup_new:.1f} s creating the MLflow "
+          "store (target < 15 s)")
+    print(f"speed-up of 2 concurrent over 1 (target >= 1.6x):")
+    print(f"  beyond the fixed start-up:   {beyond_seq / beyond_par:6.2f}x  ({beyond_seq:.1f} s vs {beyond_par:.1f} s)")
+    print(f"  trial phase:                 {seq['phase'] / par['phase']:6.2f}x  ({seq['phase']:.1f} s vs "
+          f"{par['phase']:.1f} s; first trial start to last trial end, actor imports included)")
+    print(f"  whole sweep:                 {seq['wall'] / par['wall']:6.2f}x  ({seq['wall']:.1f} s vs {par['wall']:.1f} s)")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -36,6 +36,10 @@ class _Params(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 Source = Literal["digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100"]
+SOURCE_MODULES: dict[str, tuple[str, ...]] = {
+    "digits": ("sklearn.datasets",), "mnist": ("torchvision.datasets",), "fashion_mnist": ("torchvision.datasets",),
+}
+"""What each source's loader imports when it first loads (the fork server imports them up front)."""
 
 
 class _StreamParams(_Params):

@@ -147,9 +147,13 @@ def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
 
     started = False
     if not ray.is_initialized():
-        # "local": always a new embedded Ray, never one that an earlier `ray start` left running
+        # "local": always a new embedded Ray, never one that an earlier `ray start` left running. It
+        # starts no idle workers up front: Tune places each trial actor in a placement group, and
+        # such actors always get a new worker process, so prestarted ones only take CPU at start-up.
         ray.init(address=plan.address or "local", num_cpus=num_cpus if plan.address is None else None,
-                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, runtime_env=plan.spec.cluster.runtime_env or None)
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env=plan.spec.cluster.runtime_env or None,
+                 _system_config={"prestart_worker_first_driver": False} if plan.address is None else None)
         started = True
     client = (plan.address or "").startswith("ray://")  # the driver's machine is not a cluster node
     if client or len([n for n in ray.nodes() if n.get("Alive")]) > 1:
@@ -164,7 +168,8 @@ def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
     return started
 
 
-def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | None) -> Any:
+def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | None,
+           forkserver: str | None = None) -> Any:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -175,8 +180,8 @@ def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | N
 
     spec = plan.spec
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, spec_data=spec.data,
-                                                                 sweep_dir=str(plan.paths.sweep_dir)), resources)
+    trainable = tune.with_resources(tune.with_parameters(train_trial, spec_data=spec.data, forkserver=forkserver,
+                                                         sweep_dir=str(plan.paths.sweep_dir)), resources)
     path = plan.paths.sweep_dir
     # Tune writes tuner.pkl when the Tuner is made and the experiment state at the first snapshot;
     # a driver killed in between leaves nothing to resume (start afresh in the same folder).
@@ -219,28 +224,78 @@ def execute(plan: Plan, *, callbacks: Sequence[Any] = (), display: bool | None =
                                        tracking_uri=plan.tracking_uri, experiment=plan.experiment)
     if record.get("complete"):
         return _outcome(plan, record.get("parent_run_id"))
-    if plan.address is None:
-        # Embedded Ray: create the tracking store (a fresh sqlite file takes ~3 s of schema
-        # migrations) while Ray starts. On a cluster the shared-storage check comes first.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clsweep-tracking") as pool:
-            opening = pool.submit(_open_tracking, plan, record)
+    server = _start_forkserver(plan, before_ray=True)  # its imports overlap Ray's start
+    try:
+        if plan.address is None:
+            # Embedded Ray: create the tracking store (a fresh sqlite file takes ~3 s of schema
+            # migrations) while Ray starts. On a cluster the shared-storage check comes first.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clsweep-tracking") as pool:
+                opening = pool.submit(_open_tracking, plan, record)
+                started_ray = _start_ray(plan, num_cpus)
+                try:
+                    tracker = opening.result()
+                except BaseException:
+                    _stop_ray(started_ray)
+                    raise
+        else:
             started_ray = _start_ray(plan, num_cpus)
             try:
-                tracker = opening.result()
+                tracker = _open_tracking(plan, record)
             except BaseException:
                 _stop_ray(started_ray)
                 raise
-    else:
-        started_ray = _start_ray(plan, num_cpus)
         try:
-            tracker = _open_tracking(plan, record)
-        except BaseException:
+            server = server or _start_forkserver(plan, before_ray=False)
+            return _run(plan, record, tracker, callbacks, display, server.address if server else None)
+        finally:
             _stop_ray(started_ray)
-            raise
-    try:
-        return _run(plan, record, tracker, callbacks, display)
     finally:
-        _stop_ray(started_ray)
+        if server is not None:
+            server.stop()
+
+
+def _start_forkserver(plan: Plan, *, before_ray: bool) -> Any:
+    """The fork server of a sweep whose trials run on this machine (clsweep.sweep.forkserver), or
+    None. ``before_ray``: for a Ray this sweep starts itself (always local: start the server first,
+    so that its imports overlap Ray's start); else for a Ray already running here with one node."""
+    from clsweep.sweep.forkserver import ForkServer, enabled
+
+    if plan.address is not None or plan.spec.cluster.runtime_env or not enabled(plan.spec.resources.gpus):
+        return None  # a runtime_env changes what trials import and see: they get Ray's own workers
+    import ray
+
+    if before_ray == ray.is_initialized():
+        return None
+    if not before_ray:
+        from ray.util.client import ray as client
+
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        here = ray.get_runtime_context().get_node_id()
+        if client.is_connected() or len(nodes) != 1 or nodes[0].get("NodeID") != here:
+            return None
+    return ForkServer.start(_preload_modules(plan.spec), plan.paths.sweep_dir / "forkserver.log")
+
+
+def _preload_modules(spec: SweepSpec) -> list[str]:
+    """What a trial of ``spec`` imports besides torch and Lightning: the modules of the experiment's
+    components, of its data source's loader and its plugins (``imports:``)."""
+    from clsweep import registry
+    from clsweep.spec.components import SOURCE_MODULES
+
+    experiment = spec.experiment
+    modules = [str(m) for m in experiment.get("imports") or []]
+    benchmark = experiment.get("benchmark")
+    if isinstance(benchmark, dict):
+        modules += SOURCE_MODULES.get(str(benchmark.get("source", "digits")), ())
+    for kind in registry.KINDS:
+        part = experiment.get("heads" if kind == "heads" else kind)
+        name = part.get("name") if isinstance(part, dict) else None
+        if name:
+            try:
+                modules.append(registry.get(kind, str(name)).target.partition(":")[0])
+            except LookupError:
+                continue
+    return modules
 
 
 def _stop_ray(started: bool) -> None:
@@ -270,9 +325,10 @@ def _open_tracking(plan: Plan, record: dict[str, Any]) -> Any:
     return tracker
 
 
-def _run(plan: Plan, record: dict[str, Any], tracker: Any, callbacks: Sequence[Any], display: bool | None) -> Outcome:
+def _run(plan: Plan, record: dict[str, Any], tracker: Any, callbacks: Sequence[Any], display: bool | None,
+         forkserver: str | None) -> Outcome:
     paths = plan.paths
-    tuner = _tuner(plan, tracker, callbacks, display)
+    tuner = _tuner(plan, tracker, callbacks, display, forkserver)
     with _ray_logs_to(paths.sweep_dir / "driver.log"):
         tuner.fit()
     outcome = _outcome(plan, record["parent_run_id"])

@@ -54,7 +54,7 @@ def guarded(method: _F) -> _F:
 _TUNE_KEYS = {
     "timestamp", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
     "iterations_since_restore", "training_iteration", "done", "date", "trial_id", "experiment_tag",
-    "checkpoint_dir_name", "should_checkpoint", "tasks_total", "replayed",
+    "checkpoint_dir_name", "should_checkpoint", "tasks_total", "replayed", "trial_pid",
 }
 
 

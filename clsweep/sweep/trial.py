@@ -20,7 +20,7 @@ from typing import Any
 
 from clsweep.spec.sweep import SweepSpec
 
-__all__ = ["RESULT_FILE", "complete_checkpoints", "saved_result", "task_result", "train_trial"]
+__all__ = ["RESULT_FILE", "complete_checkpoints", "run_tasks", "saved_result", "task_result", "train_trial"]
 
 RESULT_FILE = "clsweep_result.json"
 """Written into each task's checkpoint folder: the result reported with it."""
@@ -51,7 +51,7 @@ def _spec(data: Mapping[str, Any]) -> SweepSpec:
 
 def task_result(report: Any, tasks_total: int, cpu_start: float = 0.0) -> dict[str, Any]:
     """The Tune result of one finished task: the task loop's metrics (flat floats), progress, the
-    CPU time the trial's process used so far, and the accuracy matrices as JSON text (text so that
+    CPU time the trial's process used so far and its pid, and the accuracy matrices as JSON text (text so that
     Tune's loggers pass them through untouched)."""
     result: dict[str, Any] = {k: float(v) for k, v in report.metrics.items()}
     result.update({
@@ -59,6 +59,7 @@ def task_result(report: Any, tasks_total: int, cpu_start: float = 0.0) -> dict[s
         "tasks_total": int(tasks_total),
         "experiment_seconds": float(report.seconds),
         "trial_cpu_seconds": time.process_time() - cpu_start,
+        "trial_pid": os.getpid(),  # the process that trains: the actor's, or a child of the fork server
         "acc_matrix_val": json.dumps(report.val_acc_matrix),
         "acc_matrix_test": json.dumps(report.test_acc_matrix),
     })
@@ -89,7 +90,7 @@ def complete_checkpoints(candidates: Iterable[Path]) -> list[tuple[Path, dict[st
 
 
 def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir: str | None = None,
-                report: Callable[[dict[str, Any], Any], None] | None = None,
+                forkserver: str | None = None, report: Callable[[dict[str, Any], Any], None] | None = None,
                 checkpoint_dir: Path | None = None, trial_id: str | None = None) -> None:
     """Tune function trainable.
 
@@ -99,6 +100,9 @@ def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir:
     again first, marked ``replayed`` (the MLflow callback logs one only if its step is missing), so
     a trial whose newest checkpoint holds all its tasks trains nothing and still ends with its
     final result.
+    ``forkserver``: the address of the driver's fork server (clsweep.sweep.forkserver), which then
+    trains the tasks in a child process with torch already imported; None, or a server that does not
+    answer, and they are trained in this process.
     ``report(result, checkpoint_dir)`` replaces ``tune.report``, ``checkpoint_dir`` the checkpoint
     Tune hands back and ``trial_id`` Tune's trial id (tests, without Ray)."""
     cpu_start = time.process_time()
@@ -134,7 +138,16 @@ def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir:
         if usable and int(usable[-1][1]["tasks_done"]) >= total:
             return  # all tasks done: nothing to train
         # a checkpoint without its result file (older clsweep) still holds the state to resume from
-        _train(spec, cfg, send, total, cpu_start, scratch, usable[-1][0] if usable else next(iter(given), None))
+        resume_from = usable[-1][0] if usable else next(iter(given), None)
+        device = trial_device()
+        if forkserver and device == "cpu":
+            from clsweep.sweep.forkserver import run_forked
+
+            request = {"spec_data": dict(spec_data), "config": dict(config), "scratch": str(scratch),
+                       "resume_from": str(resume_from) if resume_from else None}
+            if run_forked(forkserver, request, lambda result, path: send(result, Path(path) if path else None)):
+                return
+        run_tasks(spec_data, config, send, scratch, resume_from, cpu_start=cpu_start, device=device)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -151,9 +164,15 @@ def _scratch_dir(in_tune: bool) -> Path:
     return Path(tempfile.mkdtemp(prefix="clsweep-trial-"))
 
 
-def _train(spec: SweepSpec, cfg: Any, send: Callable[[dict[str, Any], Any], None], total: int,
-           cpu_start: float, scratch: Path, resume_from: Path | None) -> None:
+def run_tasks(spec_data: dict[str, Any], config: dict[str, Any], send: Callable[[dict[str, Any], Any], None],
+              scratch: Path, resume_from: Path | None, *, cpu_start: float = 0.0, device: str = "cpu") -> None:
+    """Train the trial's tasks in this process (the trial's actor, or a child of the fork server),
+    from ``resume_from`` if given; ``send(result, checkpoint_dir)`` after each task."""
     from clsweep.experiment import run_experiment
+
+    spec = _spec(spec_data)
+    cfg = spec.experiment_for(config)
+    total = spec.trial_tasks(cfg)
 
     def on_task_end(task: Any) -> None:
         result = task_result(task, total, cpu_start)
@@ -161,7 +180,6 @@ def _train(spec: SweepSpec, cfg: Any, send: Callable[[dict[str, Any], Any], None
             (Path(task.checkpoint_dir) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
         send(result, task.checkpoint_dir)
 
-    device = trial_device()
     try:
         run_experiment(cfg, on_task_end=on_task_end, checkpoint_dir=scratch / "state", resume_from=resume_from,
                        max_tasks=spec.max_tasks_per_trial, device=device)

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from ray.tune import Callback
 
 from clsweep.spec.sweep import load_sweep
@@ -27,6 +28,20 @@ experiment:
   train: {{epochs: 6, lr: 0.05}}
 {extra}
 """
+
+
+def _alive(pid: int, within: float) -> bool:
+    """Whether process ``pid`` still runs after up to ``within`` seconds (a zombie counts as gone)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}:
+                    return False
+        except FileNotFoundError:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def child_runs(tracking_uri: str, experiment: str, runs_of: Any) -> list[Any]:
@@ -121,33 +136,43 @@ def test_a_finished_trial_restored_from_an_older_checkpoint_trains_nothing(write
 
 
 class KillWorkerOnce(Callback):
-    """SIGKILLs the process of the first trial once Tune has registered its task-1 checkpoint."""
+    """SIGKILLs a process of the first trial once Tune has registered its task-1 checkpoint: its Ray
+    worker (``pid``) or the process that trains it (``trial_pid``: a child of the fork server)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
+        self.key = key
         self.killed: int | None = None
+        self.trainer: int | None = None
         self.recovered = 0
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         if self.killed is None and trial.last_result["tasks_done"] == 1:
-            self.killed = int(trial.last_result["pid"])
+            self.trainer = int(trial.last_result["trial_pid"])
+            self.killed = int(trial.last_result[self.key])
             os.kill(self.killed, signal.SIGKILL)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.recovered += 1
 
 
-def test_killed_worker_resumes_from_its_last_task(write_yaml, tmp_path, ray_address):
+@pytest.mark.parametrize("key", ["pid", "trial_pid"])
+def test_killed_worker_resumes_from_its_last_task(write_yaml, tmp_path, ray_address, key):
+    """Either process of a trial killed mid-trial (the OOM killer picks the one that trains): the
+    trial restarts from its task-1 checkpoint and ends with the matrix of an uninterrupted run."""
     from clsweep.experiment import run_experiment
 
     spec = load_sweep(write_yaml(SLOW.format(name="worker", extra="retries: 1")))
-    killer = KillWorkerOnce()
+    killer = KillWorkerOnce(key)
     outcome = execute(prepare(spec, storage=tmp_path), callbacks=[killer], display=False)
     assert killer.killed is not None and killer.recovered == 1
     assert outcome.complete and outcome.failed == 0
     [row] = outcome.rows
     trial_dir = tmp_path / "worker" / row["trial_id"]
     results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
-    assert [r["tasks_done"] for r in results if r["pid"] != killer.killed] == [2, 3]  # resumed after task 1
+    # a forked trial: the training process is not the Ray worker, and a killed worker takes it along
+    assert killer.trainer != int(results[0]["pid"])
+    assert not _alive(killer.trainer, within=5.0)
+    assert [r["tasks_done"] for r in results if r["trial_pid"] != killer.trainer] == [2, 3]  # resumed after task 1
     direct = run_experiment(spec.experiment_for({"seed": 0}))
     assert json.loads(results[-1]["acc_matrix_test"]) == direct.test_acc_matrix
     assert json.loads(results[-1]["acc_matrix_val"]) == direct.val_acc_matrix
