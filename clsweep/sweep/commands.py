@@ -31,8 +31,9 @@ store): nothing was started or written.
 Running the same command again (or `clsweep resume NAME`) continues an interrupted sweep:
 finished trials are kept, unfinished ones restart from their last task checkpoint, and every
 trial keeps its MLflow run. Without --address (or RAY_ADDRESS), clsweep starts a local Ray for the
-sweep (token authentication off: that cluster lives only as long as this command). Ray's own log
-lines go to STORAGE/NAME/driver.log."""
+sweep (token authentication off: that cluster lives only as long as this command), and its CPU
+trials train in processes forked from one server that imported torch once (Linux; the environment
+variable CLSWEEP_FORKSERVER=0 turns that off). Ray's own log lines go to STORAGE/NAME/driver.log."""
 
 
 def _storage(parser: argparse.ArgumentParser) -> None:

@@ -69,6 +69,9 @@ def prepare(spec: SweepSpec, *, storage: str | Path, tracking_uri: str | None = 
     given = address or spec.cluster.address
     check_launch(given, tracking_uri=uri, storage=storage)
     check_tracking_uri(uri)
+    from clsweep.sweep.forkserver import setting
+
+    setting()  # a malformed CLSWEEP_FORKSERVER is bad input too
     return Plan(spec, paths, record, uri, spec.tracking.experiment or spec.name, effective_address(given), source)
 
 

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["PRELOAD", "ForkServer", "TrialProcessError", "enabled", "run_forked"]
+__all__ = ["PRELOAD", "ForkServer", "TrialProcessError", "enabled", "run_forked", "setting"]
 
 PRELOAD = ("torch", "torch._dynamo", "lightning", "clsweep.experiment", "clsweep.sweep.trial")
 """Imported by the server before it forks anything (torch._dynamo: the optimisers import it on
@@ -66,9 +66,22 @@ class TrialProcessError(RuntimeError):
     """The trial failed in its forked process; the message holds that process's traceback."""
 
 
+_SETTINGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def setting() -> bool:
+    """``CLSWEEP_FORKSERVER`` (default on); raises SpecError for a value that is not a yes or a no."""
+    value = os.environ.get(ENV, "1").strip().lower() or "1"
+    if value not in _SETTINGS:
+        from clsweep.spec.errors import Problem, SpecError
+
+        raise SpecError([Problem((ENV,), f"environment variable set to {os.environ[ENV]!r}; expected 1 (on) or 0 (off)")])
+    return _SETTINGS[value]
+
+
 def enabled(gpus: float) -> bool:
     """Whether a local sweep uses the fork server: Linux, CPU trials, not turned off."""
-    return sys.platform.startswith("linux") and not gpus and os.environ.get(ENV, "1").strip() not in {"0", "false", "no"}
+    return sys.platform.startswith("linux") and not gpus and setting()
 
 
 # ---- messages: a length, then a pickle (both ends are this module, on one machine, one user) ----

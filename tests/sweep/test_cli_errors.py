@@ -114,3 +114,10 @@ def test_bad_run_starts_no_ray(tmp_path):
     found = probe("run", str(quickstart), "--storage", str(tmp_path / "s"), "--tracking-uri", "http://127.0.0.1:9")
     assert found["code"] == 2 and "ray" not in found["heavy"] and "torch" not in found["heavy"]
     assert not (tmp_path / "s").exists()
+
+
+def test_a_malformed_forkserver_setting_is_bad_input(cli, write_yaml, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLSWEEP_FORKSERVER", "flase")
+    code, _, err = cli("run", str(write_yaml(HAT)), "--storage", str(tmp_path / "s"))
+    assert code == 2 and "CLSWEEP_FORKSERVER: environment variable set to 'flase'; expected 1 (on) or 0 (off)" in err
+    assert not (tmp_path / "s").exists()
