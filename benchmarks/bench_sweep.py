@@ -2,11 +2,12 @@
 
 1. The quickstart-sized trial (HAT, 5 permuted-digit tasks, search_spaces/quickstart.yaml's
    experiment) run directly through ``run_experiment`` in this process (1 thread, as a 1-CPU trial
-   gets), twice before, between and after the sweeps.
+   gets), twice before the sweeps and once after each 4-trial sweep.
 2. The same experiment as sweeps, each run as ``clsweep run`` runs one: it starts its own local
    Ray (2 CPUs), writes MLflow (sqlite), checkpoints every task, reuses actors and stops Ray at the
-   end. In order: 1 trial on a new MLflow store; 4 trials (4 seeds) one at a time; 4 trials two at a
-   time; 1 trial again (these three on the store the first one created, as a user's next sweeps).
+   end. In order: 1 trial on a new MLflow store; then, ``--repeat`` times, 4 trials (4 seeds) one at
+   a time, 4 trials two at a time and 1 trial again (on the store the first one created, as a
+   user's next sweeps).
 
 Printed:
 - per-trial cost: Tune's time_total_s of the trials that ran on a reused actor (median), and the
@@ -93,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20, help="epochs per task (the quickstart's: 20)")
     parser.add_argument("--tasks", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=2, help="repetitions of the 4-trial sweeps (default 2)")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}  (cpus: {os.cpu_count()})")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -117,42 +119,46 @@ def main() -> None:
 
     direct_run("        ")
     direct_run(", again")
+    seqs, pars, agains = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench_sweep-") as tmp:
         root = Path(tmp)
         one = timed_sweep(sweep_spec("one", 1, 1, args.epochs, args.tasks), root)
-        print(f"sweep, 1 trial, new store:     {one['wall']:6.1f} s   (the trial, its actor's imports included: "
-              f"{one['trials'][0]:.1f} s)")
-        seq = timed_sweep(sweep_spec("seq", 4, 1, args.epochs, args.tasks), root)
-        print(f"sweep, 4 trials, 1 at a time:  {seq['wall']:6.1f} s   (trials {_list(seq['trials'])} s; "
-              f"CPU {_list(seq['cpu'])} s)")
-        direct_run(", again")
-        direct_run(", again")
-        par = timed_sweep(sweep_spec("par", 4, 2, args.epochs, args.tasks), root)
-        print(f"sweep, 4 trials, 2 at a time:  {par['wall']:6.1f} s   (trials {_list(par['trials'])} s)")
-        again = timed_sweep(sweep_spec("again", 1, 1, args.epochs, args.tasks), root)
-        print(f"sweep, 1 trial, store exists:  {again['wall']:6.1f} s")
-    direct_run(", again")
-    direct_run(", again")
+        print(f"sweep, 1 trial, new store:     {one['wall']:6.1f} s   (the trial: {one['trials'][0]:.1f} s)")
+        for rep in range(args.repeat):  # interleaved: a burst of load on the shared cores hits one of each, not all
+            seqs.append(timed_sweep(sweep_spec(f"seq{rep}", 4, 1, args.epochs, args.tasks), root))
+            print(f"sweep, 4 trials, 1 at a time:  {seqs[-1]['wall']:6.1f} s   (trials {_list(seqs[-1]['trials'])} s; "
+                  f"CPU {_list(seqs[-1]['cpu'])} s)")
+            direct_run(", again")
+            pars.append(timed_sweep(sweep_spec(f"par{rep}", 4, 2, args.epochs, args.tasks), root))
+            print(f"sweep, 4 trials, 2 at a time:  {pars[-1]['wall']:6.1f} s   (trials {_list(pars[-1]['trials'])} s)")
+            agains.append(timed_sweep(sweep_spec(f"again{rep}", 1, 1, args.epochs, args.tasks), root))
+            print(f"sweep, 1 trial, store exists:  {agains[-1]['wall']:6.1f} s")
+            direct_run(", again")
     direct, cpu_direct = statistics.median(directs), statistics.median(direct_cpus)
 
-    per_trial = statistics.median(seq["trials"][1:])  # trials 2-4 ran on the reused actor: no imports
-    cpu_trial = statistics.median(seq["cpu"][1:])
-    startup_new, startup = one["wall"] - per_trial, again["wall"] - per_trial
-    beyond_seq, beyond_par = seq["wall"] - startup, par["wall"] - startup
+    reused = [t for seq in seqs for t in seq["trials"][1:]]  # trials 2-4 of each ran on a reused actor
+    per_trial = statistics.median(reused)
+    cpu_trial = statistics.median([c for seq in seqs for c in seq["cpu"][1:]])
+    startup = statistics.median(a["wall"] for a in agains) - per_trial
+    startup_new = one["wall"] - per_trial
     print()
     print(f"per-trial cost in a sweep:     {per_trial:6.1f} s   overhead ratio {per_trial / direct:.2f}x over the "
-          f"direct median {direct:.1f} s (target < 1.15x)")
-    fastest = min(seq["trials"][1:])
-    print(f"  fastest against fastest:     {fastest:6.1f} s vs {min(directs):.1f} s direct = {fastest / min(directs):.2f}x")
+          f"direct median {direct:.1f} s (target < 1.15x; medians of {len(reused)} and {len(directs)} runs)")
+    print(f"  fastest against fastest:     {min(reused):6.1f} s vs {min(directs):.1f} s direct = "
+          f"{min(reused) / min(directs):.2f}x")
     print(f"  in CPU time:                 {cpu_trial:6.1f} s vs {cpu_direct:.1f} s direct = {cpu_trial / cpu_direct:.2f}x "
           "(medians)")
     print(f"fixed start-up:                {startup:6.1f} s   store exists; {startup_new:.1f} s creating the MLflow "
           "store (target < 15 s)")
-    print("speed-up of 2 concurrent over 1 (target >= 1.6x):")
-    print(f"  beyond the fixed start-up:   {beyond_seq / beyond_par:6.2f}x  ({beyond_seq:.1f} s vs {beyond_par:.1f} s)")
-    print(f"  trial phase:                 {seq['phase'] / par['phase']:6.2f}x  ({seq['phase']:.1f} s vs "
-          f"{par['phase']:.1f} s; first trial start to last trial end, actor imports included)")
-    print(f"  whole sweep:                 {seq['wall'] / par['wall']:6.2f}x  ({seq['wall']:.1f} s vs {par['wall']:.1f} s)")
+
+    def ratios(key: Any) -> str:
+        each = [key(seq) / key(par) for seq, par in zip(seqs, pars, strict=True)]
+        return f"{statistics.median(each):6.2f}x  (each repetition: {', '.join(f'{r:.2f}' for r in each)})"
+
+    print("speed-up of 2 concurrent over 1 (target >= 1.6x), median over repetitions:")
+    print(f"  beyond the fixed start-up:   {ratios(lambda sweep: sweep['wall'] - startup)}")
+    print(f"  trial phase:                 {ratios(lambda sweep: sweep['phase'])}  first trial start to last trial end")
+    print(f"  whole sweep:                 {ratios(lambda sweep: sweep['wall'])}")
     print(f"load average after: {os.getloadavg()}")
 
 
