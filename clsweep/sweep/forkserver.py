@@ -19,8 +19,9 @@ does the child go on, so Tune's scheduler decides exactly as if the actor traine
 Lifetimes: the server exits when the driver does (or is stopped by it); a child exits when its
 server or its actor exits (it watches the actor's pid), and the actor kills its child on every
 way out (a finished trial, a scheduler stop, an error). An error in the child comes back as its
-traceback; a child that dies comes back as an error too. If the server cannot be reached, the
-actor trains in its own process as it would without one.
+traceback; a child that dies comes back as an error too. If the server cannot be reached, or its
+child does not answer within a minute of the fork, the actor trains in its own process as it
+would without one.
 
 Only on Linux, and only for CPU trials: the server must never touch CUDA (a process that has
 initialised CUDA cannot fork a usable child, and a GPU trial learns its device from Ray only
@@ -60,6 +61,8 @@ _HEADER = struct.Struct("!Q")
 _CONNECT_TIMEOUT_S = 2.0
 _BIND_TIMEOUT_S = 10.0
 _READY_TIMEOUT_S = 300.0  # a server still importing answers late, never wrongly
+_HELLO_TIMEOUT_S = 60.0
+_FORKING = b"F"
 
 
 class TrialProcessError(RuntimeError):
@@ -165,6 +168,9 @@ def run_forked(address: str, request: dict[str, Any], on_result: Callable[[dict[
         sock.settimeout(_READY_TIMEOUT_S)
         socket.send_fds(sock, [b"fds"], [sys.stdout.fileno(), sys.stderr.fileno()])
         _send(sock, {**request, "parent": os.getpid(), "cwd": os.getcwd(), "env": dict(os.environ)})
+        if _recv_exact(sock, 1) != _FORKING:  # the server has imported everything and forks now
+            raise EOFError("not a clsweep fork server")
+        sock.settimeout(_HELLO_TIMEOUT_S)  # a child that does not answer at once is stuck: train here instead
         hello = _recv(sock)
     except (OSError, EOFError, ValueError):
         sock.close()
@@ -222,6 +228,8 @@ def serve(address: str, parent: int, modules: list[str]) -> None:
         if not select.select([listener], [], [], 1.0)[0]:
             continue
         conn, _ = listener.accept()
+        with contextlib.suppress(OSError):
+            conn.sendall(_FORKING)  # before the fork: it reaches the actor ahead of anything the child sends
         pid = os.fork()
         if pid == 0:
             listener.close()

@@ -150,6 +150,31 @@ def test_no_server_means_train_in_process(spec, tmp_path):
     assert run_forked(str(tmp_path / "no-socket"), _request(spec, tmp_path), lambda r, c: None) is False
 
 
+def test_a_child_that_never_answers_means_train_in_process(spec, tmp_path, monkeypatch):
+    """A server that says it forks, and then no child says hello (stuck after the fork)."""
+    import socket
+    import threading
+
+    from clsweep.sweep import forkserver
+
+    monkeypatch.setattr(forkserver, "_HELLO_TIMEOUT_S", 0.5)
+    address = str(tmp_path / "socket")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(1)
+    accepted: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: (accepted.append(listener.accept()[0]), accepted[0].sendall(b"F")))
+    thread.start()
+    try:
+        started = time.monotonic()
+        assert run_forked(address, _request(spec, tmp_path), lambda r, c: None) is False
+        assert time.monotonic() - started < 10
+    finally:
+        thread.join()
+        for sock in [*accepted, listener]:
+            sock.close()
+
+
 def test_the_server_and_its_children_end_with_the_driver(tmp_path):
     script = textwrap.dedent(f"""
         import time
