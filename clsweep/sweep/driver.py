@@ -199,7 +199,8 @@ def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | N
             **({"scheduler": scheduler} if scheduler is not None else {})),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(plan.paths.storage), verbose=0,
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), MLflowCallback(tracker, spec.data),
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
+                       MLflowCallback(tracker, spec.data, plan.paths.sweep_dir),
                        ProgressCallback(spec.data, plan.paths.status, display=display), *callbacks],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),

@@ -7,6 +7,12 @@ marked ``replayed``, only when its step is not logged yet); at the end the
 resolved config, the accuracy matrices (CSV) and, for a failed trial, its traceback are stored as
 artifacts. Tune checkpoints the trial -> run map (get_state / set_state) and the tracker also finds
 a trial's run by its ``clsweep.trial_id`` tag, so a restored sweep keeps the same run ids.
+
+A trial created after Tune's last experiment snapshot is unknown to a restored sweep. When the
+searcher proposes its config again (a grid, seeds), the new trial adopts it: its folder gets an
+adoption file naming the lost trial (whose checkpoints the trial then replays instead of training,
+see clsweep.sweep.trial) and its MLflow run is the lost trial's, re-tagged. Runs of lost trials
+nobody adopts are deleted at the end.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from ray.tune import Callback
 
 from clsweep.spec.experiment import ExperimentConfig, flatten
 from clsweep.spec.sweep import SweepSpec
-from clsweep.tracking.store import SweepTracker
+from clsweep.sweep.trial import ADOPT_FILE, orphan_trial
+from clsweep.tracking.store import TRIAL_ID, SweepTracker
 
 __all__ = ["MLflowCallback", "guarded", "stopped_state", "trial_state", "trial_tags"]
 
@@ -106,16 +113,22 @@ def _csv(matrix_json: str | None) -> str | None:
 
 
 class MLflowCallback(Callback):
-    def __init__(self, tracker: SweepTracker, spec_data: dict[str, Any]) -> None:
+    def __init__(self, tracker: SweepTracker, spec_data: dict[str, Any], sweep_dir: Path | None = None) -> None:
         self.tracker = tracker
         self.spec_data = spec_data
+        self.sweep_dir = sweep_dir
+        """Where Tune keeps the trials' folders: a new trial there adopts a lost one with its config."""
         self.runs: dict[str, str] = {}
+        self.adopted: dict[str, str] = {}
         self._spec: SweepSpec | None = None
         self._located: set[str] = set()
         self.failures = 0
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_spec": None, "_located": set()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"sweep_dir": None, "adopted": {}, **state})  # pickled by an older clsweep
 
     @property
     def spec(self) -> SweepSpec:
@@ -124,16 +137,23 @@ class MLflowCallback(Callback):
         return self._spec
 
     def get_state(self) -> dict[str, Any]:
-        return {"runs": dict(self.runs)}
+        return {"runs": dict(self.runs), "adopted": dict(self.adopted)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.runs.update(state.get("runs", {}))
+        self.adopted.update(state.get("adopted", {}))
 
     # ---- trial events ---------------------------------------------------------------------------
     @guarded
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         tid = trial.trial_id
         run_id = self.runs.get(tid) or self.tracker.find_trial(tid)
+        lost = None if run_id else self._adopt(trial, trials)
+        if lost:  # the lost trial's run becomes this trial's: its metrics are this trial's replayed results
+            run_id = self.tracker.find_trial(lost)
+            if run_id:
+                self.tracker.set_tags(run_id, {TRIAL_ID: tid, "mlflow.runName": f"{self.spec.name}-{tid}",
+                                               "clsweep.adopted_from": lost})
         if run_id:
             self.tracker.resume_trial(run_id)
         else:
@@ -142,6 +162,22 @@ class MLflowCallback(Callback):
             run_id = self.tracker.start_trial(tid, f"{self.spec.name}-{tid}", params=params,
                                               tags=trial_tags(self.spec, trial.config, cfg))
         self.runs[tid] = run_id
+
+    def _adopt(self, trial: Any, trials: list[Any]) -> str | None:
+        """For a trial Tune has just created: the id of a trial with the same config that ran before
+        the driver died and that Tune lost (created after its last snapshot); its checkpoints then
+        serve this trial (clsweep.sweep.trial reads the adoption file), so a finished one is not
+        trained again. None when there is none."""
+        if self.sweep_dir is None:
+            return None
+        known = {t.trial_id for t in trials} | set(self.adopted.values())
+        lost = orphan_trial(self.sweep_dir, trial.config, known)
+        if lost:
+            folder = self.sweep_dir / trial.trial_id
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / ADOPT_FILE).write_text(json.dumps({"trial_id": lost}), encoding="utf-8")
+            self.adopted[trial.trial_id] = lost
+        return lost
 
     @guarded
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:

@@ -20,10 +20,14 @@ from typing import Any
 
 from clsweep.spec.sweep import SweepSpec
 
-__all__ = ["RESULT_FILE", "complete_checkpoints", "run_tasks", "saved_result", "task_result", "train_trial"]
+__all__ = ["ADOPT_FILE", "RESULT_FILE", "complete_checkpoints", "orphan_trial", "read_adoption", "run_tasks",
+           "saved_result", "task_result", "train_trial"]
 
 RESULT_FILE = "clsweep_result.json"
 """Written into each task's checkpoint folder: the result reported with it."""
+ADOPT_FILE = "clsweep_adopts.json"
+"""Written by the driver into a new trial's folder when a trial with the same config ran under an
+id Tune lost (see :func:`orphan_trial`): that trial's checkpoints are this one's."""
 STATE_FILE = "state.pt"  # clsweep.experiment.STATE_FILE (not imported: that module imports torch)
 
 _SPECS: dict[str, SweepSpec] = {}  # parsed sweep per fingerprint, for reused actors
@@ -130,7 +134,7 @@ def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir:
             given.append(Path(checkpoint_dir))
         known = max((int(r["tasks_done"]) for _, r in complete_checkpoints(given)), default=0)
         trial_id = trial_id or (tune.get_context().get_trial_id() if in_tune else None)
-        stored = sorted((Path(sweep_dir) / trial_id).glob("checkpoint_*")) if sweep_dir and trial_id else []
+        stored = _stored_checkpoints(Path(sweep_dir), trial_id) if sweep_dir and trial_id else []
         usable = complete_checkpoints([*given, *stored])
         for _, result in usable:  # stored after the checkpoint Tune knows: Tune may have missed them
             if int(result["tasks_done"]) > known:
@@ -150,6 +154,38 @@ def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir:
         run_tasks(spec_data, config, send, scratch, resume_from, cpu_start=cpu_start, device=device)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stored_checkpoints(sweep_dir: Path, trial_id: str) -> list[Path]:
+    """The checkpoint folders stored for the trial, and for the lost trial it adopts, if any."""
+    found = sorted((sweep_dir / trial_id).glob("checkpoint_*"))
+    adopted = read_adoption(sweep_dir / trial_id)
+    return found + (sorted((sweep_dir / adopted).glob("checkpoint_*")) if adopted else [])
+
+
+def read_adoption(trial_dir: Path) -> str | None:
+    """The id of the lost trial that the trial in ``trial_dir`` adopts, if any."""
+    try:
+        found = json.loads((trial_dir / ADOPT_FILE).read_text(encoding="utf-8")).get("trial_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(found) if found else None
+
+
+def orphan_trial(sweep_dir: Path, config: Mapping[str, Any], known: Iterable[str]) -> str | None:
+    """A trial that ran in ``sweep_dir`` with ``config`` but that Tune no longer knows (it was created
+    after the last experiment snapshot of a driver that then died), with at least one complete
+    checkpoint; None if there is none. ``known``: the trial ids Tune knows, and those adopted already."""
+    wanted = json.loads(json.dumps(dict(config), sort_keys=True, default=str))
+    skip = set(known)
+    for folder in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name not in skip) if sweep_dir.is_dir() else []:
+        try:
+            params = json.loads((folder / "params.json").read_text(encoding="utf-8"))  # Tune's copy of the config
+        except (OSError, ValueError):
+            continue
+        if params == wanted and complete_checkpoints(folder.glob("checkpoint_*")):
+            return folder.name
+    return None
 
 
 def _scratch_dir(in_tune: bool) -> Path:

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import pytest
+from mlflow import MlflowClient
 from ray.tune import Callback
 
 from clsweep.spec.sweep import load_sweep
@@ -99,6 +100,54 @@ resources: {max_concurrent: 2}
     ids = {r.data.tags["clsweep.trial_id"]: r.info.run_id for r in runs}
     assert all(ids[tid] == run_id for tid, run_id in runs_before.items() if tid in ids)  # same run ids
     assert read_json(paths.record)["complete"] is True
+
+
+def test_trials_tune_lost_with_a_killed_driver_are_adopted_not_trained_again(write_yaml, tmp_path, ray_address, cli,
+                                                                            runs_of):
+    """One-task trials never force a Tune snapshot, so a driver killed later leaves finished trials
+    that Tune's state does not hold. The grid proposes their configs again under new ids: those
+    take the lost trials' checkpoints and MLflow runs instead of training again."""
+    path = write_yaml(SLOW.format(name="lost", extra="""
+search:
+  experiment.train.lr: {grid: [0.05, 0.04, 0.03, 0.02]}
+searcher: {name: grid}
+resources: {max_concurrent: 1}
+""").replace("num_tasks: 3", "num_tasks: 1"))
+    paths = SweepPaths.at(tmp_path, "lost")
+    lagging_snapshots = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "600"}
+    driver = subprocess.Popen([sys.executable, "-m", "clsweep", "run", str(path), "--storage", str(tmp_path),
+                               "--address", ray_address, "--no-report"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=lagging_snapshots)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        states = [t["state"] for t in (read_json(paths.status) or {}).get("trials", [])]
+        if states.count("finished") >= 2:
+            break
+        time.sleep(0.1)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    code, _, err = cli("run", str(path), "--storage", str(tmp_path), "--address", ray_address, "--no-report")
+    assert code == 0, err
+    after = read_json(paths.status)
+    assert [t["state"] for t in after["trials"]] == ["finished"] * 4
+    trained: dict[float, int] = {}
+    for folder in (d for d in paths.sweep_dir.iterdir() if (d / "result.json").exists()):
+        lr = json.loads((folder / "params.json").read_text())["experiment.train.lr"]
+        lines = [json.loads(x) for x in (folder / "result.json").read_text().splitlines()]
+        trained[lr] = trained.get(lr, 0) + sum(1 for r in lines if not r.get("replayed"))
+    assert trained == {0.05: 1, 0.04: 1, 0.03: 1, 0.02: 1}  # every configuration trained exactly once
+    adopting = [d for d in paths.sweep_dir.iterdir() if (d / "clsweep_adopts.json").exists()]
+    assert adopting, "the race this test is about did not happen: no trial was lost"
+    runs = child_runs(f"sqlite:///{tmp_path}/mlflow.db", "lost", runs_of)
+    assert sorted(r.data.tags["clsweep.trial_id"] for r in runs) == sorted(t["trial_id"] for t in after["trials"])
+    assert sorted(float(r.data.params["train.lr"]) for r in runs) == [0.02, 0.03, 0.04, 0.05]
+    assert all(r.info.status == "FINISHED" and r.data.tags["clsweep.status"] == "finished" for r in runs)
+    adopted = [r for r in runs if "clsweep.adopted_from" in r.data.tags]
+    assert len(adopted) == len(adopting)
+    for run in adopted:  # the lost trial's run, with its metric logged once
+        assert [m.step for m in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+            run.info.run_id, "tasks_done")] == [1]
 
 
 def test_a_finished_trial_restored_from_an_older_checkpoint_trains_nothing(write_yaml, tiny, tmp_path):
