@@ -268,8 +268,8 @@ def _start_forkserver(plan: Plan, *, before_ray: bool) -> Any:
         return None  # a runtime_env changes what trials import and see: they get Ray's own workers
     import ray
 
-    if before_ray == ray.is_initialized():
-        return None
+    if before_ray and ray.is_initialized():
+        return None  # not a Ray of this sweep's own: see after it is joined
     if not before_ray:
         from ray.util.client import ray as client
 
@@ -292,7 +292,7 @@ def _preload_modules(spec: SweepSpec) -> list[str]:
     if isinstance(benchmark, dict):
         modules += SOURCE_MODULES.get(str(benchmark.get("source", "digits")), ())
     for kind in registry.KINDS:
-        part = experiment.get("heads" if kind == "heads" else kind)
+        part = experiment.get(kind)
         name = part.get("name") if isinstance(part, dict) else None
         if name:
             try:

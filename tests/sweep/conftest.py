@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,24 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> list[Any]:
 @pytest.fixture
 def runs_of() -> Callable[[str, str], list[Any]]:
     return mlflow_runs
+
+
+def process_alive(pid: int, within: float = 0.0) -> bool:
+    """Whether process ``pid`` still runs after up to ``within`` seconds (a zombie counts as gone)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                gone = f.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+        except FileNotFoundError:
+            gone = True
+        if gone:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def alive() -> Callable[..., bool]:
+    return process_alive

@@ -25,29 +25,6 @@ from clsweep.sweep.trial import run_tasks
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux-only")
 
 
-def _alive(pid: int, within: float = 0.0) -> bool:
-    """Whether process ``pid`` still runs after up to ``within`` seconds (a zombie counts as gone)."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                gone = f.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}
-        except FileNotFoundError:
-            gone = True
-        if gone:
-            return False
-        if time.monotonic() >= deadline:
-            return True
-        time.sleep(0.05)
-
-
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(c) for c in (task / "children").read_text().split())
-    return found
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
     srv = ForkServer.start(["sklearn.datasets"], tmp_path_factory.mktemp("fork") / "forkserver.log")
@@ -77,7 +54,7 @@ def _keep(into: list[tuple[dict[str, Any], Path]], folder: Path) -> Any:
     return report
 
 
-def test_a_forked_trial_reports_what_an_in_process_one_does(server, spec, tmp_path):
+def test_a_forked_trial_reports_what_an_in_process_one_does(server, spec, tmp_path, alive):
     forked: list[tuple[dict[str, Any], Path]] = []
     assert run_forked(server.address, _request(spec, tmp_path / "a"), _keep(forked, tmp_path))
     local: list[dict[str, Any]] = []
@@ -88,7 +65,7 @@ def test_a_forked_trial_reports_what_an_in_process_one_does(server, spec, tmp_pa
         assert f["acc_matrix_val"] == mine["acc_matrix_val"] and f["acc_matrix_test"] == mine["acc_matrix_test"]
         assert f["trial_pid"] != os.getpid() and mine["trial_pid"] == os.getpid()
         assert json.loads((path / "clsweep_result.json").read_text()) == f  # the checkpoint as it was reported
-    assert not _alive(forked[0][0]["trial_pid"], within=5.0)  # the child is gone once its trial is done
+    assert not alive(forked[0][0]["trial_pid"], within=5.0)  # the child is gone once its trial is done
     log = Path(server._log.name).read_text()
     assert "preloaded torch, torch._dynamo, lightning" in log and f"forked trial process {forked[0][0]['trial_pid']}" in log
 
@@ -111,7 +88,7 @@ def test_an_error_in_the_child_comes_back_with_its_traceback(server, write_yaml,
     assert "Traceback" in str(err.value) and seen == []
 
 
-def test_an_actor_that_stops_listening_takes_its_child_along(server, spec, tmp_path):
+def test_an_actor_that_stops_listening_takes_its_child_along(server, spec, tmp_path, alive):
     """Tune stopping a trial raises inside the report: the child must not train on."""
     trainers: list[int] = []
 
@@ -121,10 +98,10 @@ def test_an_actor_that_stops_listening_takes_its_child_along(server, spec, tmp_p
 
     with pytest.raises(SystemExit):
         run_forked(server.address, _request(spec, tmp_path), stop_after_first)
-    assert not _alive(trainers[0], within=2.0)
+    assert not alive(trainers[0], within=2.0)
 
 
-def test_a_killed_actor_takes_its_child_along(server, spec, tmp_path):
+def test_a_killed_actor_takes_its_child_along(server, spec, tmp_path, alive):
     """The actor (here a plain process) is SIGKILLed while its child trains: the child exits."""
     script = textwrap.dedent(f"""
         import json, sys, time
@@ -139,11 +116,11 @@ def test_a_killed_actor_takes_its_child_along(server, spec, tmp_path):
     actor = subprocess.Popen([sys.executable, "-c", script, json.dumps(request)], stdout=subprocess.PIPE, text=True)
     try:
         child = int(actor.stdout.readline())  # type: ignore[union-attr]
-        assert _alive(child)
+        assert alive(child)
     finally:
         actor.kill()
         actor.wait()
-    assert not _alive(child, within=5.0)
+    assert not alive(child, within=5.0)
 
 
 def test_no_server_means_train_in_process(spec, tmp_path):
@@ -175,7 +152,7 @@ def test_a_child_that_never_answers_means_train_in_process(spec, tmp_path, monke
             sock.close()
 
 
-def test_the_server_and_its_children_end_with_the_driver(tmp_path):
+def test_the_server_and_its_children_end_with_the_driver(tmp_path, alive):
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
@@ -186,10 +163,10 @@ def test_the_server_and_its_children_end_with_the_driver(tmp_path):
     """)
     driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     server_pid = int(driver.stdout.readline())  # type: ignore[union-attr]
-    assert _alive(server_pid)
+    assert alive(server_pid)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    assert not _alive(server_pid, within=10.0)
+    assert not alive(server_pid, within=10.0)
 
 
 @pytest.mark.parametrize("setting", ["", "0"])

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,18 +33,26 @@ experiment:
 """
 
 
-def _alive(pid: int, within: float) -> bool:
-    """Whether process ``pid`` still runs after up to ``within`` seconds (a zombie counts as gone)."""
-    deadline = time.monotonic() + within
+def kill_driver_when(path: Path, storage: Path, ray_address: str, ready: Callable[[list[str]], bool]) -> dict[str, Any]:
+    """Run ``clsweep run PATH`` as a driver process and SIGKILL it once the states of the trials in
+    its status file satisfy ``ready``; returns that status. Tune snapshots its experiment state only
+    when forced (num_to_keep checkpoints of a trial): the snapshot then always lags the status file,
+    which is the race a killed driver meets."""
+    paths = SweepPaths.at(storage, load_sweep(path).name)
+    lagging_snapshots = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "600"}
+    driver = subprocess.Popen([sys.executable, "-m", "clsweep", "run", str(path), "--storage", str(storage),
+                               "--address", ray_address, "--no-report"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=lagging_snapshots)
+    deadline = time.monotonic() + 150
+    status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}:
-                    return False
-        except FileNotFoundError:
-            return False
-        time.sleep(0.05)
-    return True
+        status = read_json(paths.status) or {}
+        if ready([t["state"] for t in status.get("trials", [])]):
+            break
+        time.sleep(0.1)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    return status
 
 
 def child_runs(tracking_uri: str, experiment: str, runs_of: Any) -> list[Any]:
@@ -57,22 +67,7 @@ searcher: {name: grid}
 resources: {max_concurrent: 2}
 """))
     paths = SweepPaths.at(tmp_path, "crash")
-    # Tune snapshots its experiment state only when forced (num_to_keep checkpoints of a trial):
-    # the snapshot then always lags the status file, which is the race a killed driver meets.
-    lagging_snapshots = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "600"}
-    driver = subprocess.Popen([sys.executable, "-m", "clsweep", "run", str(path), "--storage", str(tmp_path),
-                               "--address", ray_address, "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=lagging_snapshots)
-    deadline = time.monotonic() + 150
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = read_json(paths.status) or {}
-        states = [t["state"] for t in status.get("trials", [])]
-        if "finished" in states and "running" in states:
-            break
-        time.sleep(0.2)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
+    status = kill_driver_when(path, tmp_path, ray_address, lambda states: "finished" in states and "running" in states)
     finished = {t["trial_id"] for t in status["trials"] if t["state"] == "finished"}
     assert finished, status
     results_before = {tid: (paths.sweep_dir / tid / "result.json").read_text() for tid in finished}
@@ -114,18 +109,7 @@ searcher: {name: grid}
 resources: {max_concurrent: 1}
 """).replace("num_tasks: 3", "num_tasks: 1"))
     paths = SweepPaths.at(tmp_path, "lost")
-    lagging_snapshots = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "600"}
-    driver = subprocess.Popen([sys.executable, "-m", "clsweep", "run", str(path), "--storage", str(tmp_path),
-                               "--address", ray_address, "--no-report"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=lagging_snapshots)
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        states = [t["state"] for t in (read_json(paths.status) or {}).get("trials", [])]
-        if states.count("finished") >= 2:
-            break
-        time.sleep(0.1)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
+    kill_driver_when(path, tmp_path, ray_address, lambda states: states.count("finished") >= 2)
 
     code, _, err = cli("run", str(path), "--storage", str(tmp_path), "--address", ray_address, "--no-report")
     assert code == 0, err
@@ -205,7 +189,7 @@ class KillWorkerOnce(Callback):
 
 
 @pytest.mark.parametrize("key", ["pid", "trial_pid"])
-def test_killed_worker_resumes_from_its_last_task(write_yaml, tmp_path, ray_address, key):
+def test_killed_worker_resumes_from_its_last_task(write_yaml, tmp_path, ray_address, key, alive):
     """Either process of a trial killed mid-trial (the OOM killer picks the one that trains): the
     trial restarts from its task-1 checkpoint and ends with the matrix of an uninterrupted run."""
     from clsweep.experiment import run_experiment
@@ -220,7 +204,7 @@ def test_killed_worker_resumes_from_its_last_task(write_yaml, tmp_path, ray_addr
     results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
     # a forked trial: the training process is not the Ray worker, and a killed worker takes it along
     assert killer.trainer != int(results[0]["pid"])
-    assert not _alive(killer.trainer, within=5.0)
+    assert not alive(killer.trainer, within=5.0)
     assert [r["tasks_done"] for r in results if r["trial_pid"] != killer.trainer] == [2, 3]  # resumed after task 1
     direct = run_experiment(spec.experiment_for({"seed": 0}))
     assert json.loads(results[-1]["acc_matrix_test"]) == direct.test_acc_matrix
