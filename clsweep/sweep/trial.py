@@ -20,7 +20,7 @@ from typing import Any
 
 from clsweep.spec.sweep import SweepSpec
 
-__all__ = ["ADOPT_FILE", "RESULT_FILE", "complete_checkpoints", "orphan_trial", "read_adoption", "run_tasks",
+__all__ = ["ADOPT_FILE", "RESULT_FILE", "complete_checkpoints", "orphan_trial", "run_tasks",
            "saved_result", "task_result", "train_trial"]
 
 RESULT_FILE = "clsweep_result.json"
@@ -159,11 +159,11 @@ def train_trial(config: dict[str, Any], *, spec_data: dict[str, Any], sweep_dir:
 def _stored_checkpoints(sweep_dir: Path, trial_id: str) -> list[Path]:
     """The checkpoint folders stored for the trial, and for the lost trial it adopts, if any."""
     found = sorted((sweep_dir / trial_id).glob("checkpoint_*"))
-    adopted = read_adoption(sweep_dir / trial_id)
+    adopted = _read_adoption(sweep_dir / trial_id)
     return found + (sorted((sweep_dir / adopted).glob("checkpoint_*")) if adopted else [])
 
 
-def read_adoption(trial_dir: Path) -> str | None:
+def _read_adoption(trial_dir: Path) -> str | None:
     """The id of the lost trial that the trial in ``trial_dir`` adopts, if any."""
     try:
         found = json.loads((trial_dir / ADOPT_FILE).read_text(encoding="utf-8")).get("trial_id")

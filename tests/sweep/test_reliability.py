@@ -33,6 +33,14 @@ experiment:
 """
 
 
+LR_GRID = """
+search:
+  experiment.train.lr: {{grid: [0.05, 0.04, 0.03, 0.02]}}
+searcher: {{name: grid}}
+resources: {{max_concurrent: {concurrent}}}
+"""
+
+
 def kill_driver_when(path: Path, storage: Path, ray_address: str, ready: Callable[[list[str]], bool]) -> dict[str, Any]:
     """Run ``clsweep run PATH`` as a driver process and SIGKILL it once the states of the trials in
     its status file satisfy ``ready``; returns that status. Tune snapshots its experiment state only
@@ -60,12 +68,7 @@ def child_runs(tracking_uri: str, experiment: str, runs_of: Any) -> list[Any]:
 
 
 def test_killed_driver_resumes_without_rerunning_or_duplicating(write_yaml, tmp_path, ray_address, cli, runs_of):
-    path = write_yaml(SLOW.format(name="crash", extra="""
-search:
-  experiment.train.lr: {grid: [0.05, 0.04, 0.03, 0.02]}
-searcher: {name: grid}
-resources: {max_concurrent: 2}
-"""))
+    path = write_yaml(SLOW.format(name="crash", extra=LR_GRID.format(concurrent=2)))
     paths = SweepPaths.at(tmp_path, "crash")
     status = kill_driver_when(path, tmp_path, ray_address, lambda states: "finished" in states and "running" in states)
     finished = {t["trial_id"] for t in status["trials"] if t["state"] == "finished"}
@@ -102,12 +105,7 @@ def test_trials_tune_lost_with_a_killed_driver_are_adopted_not_trained_again(wri
     """One-task trials never force a Tune snapshot, so a driver killed later leaves finished trials
     that Tune's state does not hold. The grid proposes their configs again under new ids: those
     take the lost trials' checkpoints and MLflow runs instead of training again."""
-    path = write_yaml(SLOW.format(name="lost", extra="""
-search:
-  experiment.train.lr: {grid: [0.05, 0.04, 0.03, 0.02]}
-searcher: {name: grid}
-resources: {max_concurrent: 1}
-""").replace("num_tasks: 3", "num_tasks: 1"))
+    path = write_yaml(SLOW.format(name="lost", extra=LR_GRID.format(concurrent=1)).replace("num_tasks: 3", "num_tasks: 1"))
     paths = SweepPaths.at(tmp_path, "lost")
     kill_driver_when(path, tmp_path, ray_address, lambda states: states.count("finished") >= 2)
 
