@@ -17,10 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+from clsweep.common import better, pareto_front
 from clsweep.report.importance import param_importance
 from clsweep.report.load import SweepData
-from clsweep.report.setup import Setup, read_setup, versions
-from clsweep.report.stats import better, clean, pareto_front, spread
+from clsweep.report.setup import Setup, read_setup, recorded_versions, short_name
+from clsweep.report.stats import clean, spread
 
 __all__ = ["Analysis", "analyze"]
 
@@ -63,7 +64,7 @@ class Analysis:
             "setup": {"objectives": [{"metric": m, "mode": mode} for m, mode in s.objectives],
                       "protocol": s.protocol, "protocol_note": s.protocol_note, "leaky": s.leaky,
                       "searcher": s.searcher, "scheduler": s.scheduler, "seeds": s.seeds, "budget": s.budget,
-                      "resources": s.resources, "variants": s.variants, "spec_problem": s.spec_problem,
+                      "resources": s.resources, "variants": s.variants,
                       "search": [{"name": p.name, "kind": p.kind, "log": p.log, "low": p.low, "high": p.high,
                                   "values": list(p.values)} for p in s.params]},
             "versions": self.versions, "counts": self.counts, "compute": self.compute, "trials": self.trials,
@@ -203,7 +204,7 @@ def _last_line(text: str | None) -> str:
 
 def analyze(data: SweepData, *, top_k: int = 5) -> Analysis:
     trials = data.trials
-    setup = read_setup(data.spec_text, data.parent["tags"], trials)
+    setup = read_setup(data.plan)
     metric, _mode = setup.objectives[0]
     finished = trials[trials.state == "finished"]
     states = list(trials.state)
@@ -238,7 +239,7 @@ def analyze(data: SweepData, *, top_k: int = 5) -> Analysis:
     failed = [{**_trial_record(r, setup), "error": _last_line(data.artifact_text(r["run_id"], "traceback.txt"))}
               for _, r in trials[trials.state == "failed"].iterrows()]
     return Analysis(
-        data=data, setup=setup, versions=versions(parent["tags"]), counts=counts, compute=compute,
+        data=data, setup=setup, versions=recorded_versions(parent["tags"]), counts=counts, compute=compute,
         trials=[_trial_record(r, setup) for _, r in trials.iterrows()], top=ranked[:top_k],
         history=_history(trials, setup), importance=importance,
         best=_trial_detail(data, best_row, setup) if best_row is not None else None,
@@ -248,13 +249,11 @@ def analyze(data: SweepData, *, top_k: int = 5) -> Analysis:
 
 def config_text(config: dict[str, Any]) -> str:
     """A configuration on one line: ``s_max=113.9, init_mode=U-11``."""
-    from clsweep.report.setup import _short
-
     parts = []
     for k, v in config.items():
         if isinstance(v, float):
             v = f"{v:.4g}"
         elif not isinstance(v, str):
             v = json.dumps(v)
-        parts.append(f"{_short(k)}={v}")
+        parts.append(f"{short_name(k)}={v}")
     return ", ".join(parts) or "(the fixed experiment)"

@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from clsweep.common import format_duration
 from clsweep.report.analysis import Analysis, config_text
 from clsweep.report.figures import Figure
 
@@ -78,13 +79,6 @@ def _ci(stats: dict[str, Any] | None) -> str:
     return f"[{low:.4f}, {high:.4f}]"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
-        return "-"
-    s = int(round(seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 def _scheduler_text(scheduler: dict[str, Any]) -> str:
     """The scheduler's name and the settings that apply to it (time axis: tasks done)."""
     used = {"asha": ("grace_period", "reduction_factor"), "median": ("grace_period", "min_samples_required")}
@@ -109,9 +103,9 @@ def _setup(a: Analysis) -> Section:
         ("seeds", ", ".join(map(str, s.seeds)) or "-"),
         ("trials", f"{c['runs']} runs: {c['finished']} finished, {c['pruned']} pruned, {c['failed']} failed"
                    + (f", {c['other']} not ended" if c["other"] else "")),
-        ("compute", f"{_duration(a.compute['trial_compute_s'])} training in trials "
-                    f"({a.compute['trial_compute_s']:.1f} s); {_duration(a.compute['trial_wall_s'])} trial wall "
-                    f"time; sweep wall time {_duration(a.compute['sweep_wall_s'])}"),
+        ("compute", f"{format_duration(a.compute['trial_compute_s'])} training in trials "
+                    f"({a.compute['trial_compute_s']:.1f} s); {format_duration(a.compute['trial_wall_s'])} trial wall "
+                    f"time; sweep wall time {format_duration(a.compute['sweep_wall_s'])}"),
         ("tracking", f"{d.tracking_uri}, experiment {d.experiment!r}, parent run {d.parent['run_id']} "
                      f"({d.parent['status']})"),
     ]
@@ -119,8 +113,6 @@ def _setup(a: Analysis) -> Section:
         if libs:
             facts.append((who, ", ".join(f"{k} {v}" for k, v in libs.items())))
     blocks: list[Block] = [Facts(facts)]
-    if s.spec_problem:
-        blocks.append(f"Note: {s.spec_problem}; the facts above were read from the runs' tags.")
     if s.params:
         blocks.append(Table(["searched parameter", "distribution", "range / values"],
                             [[p.label, p.kind + (" (log)" if p.log and p.kind != "log_uniform" else ""),

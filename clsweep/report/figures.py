@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clsweep.report.analysis import Analysis
-from clsweep.report.setup import SearchedParam
+from clsweep.spec.search_space import Param
 
 __all__ = ["DPI", "Figure", "all_figures"]
 
@@ -53,7 +53,7 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _values(a: Analysis, param: SearchedParam, state: str) -> list[tuple[Any, float]]:
+def _values(a: Analysis, param: Param, state: str) -> list[tuple[Any, float]]:
     metric = a.objective[0]
     out = []
     for t in a.trials:
@@ -63,7 +63,7 @@ def _values(a: Analysis, param: SearchedParam, state: str) -> list[tuple[Any, fl
     return out
 
 
-def _log_axis(ax: Any, param: SearchedParam) -> None:
+def _log_axis(ax: Any, param: Param) -> None:
     """Log x axis over the searched range, plain-number ticks at 1, 2, 5 x 10^k."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 

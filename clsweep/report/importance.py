@@ -3,7 +3,7 @@
 An in-memory Optuna study is rebuilt from the finished trials (one Optuna trial per configuration,
 its value the mean over seeds, so seeds do not count as extra evidence), with the distributions of
 the sweep file, and ``optuna.importance.get_param_importances`` (PED-ANOVA by default in Optuna 5)
-ranks the parameters. Every case where importance means nothing (no Optuna, fewer than two
+ranks the parameters. Every case where importance means nothing (fewer than two
 configurations, no parameter varying, all objective values equal) gives a reason instead.
 """
 
@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from clsweep.report.setup import SearchedParam
+from clsweep.spec.search_space import Param
 
 __all__ = ["param_importance"]
 
@@ -22,36 +22,19 @@ FEW = 10
 """Below this many configurations the importance is flagged as rough."""
 
 
-def _distribution(param: SearchedParam, seen: Sequence[Any]) -> Any:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if param.categorical:
-        values = [str(v) for v in param.values] or sorted({str(v) for v in seen})
-        for v in seen:  # values outside the declared choices (an old sweep file): still counted
-            if str(v) not in values:
-                values.append(str(v))
-        return CategoricalDistribution(values)
-    low = min([v for v in (param.low,) if v is not None] + list(seen))
-    high = max([v for v in (param.high,) if v is not None] + list(seen))
-    if param.kind == "int":
-        return IntDistribution(int(low), int(high), log=param.log)
-    return FloatDistribution(float(low), float(high), log=param.log)
-
-
 def param_importance(configs: Sequence[dict[str, Any]], values: Sequence[Sequence[float]],
-                     objectives: Sequence[tuple[str, str]], params: Sequence[SearchedParam]) -> dict[str, Any]:
+                     objectives: Sequence[tuple[str, str]], params: Sequence[Param]) -> dict[str, Any]:
     """``configs[i]`` (searched values of configuration i) scored ``values[i]`` (one mean per objective).
 
     Returns ``{"available": bool, "reason": str | None, "evaluator": str, "configurations": n,
     "rough": bool, "values": {metric: {param label: importance}}}``."""
     out: dict[str, Any] = {"available": False, "reason": None, "evaluator": None, "configurations": len(configs),
                            "rough": len(configs) < FEW, "values": {}}
-    try:
-        import optuna
-        from optuna.trial import create_trial
-    except ImportError:
-        out["reason"] = "Optuna is not installed"
-        return out
+    import optuna
+    from optuna.trial import create_trial
+
+    from clsweep.optuna_space import distribution, to_optuna_value
+
     if len(configs) < 2:
         out["reason"] = f"{len(configs)} finished configuration(s): at least 2 are needed"
         return out
@@ -59,7 +42,7 @@ def param_importance(configs: Sequence[dict[str, Any]], values: Sequence[Sequenc
     if not varying:
         out["reason"] = "no searched parameter varies across the finished configurations"
         return out
-    distributions = {p.label: _distribution(p, [c[p.name] for c in configs if p.name in c]) for p in varying}
+    distributions = {p.label: distribution(p) for p in varying}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for index, (metric, mode) in enumerate(objectives):
         scores = [v[index] for v in values]
@@ -69,8 +52,7 @@ def param_importance(configs: Sequence[dict[str, Any]], values: Sequence[Sequenc
             continue
         study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
         for config, score in zip(configs, scores, strict=True):
-            chosen = {p.label: (str(config[p.name]) if p.categorical else config[p.name])
-                      for p in varying if p.name in config}
+            chosen = {p.label: to_optuna_value(p, config[p.name]) for p in varying if p.name in config}
             if not math.isfinite(score):
                 continue
             study.add_trial(create_trial(params=chosen, distributions={k: distributions[k] for k in chosen},

@@ -3,7 +3,8 @@
 Only MLflow's query API is used, so a report can be written from any store a sweep logged to
 (the local sqlite store, or a tracking server), without Ray and without the sweep folder. The
 layout read here is the one :mod:`clsweep.tracking.store` writes: a parent run tagged
-``clsweep.role=sweep`` and ``clsweep.sweep=NAME`` holding ``sweep.yaml``; child runs tagged
+``clsweep.role=sweep`` and ``clsweep.sweep=NAME`` holding ``sweep.yaml`` and the sweep's plan
+(``plan.json``); child runs tagged
 ``mlflow.parentRunId``, ``clsweep.trial_id``, ``clsweep.status``, ``clsweep.seed``,
 ``clsweep.config`` (the searched values as JSON), with per-task metrics (step = tasks done) and
 the artifacts ``acc_matrix_{val,test}.csv``, ``config.yaml`` and, for a failed trial,
@@ -23,7 +24,9 @@ from typing import Any
 
 import pandas as pd
 
+from clsweep.common import PLAN_ARTIFACT
 from clsweep.spec.errors import Problem, SpecError
+from clsweep.tracking.store import search_all_runs
 
 __all__ = ["SweepData", "dedupe_by_step", "load_sweep_runs", "parse_matrix_csv"]
 
@@ -71,7 +74,8 @@ class SweepData:
     experiment: str
     experiment_id: str
     parent: dict[str, Any]
-    spec_text: str | None
+    plan: dict[str, Any]
+    """The sweep plan's payload (``plan.json`` of the parent run, SweepPlan.payload())."""
     trials: pd.DataFrame
     client: Any = field(repr=False)
     _histories: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict, repr=False)
@@ -146,17 +150,6 @@ def _find_parent(client: Any, name: str, experiment: str | None, parent_run_id: 
     raise SpecError([Problem(("name",), f"no sweep {name!r} in {where} of the MLflow store {client.tracking_uri}")])
 
 
-def _children(client: Any, experiment_id: str, parent_id: str) -> list[Any]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
-                                  max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def _trial_row(run: Any) -> dict[str, Any]:
     tags, params, info = run.data.tags, run.data.params, run.info
     try:
@@ -206,7 +199,7 @@ def load_sweep_runs(name: str, *, tracking_uri: str, experiment: str | None = No
             raise SpecError([Problem(("--tracking-uri",), f"no MLflow store at {path}")])
     client = MlflowClient(tracking_uri=tracking_uri)
     exp, parent = _find_parent(client, name, experiment, parent_run_id)
-    children = _children(client, exp.experiment_id, parent.info.run_id)
+    children = search_all_runs(client, [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     rows = [_trial_row(r) for r in children]
     trials = pd.DataFrame(rows) if rows else pd.DataFrame(columns=COLUMNS)
     if len(trials):
@@ -217,6 +210,10 @@ def load_sweep_runs(name: str, *, tracking_uri: str, experiment: str | None = No
         parent={"run_id": info.run_id, "status": info.status, "tags": dict(parent.data.tags),
                 "start": info.start_time / 1000 if info.start_time else None,
                 "end": info.end_time / 1000 if info.end_time else None},
-        spec_text=None, trials=trials, client=client)
-    data.spec_text = data.artifact_text(info.run_id, "sweep.yaml")
+        plan={}, trials=trials, client=client)
+    text = data.artifact_text(info.run_id, PLAN_ARTIFACT)
+    if text is None:
+        raise SpecError([Problem(("name",), f"the parent run {info.run_id} of sweep {name!r} holds no "
+                                            f"{PLAN_ARTIFACT}: it was not written by clsweep run")])
+    data.plan = json.loads(text)
     return data

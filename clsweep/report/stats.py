@@ -6,10 +6,10 @@ Pure Python (no numpy/scipy needed); every function returns plain floats, ints a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["better", "clean", "pareto_front", "spread", "t_quantile_975"]
+__all__ = ["clean", "spread", "t_quantile_975"]
 
 # Two-sided 95% quantiles of Student's t distribution (t_{0.975, df}) for df = 1..30.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -38,20 +38,6 @@ def spread(values: Iterable[float | None]) -> dict[str, Any]:
         half = t_quantile_975(n - 1) * std / math.sqrt(n)
         ci = [mean - half, mean + half]
     return {"n": n, "mean": mean, "std": std, "ci95": ci, "min": min(xs), "max": max(xs), "values": xs}
-
-
-def better(a: float, b: float, mode: str) -> bool:
-    """Whether ``a`` is strictly better than ``b`` under ``mode`` (max or min)."""
-    return a > b if mode == "max" else a < b
-
-
-def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
-    """Indices of the points no other point dominates."""
-    def dominates(p: Sequence[float], q: Sequence[float]) -> bool:
-        return any(better(x, y, m) for x, y, m in zip(p, q, modes, strict=True)) and \
-            not any(better(y, x, m) for x, y, m in zip(p, q, modes, strict=True))
-
-    return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
 
 
 def clean(value: Any) -> Any:

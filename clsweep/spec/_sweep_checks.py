@@ -9,26 +9,47 @@ import copy
 import math
 import re
 from collections.abc import Iterator, Mapping
+from itertools import product
 from typing import Any
 
 from clsweep import registry
+from clsweep.common import EXPERIMENT_COMPONENTS, HAT_METRICS, METRICS
 from clsweep.spec.errors import Problem, SpecError
 from clsweep.spec.experiment import DEFAULT_HEADS, ExperimentConfig, TrainConfig, parse_experiment
 from clsweep.spec.search_space import Param, get_path, set_path
+from clsweep.spec.sweep_file import Objective, SweepFile, merge_variants
 
 _AXIS = re.compile(r"^[A-Za-z0-9_]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_SEARCHABLE = ("paradigm", "evaluate_future")
+FULL_LIMIT = 2000
+"""Up to this many combinations of finite values are checked one by one; above, each value is
+checked on its own (with the structural entries enumerated)."""
 
 
-def _components() -> tuple[str, ...]:
-    from clsweep.spec.sweep import COMPONENTS
+def check_name(shape: SweepFile, problems: list[Problem]) -> None:
+    if not _NAME.match(shape.name):
+        problems.append(Problem(("name",), f"{shape.name!r}: use letters, digits, '_', '-' or '.' (it names a folder)"))
 
-    return COMPONENTS
+
+def check_seeds(shape: SweepFile, problems: list[Problem]) -> tuple[int, ...]:
+    """The seeds every configuration runs with: a count from ``experiment.seed`` on, or a list."""
+    if isinstance(shape.seeds, int):
+        if shape.seeds < 1:
+            problems.append(Problem(("seeds",), "the number of seeds must be >= 1"))
+        base = shape.experiment.get("seed", 0)
+        return tuple(int(base) + i for i in range(max(1, shape.seeds))) if isinstance(base, int) else (0,)
+    seeds = tuple(shape.seeds)
+    if not seeds:
+        problems.append(Problem(("seeds",), "the list of seeds is empty"))
+    elif len(set(seeds)) != len(seeds):
+        problems.append(Problem(("seeds",), "seeds are repeated"))
+    return seeds
 
 
-def check_search(shape: Any, problems: list[Problem]) -> tuple[Param, ...]:
+def check_search(shape: SweepFile, problems: list[Problem]) -> tuple[Param, ...]:
     """Paths, conditions and searcher compatibility of the ``search`` entries."""
-    components = _components()
+    components = EXPERIMENT_COMPONENTS
     params: list[Param] = []
     for key, entry in shape.search.items():
         loc = ("search", key)
@@ -96,12 +117,10 @@ def check_search(shape: Any, problems: list[Problem]) -> tuple[Param, ...]:
     return tuple(params)
 
 
-def check_objectives(shape: Any, problems: list[Problem]) -> tuple[Any, ...]:
+def check_objectives(shape: SweepFile, problems: list[Problem]) -> tuple[Objective, ...]:
     """Objective metrics and modes, the protocol and the scheduler settings."""
-    from clsweep.spec.sweep import METRICS, Objective
-
     single = not isinstance(shape.objective, list)
-    given = [shape.objective] if single else list(shape.objective)
+    given = shape.objectives_given
     if not 1 <= len(given) <= 2:
         problems.append(Problem(("objective",), f"give one objective or two (a Pareto front), got {len(given)}"))
     protocol = shape.protocol
@@ -159,13 +178,11 @@ def condition_context(config: Mapping[str, Any], raw: Mapping[str, Any]) -> dict
     return _Lookup()
 
 
-def expand(shape: Any, params: tuple[Param, ...], full: set[str]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def expand(
+    shape: SweepFile, params: tuple[Param, ...], full: set[str]
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Every (config, experiment mapping) combination: variant labels x values of the entries in
     ``full`` (others at their first value), following ``when`` conditions in file order."""
-    from itertools import product
-
-    from clsweep.spec.sweep import _merge_variants
-
     axes = list(shape.variants.items())
 
     def walk(i: int, config: dict[str, Any], raw: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -184,13 +201,13 @@ def expand(shape: Any, params: tuple[Param, ...], full: set[str]) -> Iterator[tu
 
     for labels in product(*(list(options) for _, options in axes)):
         config = {f"variants.{axis}": label for (axis, _), label in zip(axes, labels, strict=True)}
-        yield from walk(0, config, _merge_variants(shape.experiment, shape.variants, config))
+        yield from walk(0, config, merge_variants(shape.experiment, shape.variants, config))
 
 
 def _knob_problem(name: str, raw: Mapping[str, Any]) -> Problem | None:
     """A component parameter searched while the chosen component does not have it."""
     parts = name.split(".")
-    if len(parts) != 3 or parts[1] not in _components() or parts[2] == "name":
+    if len(parts) != 3 or parts[1] not in EXPERIMENT_COMPONENTS or parts[2] == "name":
         return None
     kind, param = parts[1], parts[2]
     comp = get_path(raw, [kind, "name"])
@@ -227,11 +244,14 @@ def _map(problem: Problem, config: Mapping[str, Any], variants: Mapping[str, Any
     return Problem(problem.path, problem.message + (f" (with {where})" if where else ""))
 
 
-def check_configurations(shape: Any, params: tuple[Param, ...], objectives: tuple[Any, ...],
-                         seeds: tuple[int, ...], problems: list[Problem]) -> tuple[int, tuple[dict[str, Any], ...]]:
+def check_configurations(
+    shape: SweepFile,
+    params: tuple[Param, ...],
+    objectives: tuple[Objective, ...],
+    seeds: tuple[int, ...],
+    problems: list[Problem],
+) -> tuple[int, tuple[dict[str, Any], ...]]:
     """Parse every configuration; returns (most tasks of a trial, grid points for searcher grid)."""
-    from clsweep.spec.sweep import HAT_METRICS
-
     bad_axes = [Problem(("variants", axis), "an axis name uses letters, digits and '_'")
                  for axis in shape.variants if not _AXIS.match(axis)]
     bad_axes += [Problem(("variants", axis), "no variants given") for axis, o in shape.variants.items() if not o]
@@ -242,7 +262,7 @@ def check_configurations(shape: Any, params: tuple[Param, ...], objectives: tupl
     structural = {p.name for p in params if p.finite and (p.name in referenced or p.name.endswith(".name")
                                                           or p.name == "experiment.paradigm")}
     upper = math.prod(len(o) for o in shape.variants.values()) * math.prod(len(p.values) for p in params if p.finite)
-    full = {p.name for p in params if p.finite} if upper <= 2000 else structural
+    full = {p.name for p in params if p.finite} if upper <= FULL_LIMIT else structural
     found: dict[tuple[Any, str], Problem] = {}
     active: set[str] = set()
     tasks: list[int] = []

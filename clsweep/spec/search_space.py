@@ -11,7 +11,7 @@ condition::
       experiment.algorithm.aggregation: {grid: [min, max]}
 
 This module holds the data only (torch-, Ray- and Optuna-free); the single translation into
-Optuna calls lives in :mod:`clsweep.sweep.space`.
+Optuna distributions lives in :mod:`clsweep.optuna_space`.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ class SearchEntry(BaseModel):
 
 @dataclass(frozen=True)
 class Param:
-    """A validated search entry: ``name`` is the dotted path (``experiment.train.lr``)."""
+    """A searched dimension: a validated search entry (``name`` is the dotted path,
+    ``experiment.train.lr``) or a benchmark-mode variant axis (``variants.method``, kind
+    ``variant``, its labels as values)."""
 
     name: str
     kind: str
@@ -108,9 +110,22 @@ class Param:
         low, high = getattr(entry, "int_" if kind == "int" else kind)
         return cls(name, kind, low, high, entry.step, entry.log or kind == "log_uniform", when=when)
 
+    @classmethod
+    def variant_axis(cls, axis: str, labels: tuple[str, ...]) -> Param:
+        return cls(f"variants.{axis}", "variant", values=labels)
+
     @property
     def finite(self) -> bool:
-        return self.kind in ("choice", "grid")
+        return self.kind in ("choice", "grid", "variant")
+
+    @property
+    def categorical(self) -> bool:
+        return self.finite
+
+    @property
+    def label(self) -> str:
+        """Short display name: ``algorithm.s_max``, ``method``."""
+        return self.name.removeprefix("experiment.").removeprefix("variants.")
 
     def bounds(self) -> tuple[Any, ...]:
         """Values that validation tries: every value of a finite entry, else both ends."""

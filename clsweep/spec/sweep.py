@@ -34,138 +34,124 @@ choice the sampler learns. Seeds repeat every configuration: each sampled config
 per seed (and, under tpe/random, once per value of every ``grid`` entry), so a sweep runs
 ``samples x seeds x grid`` trials (tpe/random) or ``grid points x seeds`` trials (grid).
 
+The file is the typed model :class:`~clsweep.spec.sweep_file.SweepFile`; what a sweep runs is the
+frozen :class:`SweepPlan` derived from it once, on the driver. Workers and callbacks rebuild the
+plan from :meth:`SweepPlan.payload` without enumerating the configurations again.
+
 A trial runs on the GPU (or GPU fraction) Ray assigns it through ``resources.gpus``, else on the
 CPU: ``experiment.device`` is not used by sweeps. search_spaces/README.md has the full reference.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from clsweep.spec import _sweep_checks as checks
 from clsweep.spec.errors import Problem, SpecError
-from clsweep.spec.experiment import ExperimentConfig, _pydantic_problems, parse_experiment
+from clsweep.spec.experiment import ExperimentConfig, parse_experiment, pydantic_problems
 from clsweep.spec.loading import LineDict, apply_overrides, line_of, load_mapping, parse_override
-from clsweep.spec.search_space import Param, SearchEntry, deep_merge, set_path
+from clsweep.spec.search_space import Param, set_path
+from clsweep.spec.sweep_file import (
+    ClusterConfig,
+    Objective,
+    ProtocolConfig,
+    ResourcesConfig,
+    SchedulerConfig,
+    SearcherConfig,
+    SweepFile,
+    TrackingConfig,
+    merge_variants,
+)
 
-__all__ = ["METRICS", "Objective", "SweepSpec", "apply_sweep_overrides", "load_sweep", "parse_sweep"]
+__all__ = ["SweepPlan", "apply_sweep_overrides", "load_sweep", "parse_sweep"]
 
-# Metrics every trial reports after each task (clsweep.experiment), with the better direction.
-# HAT-family algorithms add capacity_mean and overlap_mean: no default direction, say `mode`.
-METRICS: dict[str, str | None] = {
-    "avg_acc_val": "max", "avg_acc_test": "max", "bwt_val": "max", "bwt_test": "max",
-    "forgetting_val": "min", "forgetting_test": "min", "acc_current_val": "max", "acc_current_test": "max",
-    "loss_train": "min", "capacity_mean": None, "overlap_mean": None,
-}
-HAT_METRICS = ("capacity_mean", "overlap_mean")
-COMPONENTS = ("benchmark", "backbone", "heads", "algorithm")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_FULL_LIMIT = 2000  # configurations checked one by one; above, each value is checked on its own
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SearcherConfig(_Model):
-    name: Literal["tpe", "random", "grid"] = "tpe"
-    samples: int | None = Field(None, ge=1)
-    """Configurations to sample (tpe/random; default 10, or 1 when nothing is sampled). The grid
-    searcher runs every grid point."""
-    seed: int = 0
-
-
-class SchedulerConfig(_Model):
-    name: Literal["none", "asha", "median"] = "none"
-    grace_period: int = Field(2, ge=1)
-    """Tasks a trial always completes before it may be stopped (2: task 1 alone measures
-    plasticity only and would favour finetuning-like settings)."""
-    reduction_factor: float = Field(2.0, gt=1.0)  # asha only
-    min_samples_required: int = Field(3, ge=1)  # median only
-
-
-class Objective(_Model):
-    metric: str
-    mode: Literal["max", "min"] | None = None
-
-
-class ProtocolConfig(_Model):
-    name: Literal["validation", "first_k", "test"] = "validation"
-    k: int | None = Field(None, ge=1)
-    leaky: bool = False
-
-
-class ResourcesConfig(_Model):
-    cpus: float = Field(1.0, gt=0.0)
-    gpus: float = Field(0.0, ge=0.0)
-    max_concurrent: int | None = Field(None, ge=1)
-
-
-class TrackingConfig(_Model):
-    uri: str | None = None
-    experiment: str | None = None
-
-
-class ClusterConfig(_Model):
-    address: str | None = None
-    runtime_env: dict[str, Any] = Field(default_factory=dict)
-
-
-class _SweepShape(_Model):
-    name: str
-    description: str = ""
-    experiment: dict[str, Any]
-    variants: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
-    search: dict[str, SearchEntry] = Field(default_factory=dict)
-    searcher: SearcherConfig = Field(default_factory=SearcherConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    objective: Objective | list[Objective] = Field(default_factory=lambda: Objective(metric="avg_acc_val"))
-    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
-    seeds: int | list[int] = 1
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    retries: int = Field(1, ge=-1)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+_PAYLOAD_FORMAT = 1
 
 
 @dataclass(frozen=True)
-class SweepSpec:
-    """A validated sweep. ``data`` is the raw mapping it came from (after ``--set``), JSON-able,
-    so the sweep can be stored and re-read (``clsweep resume NAME``)."""
+class SweepPlan:
+    """What a validated sweep runs: the file, and everything derived from it once.
 
-    name: str
-    description: str
-    experiment: dict[str, Any]
-    variants: dict[str, dict[str, dict[str, Any]]]
-    params: tuple[Param, ...]
-    searcher: SearcherConfig
-    scheduler: SchedulerConfig
-    objectives: tuple[Objective, ...]
-    protocol: ProtocolConfig
-    seeds: tuple[int, ...]
-    resources: ResourcesConfig
-    retries: int
-    tracking: TrackingConfig
-    cluster: ClusterConfig
+    ``data`` is the raw mapping the file came from (after ``--set``), JSON-able, so the sweep can
+    be stored and re-read (``clsweep resume NAME``)."""
+
+    file: SweepFile
     data: dict[str, Any]
     fingerprint: str
+    params: tuple[Param, ...]
+    """The ``search`` entries, in file order."""
+    objectives: tuple[Objective, ...]
+    """Each with its mode resolved."""
+    seeds: tuple[int, ...]
     max_tasks: int
     """The most tasks any trial runs (the scheduler's time axis ends there)."""
-    grid_points: tuple[dict[str, Any], ...]
-    """Searcher grid: every configuration (variant labels and values, seeds excluded)."""
+    num_grid_points: int
+    grid_points: tuple[dict[str, Any], ...] = ()
+    """Searcher grid: every configuration (variant labels and values, seeds excluded). Empty in a
+    plan rebuilt from its payload (only the driver's searcher needs them)."""
+
+    # ---- the file's sections ----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+    @property
+    def description(self) -> str:
+        return self.file.description
+
+    @property
+    def experiment(self) -> dict[str, Any]:
+        return self.file.experiment
+
+    @property
+    def variants(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return self.file.variants
+
+    @property
+    def searcher(self) -> SearcherConfig:
+        return self.file.searcher
+
+    @property
+    def scheduler(self) -> SchedulerConfig:
+        return self.file.scheduler
+
+    @property
+    def protocol(self) -> ProtocolConfig:
+        return self.file.protocol
+
+    @property
+    def resources(self) -> ResourcesConfig:
+        return self.file.resources
+
+    @property
+    def retries(self) -> int:
+        return self.file.retries
+
+    @property
+    def tracking(self) -> TrackingConfig:
+        return self.file.tracking
+
+    @property
+    def cluster(self) -> ClusterConfig:
+        return self.file.cluster
 
     # ---- trials ---------------------------------------------------------------------------------
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def searched_params(self) -> tuple[Param, ...]:
+        """Every dimension a trial's config varies: variant axes first, then the search entries."""
+        axes = tuple(Param.variant_axis(a, tuple(o)) for a, o in self.variants.items())
+        return axes + self.params
 
     @property
     def repeat_params(self) -> tuple[Param, ...]:
@@ -181,15 +167,21 @@ class SweepSpec:
     @property
     def num_trials(self) -> int:
         if self.searcher.name == "grid":
-            return len(self.grid_points) * len(self.seeds)
+            return self.num_grid_points * len(self.seeds)
         repeats = 1
         for p in self.repeat_params:
             repeats *= len(p.values)
         return self.samples * repeats * len(self.seeds)
 
+    @property
+    def protocol_tag(self) -> str:
+        """The protocol as stamped on every run: ``validation``, ``first_k:2``, ``test (leaky)``."""
+        p = self.protocol
+        return {"first_k": f"first_k:{p.k}", "test": "test (leaky)"}.get(p.name, p.name)
+
     def experiment_raw(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The experiment mapping of one trial: base, variants, searched values, seed."""
-        raw = _merge_variants(self.experiment, self.variants, config)
+        raw = merge_variants(self.experiment, self.variants, config)
         for p in self.params:
             if p.name in config:
                 set_path(raw, p.name.split(".")[1:], config[p.name])
@@ -215,31 +207,49 @@ class SweepSpec:
         """The values a trial's config varies (variant labels and searched paths), seed excluded."""
         return {k: v for k, v in config.items() if k != "seed"}
 
+    # ---- travelling to workers ------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        """JSON-able data from which :meth:`from_payload` rebuilds this plan without enumerating
+        the sweep's configurations (what trials, callbacks and the report receive)."""
+        return {"format": _PAYLOAD_FORMAT, "sweep": self.data, "fingerprint": self.fingerprint,
+                "max_tasks": self.max_tasks, "num_grid_points": self.num_grid_points}
+
     @classmethod
-    def from_data(cls, data: Mapping[str, Any], source: str | None = None) -> SweepSpec:
-        return parse_sweep(data, source=source)
+    def from_payload(cls, payload: Mapping[str, Any]) -> SweepPlan:
+        """The plan of :meth:`payload`. The file's shape is re-read (cheap) and must match the
+        fingerprint; the per-configuration checks are not repeated."""
+        if payload.get("format") != _PAYLOAD_FORMAT or "sweep" not in payload:
+            raise ValueError("not a sweep plan payload (SweepPlan.payload)")
+        file = SweepFile.model_validate(payload["sweep"])
+        if fingerprint_of(file) != payload["fingerprint"]:
+            raise ValueError("the sweep plan payload does not match its fingerprint")
+        problems: list[Problem] = []
+        params, objectives, seeds = _derive(file, problems)
+        if problems:
+            raise SpecError(problems)
+        return cls(file=file, data=dict(payload["sweep"]), fingerprint=str(payload["fingerprint"]),
+                   params=params, objectives=objectives, seeds=seeds, max_tasks=int(payload["max_tasks"]),
+                   num_grid_points=int(payload["num_grid_points"]))
 
 
-def _merge_variants(base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]],
-                    config: Mapping[str, Any]) -> dict[str, Any]:
-    raw = deep_merge(base, {})
-    for axis, options in variants.items():
-        label = config.get(f"variants.{axis}")
-        if label is None:
-            continue
-        for key, value in options[label].items():
-            old = raw.get(key)
-            if isinstance(value, Mapping) and isinstance(old, Mapping):
-                renamed = key in COMPONENTS and value.get("name", old.get("name")) != old.get("name")
-                raw[key] = deep_merge({}, value) if renamed else deep_merge(old, value)
-            else:
-                raw[key] = copy.deepcopy(value)
-    return raw
+def fingerprint_of(file: SweepFile) -> str:
+    """What identifies a sweep: every section but ``cluster`` (where it runs does not matter)."""
+    canon = file.model_dump(mode="json", by_alias=True, exclude={"cluster"})
+    return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _derive(file: SweepFile, problems: list[Problem]) -> tuple[tuple[Param, ...], tuple[Objective, ...], tuple[int, ...]]:
+    checks.check_name(file, problems)
+    params = checks.check_search(file, problems)
+    objectives = checks.check_objectives(file, problems)
+    seeds = checks.check_seeds(file, problems)
+    return params, objectives, seeds
 
 
 # ---- parsing ---------------------------------------------------------------------------------------
 
-def load_sweep(path: str | Path, overrides: Iterable[str] = (), *, name: str | None = None) -> SweepSpec:
+
+def load_sweep(path: str | Path, overrides: Iterable[str] = (), *, name: str | None = None) -> SweepPlan:
     """Read a sweep file, apply ``--set`` overrides (and ``--name``), validate everything.
     Raises :class:`SpecError` naming each bad field with its line."""
     source = str(path)
@@ -277,49 +287,31 @@ def apply_sweep_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> d
         elif isinstance(entry, dict):
             set_path(entry, rest[split:], value)
         else:
-            raise SpecError([Problem(("search", ".".join(rest[:split])), f"--set {text!r}: the entry is not a mapping")])
+            where = ("search", ".".join(rest[:split]))
+            raise SpecError([Problem(where, f"--set {text!r}: the entry is not a mapping")])
     return data
 
 
-def parse_sweep(raw: Any, *, source: str | None = None) -> SweepSpec:
-    """Validate a raw sweep mapping; raises :class:`SpecError` listing every problem found."""
-    from clsweep.spec import _sweep_checks as checks  # keeps this module short
-
+def parse_sweep(raw: Any, *, source: str | None = None) -> SweepPlan:
+    """Validate a raw sweep mapping completely (every configuration the searcher can produce);
+    raises :class:`SpecError` listing every problem found."""
     if not isinstance(raw, Mapping):
         raise SpecError([Problem((), f"expected a mapping, got {type(raw).__name__}")], source)
     try:
-        shape = _SweepShape.model_validate(dict(raw))
+        file = SweepFile.model_validate(dict(raw))
     except ValidationError as err:
-        raise SpecError(_pydantic_problems(err, ()), source) from None
+        raise SpecError(pydantic_problems(err, ()), source) from None
     problems: list[Problem] = []
-    if not _NAME.match(shape.name):
-        problems.append(Problem(("name",), f"{shape.name!r}: use letters, digits, '_', '-' or '.' (it names a folder)"))
-    params = checks.check_search(shape, problems)
-    search_ok = not problems
-    objectives = checks.check_objectives(shape, problems)
-    if isinstance(shape.seeds, int):
-        if shape.seeds < 1:
-            problems.append(Problem(("seeds",), "the number of seeds must be >= 1"))
-        base = shape.experiment.get("seed", 0)
-        seeds = tuple(int(base) + i for i in range(max(1, shape.seeds))) if isinstance(base, int) else (0,)
-    else:
-        seeds = tuple(shape.seeds)
-        if not seeds:
-            problems.append(Problem(("seeds",), "the list of seeds is empty"))
-        elif len(set(seeds)) != len(seeds):
-            problems.append(Problem(("seeds",), "seeds are repeated"))
+    checks.check_name(file, problems)
+    params = checks.check_search(file, problems)
+    search_ok = not problems  # configurations are enumerated only from valid entries
+    objectives = checks.check_objectives(file, problems)
+    seeds = checks.check_seeds(file, problems)
     max_tasks, grid = 0, tuple[dict[str, Any], ...]()
     if search_ok:
-        max_tasks, grid = checks.check_configurations(shape, params, objectives, seeds, problems)
+        max_tasks, grid = checks.check_configurations(file, params, objectives, seeds, problems)
     if problems:
         raise SpecError(problems, source)
-    data = json.loads(json.dumps(dict(raw)))
-    canon = shape.model_dump(mode="json", by_alias=True, exclude={"cluster"})
-    fingerprint = hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()[:16]
-    return SweepSpec(
-        name=shape.name, description=shape.description, experiment=dict(shape.experiment),
-        variants={a: dict(o) for a, o in shape.variants.items()}, params=params, searcher=shape.searcher,
-        scheduler=shape.scheduler, objectives=objectives, protocol=shape.protocol, seeds=seeds,
-        resources=shape.resources, retries=shape.retries, tracking=shape.tracking, cluster=shape.cluster,
-        data=data, fingerprint=fingerprint, max_tasks=max_tasks, grid_points=grid,
-    )
+    return SweepPlan(file=file, data=json.loads(json.dumps(dict(raw))), fingerprint=fingerprint_of(file),
+                     params=params, objectives=objectives, seeds=seeds, max_tasks=max_tasks,
+                     num_grid_points=len(grid), grid_points=grid)

@@ -1,4 +1,5 @@
-"""The one place where a validated sweep becomes Optuna and Ray Tune objects.
+"""A validated sweep as Ray Tune objects: the Optuna searcher and the scheduler. Each searched
+dimension becomes an Optuna distribution in :mod:`clsweep.optuna_space` (the one translation).
 
 - tpe / random: Optuna samples each configuration through a define-by-run function that follows
   the ``when`` conditions in file order (variant axes first, as categorical choices). Right after a
@@ -18,8 +19,10 @@ from __future__ import annotations
 from itertools import product
 from typing import Any
 
-from clsweep.spec.search_space import Param, decode, encode
-from clsweep.spec.sweep import SweepSpec
+from clsweep.optuna_space import suggest, to_optuna_value
+from clsweep.spec._sweep_checks import condition_context
+from clsweep.spec.search_space import encode
+from clsweep.spec.sweep import SweepPlan
 from clsweep.sweep.searcher import SEED_ATTR, CLOptunaSearch
 
 __all__ = ["DefineByRun", "make_scheduler", "make_searcher"]
@@ -27,61 +30,53 @@ __all__ = ["DefineByRun", "make_scheduler", "make_searcher"]
 TIME_ATTR = "tasks_done"
 
 
-def _suggest(trial: Any, p: Param) -> Any:
-    if p.finite:
-        return decode(trial.suggest_categorical(p.name, [encode(v) for v in p.values]), p.values)
-    if p.kind == "int":
-        return trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)  # type: ignore[arg-type]
-    return trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
-
-
 class DefineByRun:
-    """Optuna define-by-run space of a sweep. Pickled with the searcher: holds only the sweep data."""
+    """Optuna define-by-run space of a sweep. Pickled with the searcher: holds only the plan's
+    payload, from which the plan is rebuilt without enumerating the sweep."""
 
-    def __init__(self, spec: SweepSpec) -> None:
-        self.data = spec.data
-        self._spec: SweepSpec | None = spec
+    def __init__(self, plan: SweepPlan) -> None:
+        self.payload = plan.payload()
+        self._plan: SweepPlan | None = plan
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"data": self.data, "_spec": None}
+        return {"payload": self.payload, "_plan": None}
 
     @property
-    def spec(self) -> SweepSpec:
-        if self._spec is None:
-            self._spec = SweepSpec.from_data(self.data)
-        return self._spec
+    def plan(self) -> SweepPlan:
+        if self._plan is None:
+            self._plan = SweepPlan.from_payload(self.payload)
+        return self._plan
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        spec = self.spec
-        from clsweep.spec._sweep_checks import condition_context
-
+        plan = self.plan
         config: dict[str, Any] = {}
-        for axis, options in spec.variants.items():
-            config[f"variants.{axis}"] = trial.suggest_categorical(f"variants.{axis}", list(options))
-        raw = spec.experiment_raw(config)
-        for p in spec.params:
+        axes = [p for p in plan.searched_params if p.kind == "variant"]
+        for axis in axes:
+            config[axis.name] = suggest(trial, axis)
+        raw = plan.experiment_raw(config)
+        for p in plan.params:
             if p.active(condition_context(config, raw)):
-                config[p.name] = _suggest(trial, p)
-                raw = spec.experiment_raw(config)
+                config[p.name] = suggest(trial, p)
+                raw = plan.experiment_raw(config)
         seed = trial.user_attrs.get(SEED_ATTR)
         if seed is None:  # a freshly sampled configuration: queue its repeats
-            seed = spec.seeds[0]
-            _enqueue_repeats(trial, spec, config)
+            seed = plan.seeds[0]
+            _enqueue_repeats(trial, plan, config)
         return {**config, "seed": int(seed)}
 
 
-def _enqueue_repeats(trial: Any, spec: SweepSpec, config: dict[str, Any]) -> None:
+def _enqueue_repeats(trial: Any, spec: SweepPlan, config: dict[str, Any]) -> None:
     grid = spec.repeat_params
     mine = tuple(encode(config[p.name]) for p in grid)
     for values in product(*(p.values for p in grid)):
         for seed in spec.seeds:
             if tuple(encode(v) for v in values) == mine and seed == spec.seeds[0]:
                 continue
-            params = {**trial.params, **{p.name: encode(v) for p, v in zip(grid, values, strict=True)}}
+            params = {**trial.params, **{p.name: to_optuna_value(p, v) for p, v in zip(grid, values, strict=True)}}
             trial.study.enqueue_trial(params, user_attrs={SEED_ATTR: seed})
 
 
-def make_searcher(spec: SweepSpec) -> CLOptunaSearch:
+def make_searcher(spec: SweepPlan) -> CLOptunaSearch:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,11 +98,11 @@ def make_searcher(spec: SweepSpec) -> CLOptunaSearch:
     if spec.searcher.name == "grid":
         for point in spec.grid_points:
             for s in spec.seeds:
-                searcher.enqueue({k: encode(v) for k, v in point.items()}, seed=s)
+                searcher.enqueue({k: encode(v) for k, v in point.items()}, seed=s)  # all categorical
     return searcher
 
 
-def make_scheduler(spec: SweepSpec) -> Any:
+def make_scheduler(spec: SweepPlan) -> Any:
     """ASHA or median stopping on ``tasks_done``; None for no early stopping (FIFO)."""
     sched = spec.scheduler
     if sched.name == "none":

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clsweep.common import dominates, format_duration
+
 __all__ = ["STATES", "Best", "StoredSweep", "Summary", "format_summary", "stored_sweep", "summarize"]
 
 STATES = ("finished", "running", "pending", "paused", "pruned", "failed")
@@ -45,12 +47,6 @@ def _key(config: Mapping[str, Any]) -> str:
     return json.dumps(dict(config), sort_keys=True, default=str)
 
 
-def _dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
-    better = [(x > y) if m == "max" else (x < y) for x, y, m in zip(a, b, modes, strict=True)]
-    worse = [(x < y) if m == "max" else (x > y) for x, y, m in zip(a, b, modes, strict=True)]
-    return any(better) and not any(worse)
-
-
 def summarize(rows: Iterable[Mapping[str, Any]], modes: Sequence[str], total: int) -> Summary:
     summary = Summary(total=total)
     groups: dict[str, tuple[dict[str, Any], list[tuple[int, list[float]]]]] = {}
@@ -71,14 +67,8 @@ def summarize(rows: Iterable[Mapping[str, Any]], modes: Sequence[str], total: in
         pick = max if modes[0] == "max" else min
         summary.best = [pick(candidates, key=lambda b: b.values[0])]
     elif candidates:
-        summary.best = [c for c in candidates if not any(_dominates(o.values, c.values, modes) for o in candidates)]
+        summary.best = [c for c in candidates if not any(dominates(o.values, c.values, modes) for o in candidates)]
     return summary
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 \
-        else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _value(v: Any) -> str:
@@ -93,7 +83,7 @@ def format_summary(summary: Summary, objectives: Sequence[Mapping[str, str]], *,
     head = f"sweep {name}: " if name else ""
     lines = [f"{head}{summary.done}/{summary.total} trials done - finished {c['finished']}, running {c['running']}, "
              f"pruned {c['pruned']}, failed {c['failed']}, waiting {waiting}"
-             + (f"   [{_clock(elapsed)}]" if elapsed is not None else "")]
+             + (f"   [{format_duration(elapsed)}]" if elapsed is not None else "")]
     names = " / ".join(f"{o['metric']} ({o['mode']})" for o in objectives)
     if not summary.best:
         lines.append(f"best {names}: none yet")

@@ -72,7 +72,7 @@ def test_searcher_pickles_with_its_space(write_yaml, tiny):
     spec = load_sweep(write_yaml(tiny + "search:\n  experiment.train.lr: {uniform: [0.01, 0.1]}\nsearcher: {samples: 2}\n"))
     searcher, _ = suggestions(spec)
     clone = pickle.loads(pickle.dumps(searcher))
-    assert clone._space._spec is None and clone._space.data == spec.data  # only the sweep data travels
+    assert clone._space._plan is None and clone._space.payload == spec.payload()  # only the plan's payload travels
     assert 0.01 <= clone.suggest("t9")["experiment.train.lr"] <= 0.1
 
 

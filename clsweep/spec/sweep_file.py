@@ -1,0 +1,125 @@
+"""The sweep file (``space.yaml``) as a typed model: exactly what the user writes, nothing derived.
+
+:class:`SweepFile` checks the shape of every section (types, ranges, unknown keys);
+:mod:`clsweep.spec._sweep_checks` then checks what needs the registry and the whole file, and
+:mod:`clsweep.spec.sweep` derives the frozen :class:`~clsweep.spec.sweep.SweepPlan` from it.
+Every default below is the one a sweep gets when the key is left out.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clsweep.common import EXPERIMENT_COMPONENTS
+from clsweep.spec.search_space import SearchEntry, deep_merge
+
+__all__ = [
+    "ClusterConfig",
+    "Objective",
+    "ProtocolConfig",
+    "ResourcesConfig",
+    "SchedulerConfig",
+    "SearcherConfig",
+    "SweepFile",
+    "TrackingConfig",
+    "merge_variants",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearcherConfig(_Model):
+    name: Literal["tpe", "random", "grid"] = "tpe"
+    samples: int | None = Field(None, ge=1)
+    """Configurations to sample (tpe/random; default 10, or 1 when nothing is sampled). The grid
+    searcher runs every grid point."""
+    seed: int = 0
+
+
+class SchedulerConfig(_Model):
+    name: Literal["none", "asha", "median"] = "none"
+    grace_period: int = Field(2, ge=1)
+    """Tasks a trial always completes before it may be stopped (2: task 1 alone measures
+    plasticity only and would favour finetuning-like settings)."""
+    reduction_factor: float = Field(2.0, gt=1.0, allow_inf_nan=False)  # asha only
+    min_samples_required: int = Field(3, ge=1)  # median only
+
+
+class Objective(_Model):
+    metric: str
+    mode: Literal["max", "min"] | None = None
+
+
+class ProtocolConfig(_Model):
+    name: Literal["validation", "first_k", "test"] = "validation"
+    k: int | None = Field(None, ge=1)
+    leaky: bool = False
+
+
+class ResourcesConfig(_Model):
+    cpus: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    gpus: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    max_concurrent: int | None = Field(None, ge=1)
+
+
+class TrackingConfig(_Model):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class ClusterConfig(_Model):
+    address: str | None = None
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+
+
+class SweepFile(_Model):
+    """One sweep file, every section typed (search_spaces/README.md documents each key)."""
+
+    name: str
+    description: str = ""
+    experiment: dict[str, Any]
+    """A complete experiment (clsweep.spec.experiment); checked per configuration."""
+    variants: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    """Benchmark mode: axis -> label -> partial experiment laid over ``experiment``."""
+    search: dict[str, SearchEntry] = Field(default_factory=dict)
+    searcher: SearcherConfig = Field(default_factory=SearcherConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    objective: Objective | list[Objective] = Field(default_factory=lambda: Objective(metric="avg_acc_val"))
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+    seeds: int | list[int] = 1
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    retries: int = Field(1, ge=-1)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @property
+    def objectives_given(self) -> list[Objective]:
+        return [self.objective] if isinstance(self.objective, Objective) else list(self.objective)
+
+
+def merge_variants(
+    base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The experiment mapping with the variant labels chosen in ``config`` laid over ``base``.
+
+    A component given with another ``name`` replaces the base component whole (its params belong
+    to the other class); otherwise nested mappings merge."""
+    raw = deep_merge(base, {})
+    for axis, options in variants.items():
+        label = config.get(f"variants.{axis}")
+        if label is None:
+            continue
+        for key, value in options[label].items():
+            old = raw.get(key)
+            if isinstance(value, Mapping) and isinstance(old, Mapping):
+                renamed = key in EXPERIMENT_COMPONENTS and value.get("name", old.get("name")) != old.get("name")
+                raw[key] = deep_merge({}, value) if renamed else deep_merge(old, value)
+            else:
+                raw[key] = copy.deepcopy(value)
+    return raw
