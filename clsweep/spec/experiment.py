@@ -118,7 +118,7 @@ class ExperimentConfig:
         }
 
 
-def _pydantic_problems(err: ValidationError, prefix: tuple[object, ...]) -> list[Problem]:
+def pydantic_problems(err: ValidationError, prefix: tuple[object, ...]) -> list[Problem]:
     problems = []
     for e in err.errors():
         loc = tuple(e["loc"])
@@ -145,7 +145,7 @@ def _component(kind: str, raw: Mapping[str, Any], prefix: tuple[object, ...]) ->
     try:
         params = entry.params.model_validate(values)
     except ValidationError as err:
-        return None, _pydantic_problems(err, prefix)
+        return None, pydantic_problems(err, prefix)
     return Component(kind, name, params), []
 
 
@@ -158,7 +158,7 @@ def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> Experiment
     try:
         shape = _Shape.model_validate(dict(raw))
     except ValidationError as err:
-        problems += _pydantic_problems(err, prefix)
+        problems += pydantic_problems(err, prefix)
     imports = raw.get("imports") if shape is None else shape.imports
     if isinstance(imports, list):
         registry.import_plugins(str(m) for m in imports)
