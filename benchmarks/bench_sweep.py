@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from clsweep.spec.loading import load_yaml
-from clsweep.spec.sweep import SweepSpec, parse_sweep
+from clsweep.spec.sweep import SweepPlan, parse_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
 
 
-def sweep_spec(name: str, seeds: int, concurrent: int, epochs: int, tasks: int) -> SweepSpec:
+def sweep_spec(name: str, seeds: int, concurrent: int, epochs: int, tasks: int) -> SweepPlan:
     """The quickstart's experiment with its search removed, ``seeds`` trials, ``concurrent`` at a time."""
     data = dict(load_yaml(QUICKSTART))
     for key in ("search", "scheduler", "searcher"):
@@ -53,7 +53,7 @@ def sweep_spec(name: str, seeds: int, concurrent: int, epochs: int, tasks: int) 
     return parse_sweep(data)
 
 
-def timed_sweep(spec: SweepSpec, storage: Path) -> dict[str, Any]:
+def timed_sweep(spec: SweepPlan, storage: Path) -> dict[str, Any]:
     """Run ``spec`` as ``clsweep run`` does (its own local Ray, 2 CPUs). Returns the wall time, the
     trial phase (first trial start to last trial end) and each trial's time_total_s and CPU seconds."""
     from ray.tune import Callback

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from clsweep import __version__
+from clsweep.common import EXPERIMENT_COMPONENTS
 from clsweep.spec.errors import Problem, SpecError
 
 __all__ = ["main"]
@@ -73,13 +74,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     kinds = [args.kind] if args.kind else list(registry.KINDS)
     for kind in kinds:
-        print(f"{kind}s:")
+        print(f"{kind}:" if kind.endswith("s") else f"{kind}s:")
         for entry in registry.entries(kind):
             if args.pattern and not fnmatch.fnmatchcase(entry.name, args.pattern):
                 continue
             extra = ""
             if kind in ("algorithm", "heads", "benchmark"):
-                extra = f"  [{', '.join(sorted(entry.paradigms))}]"
+                extra = f"  [{entry.supported_paradigms()}]"
+            elif entry.source is not None:
+                info = entry.source
+                shape = "x".join(map(str, info.input_shape))
+                extra = f"  [{shape}, {info.num_classes} classes{', needs root' if info.needs_root else ''}]"
             print(f"  {entry.name:<22}{entry.summary}{extra}")
     return EXIT_OK
 
@@ -99,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", action="store_true", help="also write the per-task checkpoint under OUT/checkpoint")
     p.set_defaults(func=cmd_experiment)
 
-    p = sub.add_parser("ls", help="list registered benchmarks, backbones, heads and algorithms")
-    p.add_argument("kind", nargs="?", choices=["benchmark", "backbone", "heads", "algorithm"])
+    p = sub.add_parser("ls", help="list registered benchmarks, backbones, heads, algorithms and data sources")
+    p.add_argument("kind", nargs="?", choices=[*EXPERIMENT_COMPONENTS, "source"])
     p.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'resnet*'")
     p.set_defaults(func=cmd_ls)
 

@@ -28,39 +28,19 @@ from torch import Tensor, nn
 
 from clsweep.algorithms.hat import HAT
 from clsweep.backbones.hat import HATMaskBackbone
+from clsweep.spec.components import AdaHATParams
 
 __all__ = ["AdaHAT"]
 
 
 class AdaHAT(HAT):
-    """AdaHAT over a HAT-mask backbone. HAT's args plus ``alpha``, ``eps`` and ``variant``."""
+    """AdaHAT over a HAT-mask backbone: HAT's hyperparameters plus ``alpha``, ``eps`` and ``variant``
+    (:class:`~clsweep.spec.components.AdaHATParams`)."""
 
-    def __init__(
-        self,
-        backbone: HATMaskBackbone,
-        heads: nn.Module,
-        *,
-        s_max: float = 400.0,
-        sparsity_strength: float = 0.75,
-        init_mode: str = "N01",
-        aggregation: str = "min",
-        compensation_clamp: float = 50.0,
-        embedding_clamp: float = 6.0,
-        grad_clip_norm: float | None = 10000.0,
-        min_free_units: int = 10,
-        alpha: float = 1e-6,
-        eps: float = 0.1,
-        variant: str = "adahat",
-    ) -> None:
-        super().__init__(backbone, heads, s_max=s_max, sparsity_strength=sparsity_strength, init_mode=init_mode,
-                         aggregation=aggregation, compensation_clamp=compensation_clamp,
-                         embedding_clamp=embedding_clamp, grad_clip_norm=grad_clip_norm,
-                         min_free_units=min_free_units)
-        if variant not in ("adahat", "no_summative", "no_sparsity", "constant_alpha"):
-            raise ValueError(f"unknown AdaHAT variant {variant!r}")
-        self.alpha = alpha
-        self.eps = eps
-        self.variant = variant
+    params: AdaHATParams
+
+    def __init__(self, backbone: HATMaskBackbone, heads: nn.Module, *, params: AdaHATParams) -> None:
+        super().__init__(backbone, heads, params=params)
         # (layer name, parameter, importance I, protected-by-HAT indicator)
         self._importance: list[tuple[str, Tensor, Tensor, Tensor]] = []
 
@@ -74,13 +54,19 @@ class AdaHAT(HAT):
         cumulative = self._cumulative_before
         for name in self.backbone.weighted_layer_names:
             layer: Any = self.backbone.get_layer_by_name(name)
-            w_imp, b_imp = self.backbone.get_layer_measure_parameter_wise(summative, name, self.aggregation)
-            w_cum, b_cum = self.backbone.get_layer_measure_parameter_wise(cumulative, name, self.aggregation)
+            w_imp, b_imp = self.backbone.get_layer_measure_parameter_wise(
+                summative, name, self.params.aggregation
+            )
+            w_cum, b_cum = self.backbone.get_layer_measure_parameter_wise(
+                cumulative, name, self.params.aggregation
+            )
             self._importance.append((name, layer.weight, w_imp.detach().clone(), (w_cum > 0).float()))
             if getattr(layer, "bias", None) is not None and b_imp is not None and b_cum is not None:
                 self._importance.append((name, layer.bias, b_imp.detach().clone(), (b_cum > 0).float()))
-        if self.variant == "no_summative":
-            self._importance = [(n, p, torch.full_like(i, float(task_id - 1)), m) for n, p, i, m in self._importance]
+        if self.params.variant == "no_summative":
+            self._importance = [
+                (n, p, torch.full_like(i, float(task_id - 1)), m) for n, p, i, m in self._importance
+            ]
 
     def layer_sparsity(self) -> dict[str, Tensor]:
         """R_l: share of the layer's free units that the current soft mask takes (no c)."""
@@ -88,23 +74,27 @@ class AdaHAT(HAT):
         for name, mask in self._train_mask.items():
             free = self._free[name]
             total = free.sum()
-            out[name] = (mask.detach() * free).sum() / total if total > self.min_free_units else torch.zeros_like(total)
+            out[name] = (
+                (mask.detach() * free).sum() / total
+                if total > self.params.min_free_units
+                else torch.zeros_like(total)
+            )
         return out
 
     def condition_weight_gradients(self) -> None:
         if not self._importance:
             return
-        if self.variant == "constant_alpha":
+        if self.params.variant == "constant_alpha":
             for _, p, _, protected in self._importance:
                 if p.grad is not None:
-                    p.grad.mul_(1.0 - protected * (1.0 - self.alpha))
+                    p.grad.mul_(1.0 - protected * (1.0 - self.params.alpha))
             return
-        sparsity = self.layer_sparsity() if self.variant != "no_sparsity" else {}
+        sparsity = self.layer_sparsity() if self.params.variant != "no_sparsity" else {}
         for name, p, importance, _ in self._importance:
             if p.grad is None:
                 continue
             r_l = sparsity.get(name)
-            rate = self.alpha / ((r_l if r_l is not None else 0.0) + self.eps)
+            rate = self.params.alpha / ((r_l if r_l is not None else 0.0) + self.params.eps)
             # unused parameters (I = 0) stay fully plastic, also in the limit alpha -> 0
             adjustment = torch.where(importance > 0, rate / (importance + rate), torch.ones_like(importance))
             p.grad.mul_(adjustment)

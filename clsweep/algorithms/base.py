@@ -12,6 +12,10 @@ batching, evaluation and metrics, so numbers stay comparable between algorithms.
 4. ``on_task_end(task_id)``, then evaluation of every seen task with ``evaluate_logits``, then
    ``diagnostics()`` is reported with the task's metrics.
 
+Every algorithm is built as ``Cls(backbone, heads, params=<its validated params model>)`` (through
+:func:`clsweep.registry.create`) and reads its hyperparameters from ``self.params``; the defaults
+live only in the params model.
+
 ``batch_idx`` is 0-based as in Lightning; ``num_batches`` (batches per epoch) is set by the loop.
 State that must survive a checkpoint lives in modules' parameters and buffers (``state_dict()``)
 or in ``extra_state()`` / ``load_extra_state()`` for plain Python values.
@@ -23,6 +27,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from clsweep.backbones.base import CLBackbone
@@ -37,8 +42,10 @@ class CLAlgorithm(L.LightningModule):
     backbone: CLBackbone
     heads: Any  # one of clsweep.heads: setup_task_id(task_id, num_classes), forward(feature, task_id)
 
-    def __init__(self, backbone: CLBackbone, heads: nn.Module) -> None:
+    def __init__(self, backbone: CLBackbone, heads: nn.Module, *, params: BaseModel) -> None:
         super().__init__()
+        self.params = params
+        """The validated hyperparameters: an instance of the algorithm's registered params model."""
         self.backbone = backbone
         self.heads = heads
         self.criterion = nn.CrossEntropyLoss()
@@ -83,8 +90,12 @@ class CLAlgorithm(L.LightningModule):
         x, y = batch
         logits, hidden = self(x, stage="train", task_id=self.task_id)
         loss_cls = self.criterion(logits, y)
-        return {"loss": loss_cls, "loss_cls": loss_cls, "acc": (logits.argmax(1) == y).float().mean(),
-                "hidden_features": hidden}
+        return {
+            "loss": loss_cls,
+            "loss_cls": loss_cls,
+            "acc": (logits.argmax(1) == y).float().mean(),
+            "hidden_features": hidden,
+        }
 
     @torch.no_grad()
     def evaluate_logits(self, x: Tensor, task_id: int) -> Tensor:

@@ -8,19 +8,13 @@ task 2 on), otherwise running statistics would still drift.
 
 from __future__ import annotations
 
-from torch import nn
-
 from clsweep.algorithms.base import CLAlgorithm
-from clsweep.backbones.base import CLBackbone
 
 __all__ = ["Fix"]
 
 
 class Fix(CLAlgorithm):
     """Train task 1 normally; from task 2 on the backbone's parameters take no gradient."""
-
-    def __init__(self, backbone: CLBackbone, heads: nn.Module) -> None:
-        super().__init__(backbone, heads)
 
     def on_task_start(self, task_id: int) -> None:
         frozen = task_id > 1

@@ -22,54 +22,21 @@ from torch import Tensor, nn
 
 from clsweep.algorithms.base import CLAlgorithm
 from clsweep.backbones.hat import HATMaskBackbone
+from clsweep.spec.components import HATParams
 
 __all__ = ["HAT"]
 
 
 class HAT(CLAlgorithm):
-    """HAT over a :class:`~clsweep.backbones.hat.HATMaskBackbone`.
-
-    Args:
-        s_max: largest gate scale (paper §4: 400).
-        sparsity_strength: c in Eq. 4 (paper §4: 0.75).
-        init_mode: task-embedding initialisation at each task start (N01, U-11, U01, U-10, last).
-        aggregation: 'min' (the paper) or 'max' for the unit-to-parameter measure.
-        compensation_clamp: |s e| is clamped to this inside the cosh of the compensation (50).
-        embedding_clamp: embeddings are clamped to [-x, x] after each step (6).
-        grad_clip_norm: gradient-norm clipping (None: off; the authors' 10000 is effectively off).
-        min_free_units: the sparsity term is 0 when no more free units than this remain.
-    """
+    """HAT over a :class:`~clsweep.backbones.hat.HATMaskBackbone`; hyperparameters in ``self.params``
+    (:class:`~clsweep.spec.components.HATParams`, where each one's default and source are written)."""
 
     backbone: HATMaskBackbone
+    params: HATParams
 
-    def __init__(
-        self,
-        backbone: HATMaskBackbone,
-        heads: nn.Module,
-        *,
-        s_max: float = 400.0,
-        sparsity_strength: float = 0.75,
-        init_mode: str = "N01",
-        aggregation: str = "min",
-        compensation_clamp: float = 50.0,
-        embedding_clamp: float = 6.0,
-        grad_clip_norm: float | None = 10000.0,
-        min_free_units: int = 10,
-    ) -> None:
-        super().__init__(backbone, heads)
-        if s_max <= 0:
-            raise ValueError(f"s_max must be > 0, got {s_max}")
-        if aggregation not in ("min", "max"):
-            raise ValueError(f"aggregation must be 'min' or 'max', got {aggregation!r}")
-        self.s_max = s_max
-        self.sparsity_strength = sparsity_strength
-        self.init_mode = init_mode
-        self.aggregation = aggregation
-        self.compensation_clamp = compensation_clamp
-        self.embedding_clamp = embedding_clamp
-        self.grad_clip_norm = grad_clip_norm
-        self.min_free_units = min_free_units
-        self._s = 1.0 / s_max
+    def __init__(self, backbone: HATMaskBackbone, heads: nn.Module, *, params: HATParams) -> None:
+        super().__init__(backbone, heads, params=params)
+        self._s = 1.0 / params.s_max
         self._embeddings: list[nn.Parameter] = []
         self._trainable: list[nn.Parameter] = []
         self._train_mask: dict[str, Tensor] = {}
@@ -80,7 +47,7 @@ class HAT(CLAlgorithm):
 
     # ---- task boundaries --------------------------------------------------------------------
     def on_task_start(self, task_id: int) -> None:
-        self.backbone.initialise_task_embedding(self.init_mode)
+        self.backbone.initialise_task_embedding(self.params.init_mode)
         # looked up once per task, not per step (module traversal costs ~0.1 ms a step)
         self._embeddings = self.backbone.embedding_parameters()
         self._trainable = [p for p in self.parameters() if p.requires_grad]
@@ -96,7 +63,8 @@ class HAT(CLAlgorithm):
         for name in self.backbone.weighted_layer_names:
             layer: Any = self.backbone.get_layer_by_name(name)
             weight_measure, bias_measure = self.backbone.get_layer_measure_parameter_wise(
-                cumulative, name, self.aggregation)
+                cumulative, name, self.params.aggregation
+            )
             pairs.append((layer.weight, 1.0 - weight_measure.detach().clone()))
             if getattr(layer, "bias", None) is not None and bias_measure is not None:
                 pairs.append((layer.bias, 1.0 - bias_measure.detach().clone()))
@@ -130,18 +98,26 @@ class HAT(CLAlgorithm):
     # ---- forward and loss ---------------------------------------------------------------------
     def forward(self, x: Tensor, stage: str, task_id: int) -> tuple[Tensor, dict[str, Tensor]]:  # type: ignore[override]
         if stage == "train":
-            feature, mask, hidden = self.backbone(x, stage="train", task_id=task_id, s_max=self.s_max,
-                                                  batch_idx=self._batch, num_batches=self.num_batches)
+            feature, mask, hidden = self.backbone(
+                x,
+                stage="train",
+                task_id=task_id,
+                s_max=self.params.s_max,
+                batch_idx=self._batch,
+                num_batches=self.num_batches,
+            )
             self._train_mask = mask
         elif stage == "validation":
-            feature, mask, hidden = self.backbone(x, stage="validation", task_id=task_id, s_max=self.s_max)
+            feature, mask, hidden = self.backbone(
+                x, stage="validation", task_id=task_id, s_max=self.params.s_max
+            )
         else:
             feature, mask, hidden = self.backbone(x, stage="test", task_id=task_id)
         return self.heads(feature, task_id), hidden
 
     def sparsity(self, mask: dict[str, Tensor]) -> Tensor:
         """Eq. 5: attention on free units, pooled over all layers, over the free capacity."""
-        if self._free_total <= self.min_free_units:
+        if self._free_total <= self.params.min_free_units:
             return torch.zeros((), device=next(iter(mask.values())).device)
         used = sum((mask[k] * self._free[k]).sum() for k in mask)
         return used / self._free_total  # type: ignore[return-value]
@@ -149,12 +125,17 @@ class HAT(CLAlgorithm):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
         x, y = batch
         self._batch = batch_idx + 1  # HAT's Eq. 3 counts batches from 1
-        self._s = self.backbone.anneal_scalar(self.s_max, self._batch, self.num_batches)
+        self._s = self.backbone.anneal_scalar(self.params.s_max, self._batch, self.num_batches)
         logits, hidden = self(x, stage="train", task_id=self.task_id)
         loss_cls = self.criterion(logits, y)
         reg = self.sparsity(self._train_mask)
-        return {"loss": loss_cls + self.sparsity_strength * reg, "loss_cls": loss_cls, "loss_reg": reg.detach(),
-                "acc": (logits.argmax(1) == y).float().mean(), "hidden_features": hidden}
+        return {
+            "loss": loss_cls + self.params.sparsity_strength * reg,
+            "loss_cls": loss_cls,
+            "loss_reg": reg.detach(),
+            "acc": (logits.argmax(1) == y).float().mean(),
+            "hidden_features": hidden,
+        }
 
     # ---- gradient surgery ---------------------------------------------------------------------
     def condition_weight_gradients(self) -> None:
@@ -166,7 +147,7 @@ class HAT(CLAlgorithm):
 
     def compensate_embedding_gradients(self) -> None:
         """§2.5: undo the annealed sigmoid's slope, use a slope-s_max one instead."""
-        s, s_max, thr = self._s, self.s_max, self.compensation_clamp
+        s, s_max, thr = self._s, self.params.s_max, self.params.compensation_clamp
         for e in self._embeddings:
             if e.grad is None:
                 continue
@@ -177,10 +158,12 @@ class HAT(CLAlgorithm):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:  # type: ignore[override]
         self.condition_weight_gradients()
         self.compensate_embedding_gradients()
-        if self.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_([p for p in self._trainable if p.grad is not None], self.grad_clip_norm)
+        if self.params.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self._trainable if p.grad is not None], self.params.grad_clip_norm
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:  # type: ignore[override]
         with torch.no_grad():
             for e in self._embeddings:
-                e.clamp_(-self.embedding_clamp, self.embedding_clamp)
+                e.clamp_(-self.params.embedding_clamp, self.params.embedding_clamp)

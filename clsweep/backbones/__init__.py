@@ -2,7 +2,8 @@
 
 :class:`CLBackbone` is the contract every backbone follows; :class:`HATMaskBackbone` adds the
 task masks that HAT and AdaHAT need. Concrete networks are registered by name in
-``clsweep/spec/components.py`` and built through the registry. Importing this package imports
+``clsweep/spec/components.py`` and built through the registry
+(``registry.create("backbone", name, input_shape, **hyperparameters)``). Importing this package imports
 torch, and nothing else happens at import time.
 """
 
@@ -12,18 +13,7 @@ from clsweep.backbones.alexnet import AlexNet, HATMaskAlexNet
 from clsweep.backbones.base import STAGES, CLBackbone
 from clsweep.backbones.hat import AGGREGATIONS, INIT_MODES, HATMaskBackbone, LayerInput, apply_gate
 from clsweep.backbones.mlp import MLP, HATMaskMLP
-from clsweep.backbones.resnet import (
-    HATMaskResNet18,
-    HATMaskResNet34,
-    HATMaskResNet50,
-    HATMaskResNet101,
-    HATMaskResNet152,
-    ResNet18,
-    ResNet34,
-    ResNet50,
-    ResNet101,
-    ResNet152,
-)
+from clsweep.backbones.resnet import HATMaskResNet, ResNet
 from clsweep.backbones.task_norm import TaskBatchNorm2d
 
 __all__ = [
@@ -36,17 +26,9 @@ __all__ = [
     "HATMaskAlexNet",
     "HATMaskBackbone",
     "HATMaskMLP",
-    "HATMaskResNet18",
-    "HATMaskResNet34",
-    "HATMaskResNet50",
-    "HATMaskResNet101",
-    "HATMaskResNet152",
+    "HATMaskResNet",
     "LayerInput",
-    "ResNet18",
-    "ResNet34",
-    "ResNet50",
-    "ResNet101",
-    "ResNet152",
+    "ResNet",
     "TaskBatchNorm2d",
     "apply_gate",
 ]

@@ -14,13 +14,13 @@ Layers are named ``conv/0..2`` and ``fc/0..`` in forward order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from clsweep.backbones.base import CLBackbone, check_stage
 from clsweep.backbones.hat import HATMaskBackbone, LayerInput, apply_gate
+from clsweep.spec.components import AlexNetParams, HATMaskAlexNetParams
 
 __all__ = ["AlexNet", "HATMaskAlexNet", "alexnet_plan"]
 
@@ -40,15 +40,13 @@ def alexnet_plan(height: int, width: int) -> tuple[list[tuple[int, bool]], tuple
     return plan, (h, w)
 
 
-def _build(
-    module: Any,
-    input_shape: tuple[int, ...],
-    channels: Sequence[int],
-    fc_dims: Sequence[int],
-    dropout_conv: float,
-    dropout_fc: float,
-) -> list[str]:
+def _output_dim(params: AlexNetParams) -> int:
+    return int(params.fc_dims[-1]) if params.fc_dims else 0
+
+
+def _build(module: Any, input_shape: tuple[int, ...], params: AlexNetParams) -> list[str]:
     """Attach ``conv``, ``fc`` and ``dropout`` to ``module``; return the layer names in order."""
+    channels, fc_dims = params.channels, params.fc_dims
     if len(input_shape) != 3:
         raise ValueError(f"AlexNet needs (C, H, W) inputs; got input_shape {input_shape}")
     if len(channels) != 3 or not fc_dims or any(int(c) < 1 for c in [*channels, *fc_dims]):
@@ -63,7 +61,7 @@ def _build(
     dims = [channels[-1] * h * w, *fc_dims]
     module.fc = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(len(fc_dims)))
     module.dropout = nn.ModuleList(
-        nn.Dropout(dropout_conv if i < 2 else dropout_fc) for i in range(3 + len(fc_dims))
+        nn.Dropout(params.dropout_conv if i < 2 else params.dropout_fc) for i in range(3 + len(fc_dims))
     )
     return [f"conv/{i}" for i in range(3)] + [f"fc/{i}" for i in range(len(fc_dims))]
 
@@ -89,19 +87,9 @@ class AlexNet(CLBackbone):
 
     flatten_repeat: int  # spatial positions per channel of the last conv, flattened into fc/0
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        *,
-        channels: Sequence[int] = (64, 128, 256),
-        fc_dims: Sequence[int] = (2048, 2048),
-        dropout_conv: float = 0.2,
-        dropout_fc: float = 0.5,
-    ) -> None:
-        super().__init__(input_shape, output_dim=int(fc_dims[-1]) if fc_dims else 0)
-        self.weighted_layer_names = _build(
-            self, self.input_shape, channels, fc_dims, dropout_conv, dropout_fc
-        )
+    def __init__(self, input_shape: tuple[int, ...], *, params: AlexNetParams) -> None:
+        super().__init__(input_shape, output_dim=_output_dim(params))
+        self.weighted_layer_names = _build(self, self.input_shape, params)
 
     def forward(  # type: ignore[override]
         self, input: Tensor, stage: str, task_id: int | None = None
@@ -120,18 +108,9 @@ class HATMaskAlexNet(HATMaskBackbone):
 
     flatten_repeat: int
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        *,
-        channels: Sequence[int] = (64, 128, 256),
-        fc_dims: Sequence[int] = (2048, 2048),
-        dropout_conv: float = 0.2,
-        dropout_fc: float = 0.5,
-        gate: str = "sigmoid",
-    ) -> None:
-        super().__init__(input_shape, output_dim=int(fc_dims[-1]) if fc_dims else 0, gate=gate)
-        names = _build(self, self.input_shape, channels, fc_dims, dropout_conv, dropout_fc)
+    def __init__(self, input_shape: tuple[int, ...], *, params: HATMaskAlexNetParams) -> None:
+        super().__init__(input_shape, output_dim=_output_dim(params), gate=params.gate)
+        names = _build(self, self.input_shape, params)
         inputs = {names[0]: LayerInput()}
         for i in range(1, len(names)):
             inputs[names[i]] = LayerInput((names[i - 1],), self.flatten_repeat if i == 3 else 1)

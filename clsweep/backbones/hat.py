@@ -25,11 +25,9 @@ from torch import Tensor, nn
 
 from clsweep.backbones.base import CLBackbone, check_stage
 from clsweep.backbones.mask_store import StoredTaskMasks, UnitBuffers
+from clsweep.spec.components import AGGREGATIONS, INIT_MODES
 
 __all__ = ["AGGREGATIONS", "INIT_MODES", "HATMaskBackbone", "LayerInput", "apply_gate"]
-
-INIT_MODES: tuple[str, ...] = ("N01", "U-11", "U01", "U-10", "last")
-AGGREGATIONS: tuple[str, ...] = ("min", "max")
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class HATMaskBackbone(CLBackbone):
     """True when some modules other than the masks differ per task (e.g. per-task batch norm):
     then a test batch with mixed task ids is run task by task."""
 
-    def __init__(self, input_shape: tuple[int, ...], output_dim: int, *, gate: str = "sigmoid") -> None:
+    def __init__(self, input_shape: tuple[int, ...], output_dim: int, *, gate: str) -> None:
         super().__init__(input_shape, output_dim)
         if gate != "sigmoid":
             raise ValueError(f"gate {gate!r} is not supported: HAT's gate is the sigmoid")

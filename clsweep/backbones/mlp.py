@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from clsweep.backbones.base import CLBackbone, check_stage
 from clsweep.backbones.hat import HATMaskBackbone, LayerInput, apply_gate
+from clsweep.spec.components import HATMaskMLPParams, MLPParams
 
 __all__ = ["MLP", "HATMaskMLP"]
 
@@ -28,18 +29,12 @@ def _linear_stack(in_features: int, hidden_dims: Sequence[int]) -> nn.ModuleList
 class MLP(CLBackbone):
     """Multi-layer perceptron with ReLU, optional batch norm (shared by all tasks) and dropout."""
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        *,
-        hidden_dims: Sequence[int] = (256, 256),
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-    ) -> None:
-        super().__init__(input_shape, output_dim=int(hidden_dims[-1]) if hidden_dims else 0)
-        self.fc = _linear_stack(math.prod(self.input_shape), hidden_dims)
-        self.bn = nn.ModuleList(nn.BatchNorm1d(int(d)) if batch_norm else nn.Identity() for d in hidden_dims)
-        self.dropout = nn.Dropout(dropout)
+    def __init__(self, input_shape: tuple[int, ...], *, params: MLPParams) -> None:
+        dims = params.hidden_dims
+        super().__init__(input_shape, output_dim=int(dims[-1]) if dims else 0)
+        self.fc = _linear_stack(math.prod(self.input_shape), dims)
+        self.bn = nn.ModuleList(nn.BatchNorm1d(int(d)) if params.batch_norm else nn.Identity() for d in dims)
+        self.dropout = nn.Dropout(params.dropout)
         self.weighted_layer_names = [f"fc/{i}" for i in range(len(self.fc))]
 
     def forward(  # type: ignore[override]
@@ -61,17 +56,11 @@ class HATMaskMLP(HATMaskBackbone):
     would be shared by all tasks and drift as new tasks train.
     """
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        *,
-        hidden_dims: Sequence[int] = (256, 256),
-        dropout: float = 0.0,
-        gate: str = "sigmoid",
-    ) -> None:
-        super().__init__(input_shape, output_dim=int(hidden_dims[-1]) if hidden_dims else 0, gate=gate)
-        self.fc = _linear_stack(math.prod(self.input_shape), hidden_dims)
-        self.dropout = nn.Dropout(dropout)
+    def __init__(self, input_shape: tuple[int, ...], *, params: HATMaskMLPParams) -> None:
+        dims = params.hidden_dims
+        super().__init__(input_shape, output_dim=int(dims[-1]) if dims else 0, gate=params.gate)
+        self.fc = _linear_stack(math.prod(self.input_shape), dims)
+        self.dropout = nn.Dropout(params.dropout)
         names = [f"fc/{i}" for i in range(len(self.fc))]
         self.register_hat_layers(
             {name: LayerInput(() if i == 0 else (names[i - 1],)) for i, name in enumerate(names)}

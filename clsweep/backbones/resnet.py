@@ -1,5 +1,9 @@
 """ResNet-18/34/50/101/152 (He et al. 2016) and their HAT-gated twins.
 
+Two classes, :class:`ResNet` and :class:`HATMaskResNet`, take the depth as an argument; the
+registry binds it per name (``resnet18`` ... ``hat_mask_resnet152``) from one depth table,
+:data:`~clsweep.spec.components.RESNET_DEPTHS`.
+
 Layer names, in forward order: ``conv1`` (stem), then per block ``layer{s}/{b}/conv1``,
 ``conv2`` (``conv3`` for bottlenecks) and, where the block changes stride or width, the 1x1
 projection ``layer{s}/{b}/shortcut``. The feature is the global average of the last stage, so
@@ -22,23 +26,9 @@ from torch import Tensor, nn
 from clsweep.backbones.base import CLBackbone, check_stage
 from clsweep.backbones.hat import HATMaskBackbone, LayerInput, apply_gate
 from clsweep.backbones.task_norm import TaskBatchNorm2d
+from clsweep.spec.components import RESNET_DEPTHS, HATMaskResNetParams, ResNetParams
 
-__all__ = [
-    "BasicBlock",
-    "Bottleneck",
-    "HATMaskResNet",
-    "HATMaskResNet18",
-    "HATMaskResNet34",
-    "HATMaskResNet50",
-    "HATMaskResNet101",
-    "HATMaskResNet152",
-    "ResNet",
-    "ResNet18",
-    "ResNet34",
-    "ResNet50",
-    "ResNet101",
-    "ResNet152",
-]
+__all__ = ["BasicBlock", "Bottleneck", "HATMaskResNet", "ResNet"]
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -127,13 +117,15 @@ def _norm(module: nn.Module, x: Tensor, task_id: int | None) -> Tensor:
     return module(x, task_id) if isinstance(module, TaskBatchNorm2d) else module(x)
 
 
-_DEPTHS: dict[int, tuple[type[_Block], tuple[int, int, int, int]]] = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
-    152: (Bottleneck, (3, 8, 36, 3)),
-}
+_BLOCKS: dict[str, type[_Block]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def _depth_plan(depth: int) -> tuple[type[_Block], tuple[int, int, int, int]]:
+    """Block class and blocks per stage of a depth in :data:`~clsweep.spec.components.RESNET_DEPTHS`."""
+    if depth not in RESNET_DEPTHS:
+        raise ValueError(f"ResNet depth must be one of {', '.join(map(str, RESNET_DEPTHS))}; got {depth}")
+    block, counts = RESNET_DEPTHS[depth]
+    return _BLOCKS[block], counts
 
 
 def _build(
@@ -155,7 +147,7 @@ def _build(
         raise ValueError(f"ResNet needs (C, H, W) inputs; got input_shape {input_shape}")
     if base_width < 1:
         raise ValueError(f"base_width must be >= 1; got {base_width}")
-    block_cls, blocks_per_stage = _DEPTHS[depth]
+    block_cls, blocks_per_stage = _depth_plan(depth)
     if small_input:
         module.conv1 = nn.Conv2d(input_shape[0], base_width, 3, 1, 1, bias=bias)
     else:
@@ -205,19 +197,19 @@ def _run(
 
 
 def _output_dim(depth: int, base_width: int) -> int:
-    return 8 * base_width * _DEPTHS[depth][0].expansion
+    return 8 * base_width * _depth_plan(depth)[0].expansion
 
 
 class ResNet(CLBackbone):
-    """Plain ResNet with ordinary batch norm shared by all tasks. Subclasses fix ``depth``."""
+    """Plain ResNet with ordinary batch norm shared by all tasks; ``depth`` is one of
+    :data:`~clsweep.spec.components.RESNET_DEPTHS` (each registered as ``resnet{depth}``)."""
 
-    depth: int = 18
-
-    def __init__(
-        self, input_shape: tuple[int, ...], *, base_width: int = 64, small_input: bool = True
-    ) -> None:
-        super().__init__(input_shape, output_dim=_output_dim(self.depth, base_width))
-        inputs = _build(self, self.input_shape, self.depth, base_width, small_input, nn.BatchNorm2d, False)
+    def __init__(self, input_shape: tuple[int, ...], *, depth: int, params: ResNetParams) -> None:
+        super().__init__(input_shape, output_dim=_output_dim(depth, params.base_width))
+        self.depth = depth
+        inputs = _build(
+            self, self.input_shape, depth, params.base_width, params.small_input, nn.BatchNorm2d, False
+        )
         self.weighted_layer_names = list(inputs)
 
     def forward(  # type: ignore[override]
@@ -229,7 +221,7 @@ class ResNet(CLBackbone):
 
 class HATMaskResNet(HATMaskBackbone):
     """ResNet with a HAT gate on the channels of every convolution, the 1x1 shortcut
-    projections included. Subclasses fix ``depth``.
+    projections included; registered as ``hat_mask_resnet{depth}``.
 
     How old tasks are kept undisturbed:
 
@@ -247,24 +239,15 @@ class HATMaskResNet(HATMaskBackbone):
       ``norm='none'``: no BN at all; convolutions get a bias instead.
     """
 
-    depth: int = 18
-
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        *,
-        base_width: int = 64,
-        small_input: bool = True,
-        gate: str = "sigmoid",
-        norm: str = "task_batch",
-    ) -> None:
-        super().__init__(input_shape, output_dim=_output_dim(self.depth, base_width), gate=gate)
-        if norm not in ("task_batch", "none"):
-            raise ValueError(f"norm must be 'task_batch' or 'none'; got {norm!r}")
-        self.norm = norm
+    def __init__(self, input_shape: tuple[int, ...], *, depth: int, params: HATMaskResNetParams) -> None:
+        super().__init__(input_shape, output_dim=_output_dim(depth, params.base_width), gate=params.gate)
+        self.depth = depth
+        self.norm = norm = params.norm
         self.task_specific_modules = norm == "task_batch"
         factory: NormFactory = TaskBatchNorm2d if norm == "task_batch" else (lambda _: nn.Identity())
-        inputs = _build(self, self.input_shape, self.depth, base_width, small_input, factory, norm == "none")
+        inputs = _build(
+            self, self.input_shape, depth, params.base_width, params.small_input, factory, norm == "none"
+        )
         self.register_hat_layers(inputs)
 
     def setup_task_id(self, task_id: int) -> None:
@@ -278,63 +261,3 @@ class HATMaskResNet(HATMaskBackbone):
         self, input: Tensor, mask: dict[str, Tensor], task_id: int | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         return _run(self, input, mask, task_id)
-
-
-class ResNet18(ResNet):
-    """ResNet-18 with batch norm shared by all tasks."""
-
-    depth = 18
-
-
-class HATMaskResNet18(HATMaskResNet):
-    """ResNet-18 with HAT gates on every convolution; see :class:`HATMaskResNet`."""
-
-    depth = 18
-
-
-class ResNet34(ResNet):
-    """ResNet-34 with batch norm shared by all tasks."""
-
-    depth = 34
-
-
-class HATMaskResNet34(HATMaskResNet):
-    """ResNet-34 with HAT gates on every convolution; see :class:`HATMaskResNet`."""
-
-    depth = 34
-
-
-class ResNet50(ResNet):
-    """ResNet-50 with batch norm shared by all tasks."""
-
-    depth = 50
-
-
-class HATMaskResNet50(HATMaskResNet):
-    """ResNet-50 with HAT gates on every convolution; see :class:`HATMaskResNet`."""
-
-    depth = 50
-
-
-class ResNet101(ResNet):
-    """ResNet-101 with batch norm shared by all tasks."""
-
-    depth = 101
-
-
-class HATMaskResNet101(HATMaskResNet):
-    """ResNet-101 with HAT gates on every convolution; see :class:`HATMaskResNet`."""
-
-    depth = 101
-
-
-class ResNet152(ResNet):
-    """ResNet-152 with batch norm shared by all tasks."""
-
-    depth = 152
-
-
-class HATMaskResNet152(HATMaskResNet):
-    """ResNet-152 with HAT gates on every convolution; see :class:`HATMaskResNet`."""
-
-    depth = 152

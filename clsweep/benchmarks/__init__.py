@@ -1,15 +1,15 @@
 """Benchmarks: image sources cut into task streams with train / validation / test tensors per task.
 
-A stream is chosen by name (``permuted``, ``split``, ``rotated``) through the registry; its
-hyperparameters are the fields of the matching params model in :mod:`clsweep.spec.components`,
-and the experiment passes the CL paradigm as ``paradigm``. :func:`build_stream` does both.
+Sources (``digits``, ``mnist``, ...) and streams (``permuted``, ``split``, ``rotated``) are chosen by
+name through the registry; their hyperparameters are the fields of the matching params models in
+:mod:`clsweep.spec.components`. :func:`build_stream` and :func:`load_source` build them by name.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from clsweep.benchmarks.sources import SOURCES, BenchmarkDataError, SourceData, load_source
+from clsweep.benchmarks.sources import BenchmarkDataError, SourceData, load_source
 from clsweep.benchmarks.streams import (
     PermutedStream,
     RotatedStream,
@@ -20,7 +20,6 @@ from clsweep.benchmarks.streams import (
 )
 
 __all__ = [
-    "SOURCES",
     "BenchmarkDataError",
     "PermutedStream",
     "RotatedStream",
@@ -35,10 +34,9 @@ __all__ = [
 
 
 def build_stream(name: str, *, paradigm: str, **params: Any) -> TaskStream:
-    """The registered stream ``name``; ``params`` are checked against (and completed from the defaults
-    of) its params model, as a config's ``benchmark`` section is."""
+    """The registered stream ``name`` for ``paradigm``; ``params`` are checked against (and completed
+    from the defaults of) its params model, as a config's ``benchmark`` section is."""
     from clsweep import registry
 
-    entry = registry.get("benchmark", name)
-    validated = entry.params(**params)
-    return entry.load()(paradigm=paradigm, **validated.model_dump())
+    stream: TaskStream = registry.create("benchmark", name, paradigm, **params)
+    return stream

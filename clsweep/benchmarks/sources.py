@@ -18,6 +18,10 @@ on the raw ``[0, 1]`` range, which keeps a task's data independent of statistics
   any file whose md5 differs from the official archive's, which would make the reading path
   impossible to test with small files; torchvision is still used to download (and verify) the
   official archive when ``download`` is true. As with torchvision, the pickles are trusted input.
+
+Each loader is a registered ``source`` (declared in :mod:`clsweep.spec.components` with its shape
+and class count) and is called as ``loader(*, params=SourceParams(...))``; :func:`load_source`
+builds one by name through the registry and checks the result against the declaration.
 """
 
 from __future__ import annotations
@@ -31,30 +35,27 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clsweep import registry
 from clsweep.benchmarks.splits import rng_for, stratified_split
+from clsweep.registry import SourceInfo
+from clsweep.spec.components import SourceParams
 
-__all__ = ["SOURCES", "BenchmarkDataError", "SourceData", "load_source", "source_info"]
+__all__ = [
+    "BenchmarkDataError",
+    "SourceData",
+    "hold_out_test",
+    "load_cifar10",
+    "load_cifar100",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_source",
+    "load_synthetic",
+]
 
 
 class BenchmarkDataError(RuntimeError):
     """A source's files are missing, unreadable or could not be downloaded."""
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    input_shape: tuple[int, int, int]
-    num_classes: int
-
-
-SOURCES: dict[str, SourceInfo] = {
-    "digits": SourceInfo((1, 8, 8), 10),
-    "synthetic": SourceInfo((1, 8, 8), 10),
-    "mnist": SourceInfo((1, 28, 28), 10),
-    "fashion_mnist": SourceInfo((1, 28, 28), 10),
-    "cifar10": SourceInfo((3, 32, 32), 10),
-    "cifar100": SourceInfo((3, 32, 32), 100),
-}
-"""Shape and class count of every source, known without reading any file."""
 
 
 @dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
@@ -73,64 +74,76 @@ class SourceData:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
 
-def source_info(name: str) -> SourceInfo:
-    try:
-        return SOURCES[name]
-    except KeyError:
-        raise ValueError(f"unknown source {name!r}; known: {', '.join(SOURCES)}") from None
+def load_source(name: str, **params: Any) -> SourceData:
+    """Load the registered source ``name``; ``params`` are :class:`~clsweep.spec.components.SourceParams`
+    fields (``seed``, ``test_fraction``, ``root``, ``download``), defaults from there. The data are
+    checked against the source's declared shape and class count."""
+    data: SourceData = registry.create("source", name, **params)
+    info = _info(name)
+    if data.input_shape != tuple(info.input_shape) or data.num_classes != info.num_classes:
+        raise BenchmarkDataError(
+            f"source {name!r} is declared as {info.num_classes} classes of shape "
+            f"{info.input_shape} but loaded {data.num_classes} of shape {data.input_shape}"
+        )
+    return data
 
 
-def load_source(name: str, *, seed: int = 0, test_fraction: float = 0.2, root: str | None = None,
-                download: bool = False) -> SourceData:
-    """Load a source. ``seed`` and ``test_fraction`` matter only for sources without an official
-    test split (digits, synthetic); ``root`` and ``download`` only for the torchvision sources."""
-    source_info(name)
-    if name == "digits":
-        return _digits(seed, test_fraction)
-    if name == "synthetic":
-        return _synthetic(seed, test_fraction)
-    if root is None:
-        raise BenchmarkDataError(f"source {name!r} reads torchvision's files: set the benchmark's `root` to their "
-                                 "folder (and `download: true` to fetch them there, which needs network)")
-    folder = Path(root).expanduser()
-    if name in _MNIST_FAMILY:
-        return _mnist_family(name, folder, download)
-    return _cifar(name, folder, download)
+def _info(name: str) -> SourceInfo:
+    return registry.get("source", name).source  # type: ignore[return-value]
+
+
+def _root(name: str, params: SourceParams) -> Path:
+    if params.root is None:
+        raise BenchmarkDataError(
+            f"source {name!r} reads files: set the benchmark's `root` to their "
+            "folder (and `download: true` to fetch them there, which needs network)"
+        )
+    return Path(params.root).expanduser()
 
 
 # ---- offline sources ---------------------------------------------------------------------------
 
 
-def _hold_out_test(name: str, x: np.ndarray, y: np.ndarray, seed: int, fraction: float, classes: int) -> SourceData:
+def hold_out_test(
+    name: str, x: np.ndarray, y: np.ndarray, seed: int, fraction: float, classes: int
+) -> SourceData:
+    """A source from images ``x`` (N, C, H, W) in [0, 1] and labels ``y`` without an official test split:
+    a stratified ``fraction`` of each class is held out as the test set, seeded by ``seed``."""
     train_idx, test_idx = stratified_split(y, fraction, rng_for(seed, 0))
     xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
     return SourceData(name, xt[train_idx], yt[train_idx], xt[test_idx], yt[test_idx], classes)
 
 
-def _digits(seed: int, test_fraction: float) -> SourceData:
-    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+def load_digits(*, params: SourceParams) -> SourceData:
+    """scikit-learn's bundled digits, values 0..16 divided by 16; a stratified test hold-out."""
+    from sklearn.datasets import load_digits as sklearn_digits  # bundled with scikit-learn, no download
 
-    bunch = load_digits()
+    bunch = sklearn_digits()
     x = (bunch.images / 16.0).reshape(-1, 1, 8, 8)
-    return _hold_out_test("digits", x, np.asarray(bunch.target), seed, test_fraction, 10)
+    return hold_out_test("digits", x, np.asarray(bunch.target), params.seed, params.test_fraction, 10)
 
 
 SYNTHETIC_PER_CLASS = 80
 SYNTHETIC_NOISE = 0.25
 
 
-def _synthetic(seed: int, test_fraction: float) -> SourceData:
-    rng = rng_for(seed, 100)
+def load_synthetic(*, params: SourceParams) -> SourceData:
+    """Ten fixed random prototypes plus Gaussian noise, drawn from the seed; a stratified test hold-out."""
+    rng = rng_for(params.seed, 100)
     prototypes = rng.uniform(0.0, 1.0, size=(10, 1, 8, 8))
     y = rng.permutation(np.repeat(np.arange(10), SYNTHETIC_PER_CLASS))
     x = np.clip(prototypes[y] + rng.normal(0.0, SYNTHETIC_NOISE, size=(y.size, 1, 8, 8)), 0.0, 1.0)
-    return _hold_out_test("synthetic", x, y, seed, test_fraction, 10)
+    return hold_out_test("synthetic", x, y, params.seed, params.test_fraction, 10)
 
 
 # ---- torchvision sources -----------------------------------------------------------------------
 
-_MNIST_FAMILY = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 @dataclass(frozen=True)
@@ -142,11 +155,10 @@ class _CifarLayout:
     dataset: str  # torchvision class used for downloading
 
 
-_CIFAR = {
-    "cifar10": _CifarLayout("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                            "labels", "CIFAR10"),
-    "cifar100": _CifarLayout("cifar-100-python", ("train",), ("test",), "fine_labels", "CIFAR100"),
-}
+_CIFAR10 = _CifarLayout(
+    "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels", "CIFAR10"
+)
+_CIFAR100 = _CifarLayout("cifar-100-python", ("train",), ("test",), "fine_labels", "CIFAR100")
 
 
 def _missing(name: str, folder: Path, files: tuple[str, ...]) -> BenchmarkDataError | None:
@@ -156,13 +168,25 @@ def _missing(name: str, folder: Path, files: tuple[str, ...]) -> BenchmarkDataEr
     return BenchmarkDataError(
         f"source {name!r}: missing {len(absent)} file(s) in {folder}: {', '.join(absent)} "
         f"(expected: {', '.join(files)}). Put the dataset's files there, or set `download: true` in the "
-        "benchmark to download them (needs network)")
+        "benchmark to download them (needs network)"
+    )
 
 
-def _mnist_family(name: str, root: Path, download: bool) -> SourceData:
+def load_mnist(*, params: SourceParams) -> SourceData:
+    """MNIST through torchvision's dataset class."""
+    return _mnist_family("mnist", "MNIST", params)
+
+
+def load_fashion_mnist(*, params: SourceParams) -> SourceData:
+    """Fashion-MNIST through torchvision's dataset class."""
+    return _mnist_family("fashion_mnist", "FashionMNIST", params)
+
+
+def _mnist_family(name: str, dataset: str, params: SourceParams) -> SourceData:
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, _MNIST_FAMILY[name])
+    root, download = _root(name, params), params.download
+    cls = getattr(tvd, dataset)
     raw = root / cls.__name__ / "raw"
     try:
         train = cls(str(root), train=True, download=download)
@@ -173,8 +197,14 @@ def _mnist_family(name: str, root: Path, download: bool) -> SourceData:
             raise missing from err
         action = "download or read" if download else "read"
         raise BenchmarkDataError(f"source {name!r}: could not {action} the files in {raw}: {err}") from err
-    return SourceData(name, _images_nchw(train.data), train.targets.long(), _images_nchw(test.data),
-                      test.targets.long(), SOURCES[name].num_classes)
+    return SourceData(
+        name,
+        _images_nchw(train.data),
+        train.targets.long(),
+        _images_nchw(test.data),
+        test.targets.long(),
+        _info(name).num_classes,
+    )
 
 
 def _images_nchw(data: Tensor) -> Tensor:
@@ -182,10 +212,20 @@ def _images_nchw(data: Tensor) -> Tensor:
     return torch.as_tensor(data).unsqueeze(1).to(torch.float32).div_(255.0)
 
 
-def _cifar(name: str, root: Path, download: bool) -> SourceData:
-    layout = _CIFAR[name]
+def load_cifar10(*, params: SourceParams) -> SourceData:
+    """CIFAR-10 from the published pickled batches."""
+    return _cifar("cifar10", _CIFAR10, params)
+
+
+def load_cifar100(*, params: SourceParams) -> SourceData:
+    """CIFAR-100 (the 100 fine labels) from the published pickled batches."""
+    return _cifar("cifar100", _CIFAR100, params)
+
+
+def _cifar(name: str, layout: _CifarLayout, params: SourceParams) -> SourceData:
+    root = _root(name, params)
     folder = root / layout.folder
-    if download:
+    if params.download:
         import torchvision.datasets as tvd
 
         try:  # downloads the official archive, checks its md5 and unpacks it into root
@@ -195,14 +235,15 @@ def _cifar(name: str, root: Path, download: bool) -> SourceData:
     missing = _missing(name, folder, layout.train + layout.test)
     if missing is not None:
         raise missing
-    num_classes = SOURCES[name].num_classes
+    num_classes = _info(name).num_classes
     train_x, train_y = _read_cifar_files(name, folder, layout.train, layout.label_key, num_classes)
     test_x, test_y = _read_cifar_files(name, folder, layout.test, layout.label_key, num_classes)
     return SourceData(name, train_x, train_y, test_x, test_y, num_classes)
 
 
-def _read_cifar_files(name: str, folder: Path, files: tuple[str, ...], label_key: str,
-                      num_classes: int) -> tuple[Tensor, Tensor]:
+def _read_cifar_files(
+    name: str, folder: Path, files: tuple[str, ...], label_key: str, num_classes: int
+) -> tuple[Tensor, Tensor]:
     images, labels = [], []
     for file in files:
         path = folder / file
@@ -212,12 +253,24 @@ def _read_cifar_files(name: str, folder: Path, files: tuple[str, ...], label_key
             entry = {(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()}
             data = np.asarray(entry["data"], dtype=np.uint8)
             y = np.asarray(entry[label_key], dtype=np.int64)
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, AttributeError, ValueError, TypeError) as err:
-            raise BenchmarkDataError(f"source {name!r}: {path} is not a CIFAR batch file "
-                                     f"(a pickle with 'data' and {label_key!r}): {err!r}") from err
+        except (
+            OSError,
+            pickle.UnpicklingError,
+            EOFError,
+            KeyError,
+            AttributeError,
+            ValueError,
+            TypeError,
+        ) as err:
+            raise BenchmarkDataError(
+                f"source {name!r}: {path} is not a CIFAR batch file "
+                f"(a pickle with 'data' and {label_key!r}): {err!r}"
+            ) from err
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or y.shape != (data.shape[0],):
-            raise BenchmarkDataError(f"source {name!r}: {path}: expected 'data' of shape (n, 3072) and n labels, "
-                                     f"got {data.shape} and {y.shape}")
+            raise BenchmarkDataError(
+                f"source {name!r}: {path}: expected 'data' of shape (n, 3072) and n labels, "
+                f"got {data.shape} and {y.shape}"
+            )
         if y.size and (y.min() < 0 or y.max() >= num_classes):
             raise BenchmarkDataError(f"source {name!r}: {path}: labels outside 0..{num_classes - 1}")
         images.append(data)

@@ -35,14 +35,17 @@ import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clsweep.benchmarks.sources import SourceData, load_source, source_info
+from clsweep import registry
+from clsweep.benchmarks.sources import SourceData, load_source
 from clsweep.benchmarks.splits import rng_for, stratified_split
+from clsweep.common import PARADIGMS
+from clsweep.spec.components import RotatedParams, SourceParams, SplitParams, StreamParams
 
 __all__ = ["PermutedStream", "RotatedStream", "SplitStream", "TaskData", "TaskStream", "rotate"]
 
@@ -77,38 +80,31 @@ class TaskData:
 
     def to(self, device: torch.device | str) -> TaskData:
         """A copy with every tensor on ``device``."""
-        moved = {f"{s}_{v}": getattr(self, f"{s}_{v}").to(device) for s in ("train", "val", "test") for v in "xy"}
+        moved = {
+            f"{s}_{v}": getattr(self, f"{s}_{v}").to(device) for s in ("train", "val", "test") for v in "xy"
+        }
         return dataclasses.replace(self, **moved)
 
 
 class TaskStream:
     """Base of the streams: the source, the seeded splits, the label spaces and the cache.
 
-    Subclasses define which classes a task holds (:meth:`task_classes`) and how its images are
-    transformed (:meth:`_transform`).
+    Built as ``Stream(paradigm, params=...)`` (through :func:`clsweep.registry.create`, which checks
+    the paradigm against the registered ones). Subclasses define which classes a task holds
+    (:meth:`task_classes`) and how its images are transformed (:meth:`_transform`).
     """
 
-    paradigms: ClassVar[tuple[str, ...]] = ("til", "cil", "dil")
-
-    def __init__(self, *, paradigm: str, source: str, num_tasks: int, validation_fraction: float,
-                 test_fraction: float, seed: int, root: str | None, download: bool) -> None:
-        if paradigm not in self.paradigms:
-            raise ValueError(f"{type(self).__name__} supports paradigms {', '.join(self.paradigms)}, got {paradigm!r}")
-        if num_tasks < 1:
-            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-        for name, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {value}")
-        info = source_info(source)
+    def __init__(self, paradigm: str, *, params: StreamParams) -> None:
+        if paradigm not in PARADIGMS:
+            raise ValueError(f"paradigm must be one of {', '.join(PARADIGMS)}, got {paradigm!r}")
+        info = registry.get("source", params.source).source
+        assert info is not None  # every source entry carries its SourceInfo
+        self.params = params
         self.paradigm: str = paradigm
-        self.source: str = source
-        self.num_tasks: int = int(num_tasks)
-        self.validation_fraction: float = float(validation_fraction)
-        self.test_fraction: float = float(test_fraction)
-        self.seed: int = int(seed)
-        self.root: str | None = root
-        self.download: bool = bool(download)
-        self.input_shape: tuple[int, int, int] = info.input_shape
+        self.source: str = params.source
+        self.num_tasks: int = params.num_tasks
+        self.seed: int = params.seed
+        self.input_shape: tuple[int, int, int] = tuple(info.input_shape)  # type: ignore[assignment]
         """``(C, H, W)`` of every image."""
         self.source_num_classes: int = info.num_classes
         self._data: SourceData | None = None
@@ -150,8 +146,9 @@ class TaskStream:
         """Read the source now (otherwise the first :meth:`task` call does); raises
         :class:`~clsweep.benchmarks.sources.BenchmarkDataError` for missing files."""
         if self._data is None:
-            self._data = load_source(self.source, seed=self.seed, test_fraction=self.test_fraction,
-                                     root=self.root, download=self.download)
+            self._data = load_source(
+                self.source, **self.params.model_dump(include=set(SourceParams.model_fields))
+            )
         return self._data
 
     def clear_cache(self) -> None:
@@ -160,8 +157,10 @@ class TaskStream:
         self._data = None
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(paradigm={self.paradigm!r}, source={self.source!r}, "
-                f"num_tasks={self.num_tasks}, seed={self.seed})")
+        return (
+            f"{type(self).__name__}(paradigm={self.paradigm!r}, source={self.source!r}, "
+            f"num_tasks={self.num_tasks}, seed={self.seed})"
+        )
 
     # ---- building -----------------------------------------------------------------------------
 
@@ -183,13 +182,19 @@ class TaskStream:
         train_x = self._transform(data.train_x[train_rows], task_id)
         test_x = self._transform(data.test_x[test_rows], task_id)
         train_src_y = data.train_y[train_rows]
-        fit, val = stratified_split(train_src_y.numpy(), self.validation_fraction, rng_for(self.seed, 1, task_id))
+        fraction = self.params.validation_fraction
+        fit, val = stratified_split(train_src_y.numpy(), fraction, rng_for(self.seed, 1, task_id))
         fit_t, val_t = torch.from_numpy(fit), torch.from_numpy(val)
         return TaskData(
-            task_id=task_id, num_classes=self.task_num_classes(task_id), classes=classes,
-            train_x=train_x[fit_t].contiguous(), train_y=lut[train_src_y[fit_t]],
-            val_x=train_x[val_t].contiguous(), val_y=lut[train_src_y[val_t]],
-            test_x=test_x.contiguous(), test_y=lut[data.test_y[test_rows]],
+            task_id=task_id,
+            num_classes=self.task_num_classes(task_id),
+            classes=classes,
+            train_x=train_x[fit_t].contiguous(),
+            train_y=lut[train_src_y[fit_t]],
+            val_x=train_x[val_t].contiguous(),
+            val_y=lut[train_src_y[val_t]],
+            test_x=test_x.contiguous(),
+            test_y=lut[data.test_y[test_rows]],
         )
 
     def _check_task_id(self, task_id: int) -> int:
@@ -217,22 +222,22 @@ class PermutedStream(TaskStream):
 class SplitStream(TaskStream):
     """Disjoint class subsets: the (seeded) class order cut into groups of ``classes_per_task``."""
 
-    paradigms = ("til", "cil")
+    params: SplitParams
 
-    def __init__(self, *, paradigm: str, source: str, num_tasks: int, classes_per_task: int, shuffle_classes: bool,
-                 validation_fraction: float, test_fraction: float, seed: int, root: str | None,
-                 download: bool) -> None:
-        super().__init__(paradigm=paradigm, source=source, num_tasks=num_tasks, seed=seed, root=root,
-                         download=download, validation_fraction=validation_fraction, test_fraction=test_fraction)
-        if classes_per_task < 1:
-            raise ValueError(f"classes_per_task must be >= 1, got {classes_per_task}")
-        need = self.num_tasks * classes_per_task
+    def __init__(self, paradigm: str, *, params: SplitParams) -> None:
+        super().__init__(paradigm, params=params)
+        need = self.num_tasks * params.classes_per_task
         if need > self.source_num_classes:
-            raise ValueError(f"{self.num_tasks} tasks x {classes_per_task} classes need {need} classes; "
-                             f"source {source!r} has {self.source_num_classes}")
-        self.classes_per_task: int = int(classes_per_task)
-        self.shuffle_classes: bool = bool(shuffle_classes)
-        order = rng_for(self.seed, 2).permutation(self.source_num_classes) if shuffle_classes else range(need)
+            raise ValueError(
+                f"{self.num_tasks} tasks x {params.classes_per_task} classes need {need} classes; "
+                f"source {self.source!r} has {self.source_num_classes}"
+            )
+        self.classes_per_task: int = params.classes_per_task
+        order = (
+            rng_for(self.seed, 2).permutation(self.source_num_classes)
+            if params.shuffle_classes
+            else range(need)
+        )
         self.class_order: tuple[int, ...] = tuple(int(c) for c in order[:need])
         """The classes used, in task order (``classes_per_task`` consecutive ones per task)."""
 
@@ -245,20 +250,12 @@ class SplitStream(TaskStream):
 class RotatedStream(TaskStream):
     """All classes in every task, task ``t`` rotated by ``(t - 1) * max_angle / num_tasks`` degrees."""
 
-    paradigms = ("dil", "til")
-
-    def __init__(self, *, paradigm: str, source: str, num_tasks: int, max_angle: float, validation_fraction: float,
-                 test_fraction: float, seed: int, root: str | None, download: bool) -> None:
-        super().__init__(paradigm=paradigm, source=source, num_tasks=num_tasks, seed=seed, root=root,
-                         download=download, validation_fraction=validation_fraction, test_fraction=test_fraction)
-        if not 0.0 < max_angle <= 360.0:
-            raise ValueError(f"max_angle must be in (0, 360], got {max_angle}")
-        self.max_angle: float = float(max_angle)
+    params: RotatedParams
 
     def angle(self, task_id: int) -> float:
         """Counter-clockwise rotation of task ``task_id`` in degrees."""
         task_id = self._check_task_id(task_id)
-        return (task_id - 1) * self.max_angle / self.num_tasks
+        return (task_id - 1) * self.params.max_angle / self.num_tasks
 
     def _transform(self, x: Tensor, task_id: int) -> Tensor:
         return rotate(x, self.angle(task_id))
@@ -278,6 +275,7 @@ def rotate(x: Tensor, degrees: float, *, chunk: int = 4096) -> Tensor:
     for start in range(0, x.shape[0], chunk):
         block = x[start : start + chunk]
         grid = F.affine_grid(theta.expand(block.shape[0], 2, 3), list(block.shape), align_corners=False)
-        out[start : start + chunk] = F.grid_sample(block, grid, mode="bilinear", padding_mode="zeros",
-                                                   align_corners=False)
+        out[start : start + chunk] = F.grid_sample(
+            block, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
     return out

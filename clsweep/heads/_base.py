@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clsweep.registry import NoParams
+
 __all__ = ["MASKING_VALUE", "TaskHeads", "fill_value"]
 
 MASKING_VALUE: float = -1e10
@@ -25,12 +27,15 @@ class TaskHeads(nn.Module):
     against the labels the benchmark stream gives for that paradigm, unchanged, so a task loop
     treats all heads alike.
 
+    Built as ``Heads(input_dim, params=NoParams())`` (through :func:`clsweep.registry.create`).
     Parameters created for a new task are new ``nn.Parameter`` objects: build the optimiser after
     :meth:`setup_task_id` (a fresh optimiser per task, as the task loop does).
     """
 
-    def __init__(self, input_dim: int) -> None:
+    def __init__(self, input_dim: int, *, params: NoParams) -> None:
         super().__init__()
+        self.params = params
+        """The validated hyperparameters (heads take none today)."""
         if input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {input_dim}")
         self.input_dim: int = input_dim
@@ -81,8 +86,10 @@ class TaskHeads(nn.Module):
             raise ValueError(f"task {task_id}: num_classes must be >= 1, got {num_classes}")
         if task_id in self._classes:
             if self._classes[task_id] != num_classes:
-                raise ValueError(f"task {task_id} was set up with {self._classes[task_id]} classes, "
-                                 f"now asked for {num_classes}")
+                raise ValueError(
+                    f"task {task_id} was set up with {self._classes[task_id]} classes, "
+                    f"now asked for {num_classes}"
+                )
             return
         self._create(task_id, num_classes)
         self._classes[task_id] = num_classes
@@ -92,14 +99,18 @@ class TaskHeads(nn.Module):
 
     def _check_known(self, task_id: int) -> None:
         if task_id not in self._classes:
-            raise KeyError(f"{type(self).__name__}: task {task_id} has no head yet; call "
-                           f"setup_task_id({task_id}, num_classes) first (set up: {self.task_ids})")
+            raise KeyError(
+                f"{type(self).__name__}: task {task_id} has no head yet; call "
+                f"setup_task_id({task_id}, num_classes) first (set up: {self.task_ids})"
+            )
 
     def _check_increasing(self, task_id: int) -> None:
         """For heads whose global class index depends on arrival order."""
         if self._classes and task_id < max(self._classes):
-            raise ValueError(f"{type(self).__name__}: tasks must be set up in increasing order (got task "
-                             f"{task_id} after {max(self._classes)}); the class offsets would shift")
+            raise ValueError(
+                f"{type(self).__name__}: tasks must be set up in increasing order (got task "
+                f"{task_id} after {max(self._classes)}); the class offsets would shift"
+            )
 
     def extra_repr(self) -> str:
         return f"input_dim={self.input_dim}, classes={self._classes}"

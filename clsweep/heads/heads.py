@@ -5,14 +5,15 @@
   concatenated, so a prediction ranges over all classes seen.
 - :class:`HeadDIL` (domain-incremental): a single head shared by every task.
 - :class:`HeadsMTL` (multi-task / joint training): a head per task; a batch may mix tasks.
-- :class:`HeadSTL` (single task): one head.
+- :class:`HeadSTL` (single task): the DIL head limited to one task.
 - :class:`MaskedMultiHead` (from :mod:`clsweep.heads.masked`): one linear layer over the classes of
   every task, other tasks' logits masked per sample.
 
-All take the feature width as their only constructor argument and are called as
-``heads(feature, task_id)``. Heads are created when a task arrives (``setup_task_id``) and kept in
-an ``nn.ModuleDict`` keyed by the task id as a string (``"1"``, ``"2"``, ...), so that Lightning and
-``state_dict`` see their parameters. To load a checkpoint, set the same tasks up first.
+All are built as ``Heads(input_dim, params=NoParams())`` (heads take no hyperparameters; build them
+with ``registry.create("heads", name, input_dim)``) and are called as ``heads(feature, task_id)``.
+Heads are created when a task arrives (``setup_task_id``) and kept in an ``nn.ModuleDict`` keyed by
+the task id as a string (``"1"``, ``"2"``, ...), so that Lightning and ``state_dict`` see their
+parameters. To load a checkpoint, set the same tasks up first.
 """
 
 from __future__ import annotations
@@ -24,15 +25,25 @@ from torch import Tensor, nn
 
 from clsweep.heads._base import MASKING_VALUE, TaskHeads, fill_value
 from clsweep.heads.masked import MaskedMultiHead
+from clsweep.registry import NoParams
 
-__all__ = ["MASKING_VALUE", "HeadDIL", "HeadSTL", "HeadsCIL", "HeadsMTL", "HeadsTIL", "MaskedMultiHead", "TaskHeads"]
+__all__ = [
+    "MASKING_VALUE",
+    "HeadDIL",
+    "HeadSTL",
+    "HeadsCIL",
+    "HeadsMTL",
+    "HeadsTIL",
+    "MaskedMultiHead",
+    "TaskHeads",
+]
 
 
 class _PerTaskHeads(TaskHeads):
     """An ``nn.Linear`` per task in ``self.heads`` (keys ``"1"``, ``"2"``, ...)."""
 
-    def __init__(self, input_dim: int) -> None:
-        super().__init__(input_dim)
+    def __init__(self, input_dim: int, *, params: NoParams) -> None:
+        super().__init__(input_dim, params=params)
         self.heads: nn.ModuleDict = nn.ModuleDict()
 
     def _create(self, task_id: int, num_classes: int) -> None:
@@ -82,14 +93,29 @@ class HeadDIL(TaskHeads):
     arrives. Every later task must have the same number of classes. ``forward`` ignores the task id.
     """
 
-    def __init__(self, input_dim: int) -> None:
-        super().__init__(input_dim)
+    single_task: bool = False
+    """Serve one task only (:class:`HeadSTL`)."""
+
+    def __init__(self, input_dim: int, *, params: NoParams) -> None:
+        super().__init__(input_dim, params=params)
         self.head: nn.Linear | None = None
 
+    def setup_task(self, num_classes: int) -> None:
+        """Create the head (as task 1)."""
+        self.setup_task_id(1, num_classes)
+
     def setup_task_id(self, task_id: int, num_classes: int) -> None:
+        name = type(self).__name__
+        if self.single_task and self._classes and int(task_id) not in self._classes:
+            raise ValueError(
+                f"{name} serves a single task (task {self.task_ids[0]}); got task {task_id}. "
+                "Use the til, cil or dil heads for several tasks"
+            )
         if self.head is not None and int(num_classes) != self.head.out_features:
-            raise ValueError(f"HeadDIL shares one head of {self.head.out_features} classes across tasks; "
-                             f"task {task_id} asks for {num_classes}")
+            raise ValueError(
+                f"{name} shares one head of {self.head.out_features} classes across tasks; "
+                f"task {task_id} asks for {num_classes}"
+            )
         super().setup_task_id(task_id, num_classes)
 
     def _create(self, task_id: int, num_classes: int) -> None:
@@ -110,8 +136,18 @@ class HeadDIL(TaskHeads):
 
     def forward(self, feature: Tensor, task_id: int | None = None) -> Tensor:
         if self.head is None:
-            raise RuntimeError("HeadDIL: no task set up yet; call setup_task_id first")
+            raise RuntimeError(f"{type(self).__name__}: no task set up yet; call setup_task_id first")
         return self.head(feature)
+
+
+class HeadSTL(HeadDIL):
+    """Single-task head: the DIL head restricted to one task, for a run with ``num_tasks: 1``.
+
+    ``setup_task(num_classes)`` (or ``setup_task_id(task_id, num_classes)`` with one task id) creates
+    it; a second, different task is an error. ``forward`` ignores the task id.
+    """
+
+    single_task = True
 
 
 class HeadsMTL(_PerTaskHeads):
@@ -154,37 +190,3 @@ class HeadsMTL(_PerTaskHeads):
         for rows, logits in parts:
             out[rows, : logits.shape[1]] = logits
         return out
-
-
-class HeadSTL(TaskHeads):
-    """Single-task head: one ``nn.Linear`` for a run with a single task (``num_tasks: 1``).
-
-    ``setup_task(num_classes)`` (or ``setup_task_id(task_id, num_classes)`` with one task id) creates
-    it; a second, different task is an error. ``forward`` ignores the task id.
-    """
-
-    def __init__(self, input_dim: int) -> None:
-        super().__init__(input_dim)
-        self.head: nn.Linear | None = None
-
-    def setup_task(self, num_classes: int) -> None:
-        """Create the head (as task 1)."""
-        self.setup_task_id(1, num_classes)
-
-    def setup_task_id(self, task_id: int, num_classes: int) -> None:
-        if self._classes and int(task_id) not in self._classes:
-            raise ValueError(f"HeadSTL serves a single task (task {self.task_ids[0]}); got task {task_id}. "
-                             "Use the til, cil or dil heads for several tasks")
-        super().setup_task_id(task_id, num_classes)
-
-    def _create(self, task_id: int, num_classes: int) -> None:
-        self.head = nn.Linear(self.input_dim, num_classes)
-
-    def heads_for(self, task_id: int) -> list[nn.Module]:
-        self._check_known(int(task_id))
-        return [self.head]  # type: ignore[list-item]
-
-    def forward(self, feature: Tensor, task_id: int | None = None) -> Tensor:
-        if self.head is None:
-            raise RuntimeError("HeadSTL: no task set up yet; call setup_task first")
-        return self.head(feature)

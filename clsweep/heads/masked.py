@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clsweep.heads._base import MASKING_VALUE, TaskHeads, fill_value
+from clsweep.registry import NoParams
 
 __all__ = ["MaskedMultiHead"]
 
@@ -41,8 +42,8 @@ class MaskedMultiHead(TaskHeads):
     _starts: Tensor
     _ends: Tensor
 
-    def __init__(self, input_dim: int) -> None:
-        super().__init__(input_dim)
+    def __init__(self, input_dim: int, *, params: NoParams) -> None:
+        super().__init__(input_dim, params=params)
         self.layer: nn.Linear | None = None
         # Lookup tables indexed by task id (entry 0 unused): first and one-past-last row of the task.
         self.register_buffer("_starts", torch.zeros(1, dtype=torch.long), persistent=False)

@@ -1,18 +1,25 @@
 """Declarations of clsweep's built-in components: names, hyperparameters, what each supports.
 
 This module is torch-free on purpose: ``clsweep validate`` checks a config against these models
-without importing the implementations. Every default cites where it comes from.
+without importing the implementations. Every default is written here, once, and cites where it
+comes from; the implementations receive the validated model as their ``params`` argument
+(see :func:`clsweep.registry.create`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clsweep.registry import register
+from clsweep import registry
+from clsweep.common import PARADIGMS
+from clsweep.registry import SourceInfo, register
 
 __all__ = [
+    "AGGREGATIONS",
+    "INIT_MODES",
+    "RESNET_DEPTHS",
     "AdaHATParams",
     "AlexNetParams",
     "HATMaskAlexNetParams",
@@ -23,7 +30,9 @@ __all__ = [
     "PermutedParams",
     "ResNetParams",
     "RotatedParams",
+    "SourceParams",
     "SplitParams",
+    "StreamParams",
 ]
 
 
@@ -32,60 +41,127 @@ class _Params(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Data sources
+# --------------------------------------------------------------------------------------------
+
+
+class SourceParams(_Params):
+    """What a benchmark hands its source's loader: the benchmark's fields of the same names."""
+
+    seed: int = 0
+    """Benchmark seed: class order, permutations and splits. Fixed across the trials of a sweep
+    so that trials are compared on the same task sequence; independent of the trial seed."""
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    """Only for sources without an official test split (digits, synthetic): stratified hold-out."""
+    root: str | None = None
+    """Folder with a source's files (e.g. root/MNIST/raw, root/cifar-10-batches-py)."""
+    download: bool = False
+    """Download missing files into `root` (needs network; off by default)."""
+
+
+def _source(name: str, info: SourceInfo, summary: str, preload: tuple[str, ...] = ()) -> None:
+    """A built-in source: its loader is ``clsweep.benchmarks.sources:load_<name>``."""
+    target = f"clsweep.benchmarks.sources:load_{name}"
+    register("source", name, target, params=SourceParams, source=info, preload=preload, summary=summary)
+
+
+_TORCHVISION = ("torchvision.datasets",)
+_source(
+    "digits",
+    SourceInfo((1, 8, 8), 10),
+    "scikit-learn's bundled 8x8 digits (1,797 images), no files needed",
+    ("sklearn.datasets",),
+)
+_source("synthetic", SourceInfo((1, 8, 8), 10), "10 noisy random 8x8 prototypes drawn from the seed (tests)")
+_source(
+    "mnist",
+    SourceInfo((1, 28, 28), 10, needs_root=True),
+    "MNIST, torchvision's files in root/MNIST/raw",
+    _TORCHVISION,
+)
+_source(
+    "fashion_mnist",
+    SourceInfo((1, 28, 28), 10, needs_root=True),
+    "Fashion-MNIST, torchvision's files in root/FashionMNIST/raw",
+    _TORCHVISION,
+)
+_source(
+    "cifar10",
+    SourceInfo((3, 32, 32), 10, needs_root=True),
+    "CIFAR-10, pickled batches in root/cifar-10-batches-py",
+)
+_source(
+    "cifar100",
+    SourceInfo((3, 32, 32), 100, needs_root=True),
+    "CIFAR-100 (fine labels), pickled batches in root/cifar-100-python",
+)
+
+
+# --------------------------------------------------------------------------------------------
 # Benchmarks
 # --------------------------------------------------------------------------------------------
 
-Source = Literal["digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100"]
-SOURCE_MODULES: dict[str, tuple[str, ...]] = {
-    "digits": ("sklearn.datasets",), "mnist": ("torchvision.datasets",), "fashion_mnist": ("torchvision.datasets",),
-}
-"""What each source's loader imports when it first loads (the fork server imports them up front)."""
 
+class StreamParams(SourceParams):
+    """The fields every benchmark stream takes; the source's own ones are inherited."""
 
-class _StreamParams(_Params):
-    source: Source = "digits"
-    """Where the images come from. `digits` (scikit-learn's bundled 8x8 digits) and `synthetic`
-    need no files; the torchvision sources read `root` and download only if `download` is true."""
+    source: str = "digits"
+    """A registered source (`clsweep ls source`). `digits` and `synthetic` need no files; the
+    others read `root` and download only if `download` is true."""
     num_tasks: int = Field(5, ge=1)
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     """Share of each task's training data held out for validation (stratified, seeded).
     0.1 as in the HAT paper's CIFAR setup (§4)."""
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    """Only for sources without an official test split (digits, synthetic): stratified hold-out."""
-    seed: int = 0
-    """Benchmark seed: class order, permutations and splits. Fixed across the trials of a sweep
-    so that trials are compared on the same task sequence; independent of the trial seed."""
-    root: str | None = None
-    """Folder with torchvision's on-disk files (e.g. root/MNIST/raw, root/cifar-10-batches-py)."""
-    download: bool = False
-    """Download missing torchvision files into `root` (needs network; off by default)."""
+
+    @field_validator("source")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        known = registry.list_names("source")
+        if value not in known:
+            raise ValueError(f"unknown source {value!r}; known: {', '.join(known)}")
+        return value
 
 
-class PermutedParams(_StreamParams):
+class PermutedParams(StreamParams):
     """One fixed pixel permutation per task; every task has the source's full label set."""
 
 
-class SplitParams(_StreamParams):
-    num_tasks: int = Field(5, ge=1)
+class SplitParams(StreamParams):
     classes_per_task: int = Field(2, ge=1)
-    """Disjoint class subsets of this size; class order shuffled by the benchmark seed."""
+    """Disjoint class subsets of this size; class order shuffled by the benchmark seed
+    (5 tasks x 2 classes is the usual split-MNIST layout)."""
     shuffle_classes: bool = True
 
 
-class RotatedParams(_StreamParams):
+class RotatedParams(StreamParams):
     max_angle: float = Field(180.0, gt=0.0, le=360.0)
     """Task t (1-based) is rotated counter-clockwise by (t - 1) * max_angle / num_tasks degrees
     (task 1 unrotated)."""
 
 
-register("benchmark", "permuted", "clsweep.benchmarks.streams:PermutedStream", params=PermutedParams,
-         summary="a fixed pixel permutation per task (TIL, CIL or DIL)")
-register("benchmark", "split", "clsweep.benchmarks.streams:SplitStream", params=SplitParams,
-         summary="disjoint class subsets per task, class order by seed (TIL or CIL)",
-         paradigms=("til", "cil"))
-register("benchmark", "rotated", "clsweep.benchmarks.streams:RotatedStream", params=RotatedParams,
-         summary="the same classes rotated by a growing angle per task (DIL or TIL)",
-         paradigms=("dil", "til"))
+register(
+    "benchmark",
+    "permuted",
+    "clsweep.benchmarks.streams:PermutedStream",
+    params=PermutedParams,
+    summary="a fixed pixel permutation per task (TIL, CIL or DIL)",
+)
+register(
+    "benchmark",
+    "split",
+    "clsweep.benchmarks.streams:SplitStream",
+    params=SplitParams,
+    summary="disjoint class subsets per task, class order by seed (TIL or CIL)",
+    paradigms=("til", "cil"),
+)
+register(
+    "benchmark",
+    "rotated",
+    "clsweep.benchmarks.streams:RotatedStream",
+    params=RotatedParams,
+    summary="the same classes rotated by a growing angle per task (DIL or TIL)",
+    paradigms=("dil", "til"),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,8 +177,16 @@ class _HATGate(_Params):
     @classmethod
     def _sigmoid_only(cls, value: str) -> str:
         if value != "sigmoid":
-            raise ValueError(f"gate {value!r} is not supported: HAT's gate is the sigmoid (Serra et al. 2018, Eq. 1)")
+            raise ValueError(
+                f"gate {value!r} is not supported: HAT's gate is the sigmoid (Serra et al. 2018, Eq. 1)"
+            )
         return value
+
+
+def _all_positive(cls: type, sizes: list[int]) -> list[int]:
+    if any(d < 1 for d in sizes):
+        raise ValueError("every size must be >= 1")
+    return sizes
 
 
 class _HiddenDims(_Params):
@@ -110,12 +194,7 @@ class _HiddenDims(_Params):
     """Units per hidden layer; the last one is the feature size the heads read."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
-    @field_validator("hidden_dims")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(d < 1 for d in v):
-            raise ValueError("every hidden dimension must be >= 1")
-        return v
+    _positive = field_validator("hidden_dims")(_all_positive)
 
 
 class MLPParams(_HiddenDims):
@@ -136,6 +215,8 @@ class AlexNetParams(_Params):
     dropout_conv: float = Field(0.2, ge=0.0, lt=1.0)  # HAT paper §4: 0.2 on the first two layers
     dropout_fc: float = Field(0.5, ge=0.0, lt=1.0)  # HAT paper §4: 0.5 on the rest
 
+    _positive = field_validator("channels", "fc_dims")(_all_positive)
+
 
 class HATMaskAlexNetParams(AlexNetParams, _HATGate):
     pass
@@ -154,38 +235,80 @@ class HATMaskResNetParams(ResNetParams, _HATGate):
     its own batch-norm layers (statistics and affine), `none` drops batch norm."""
 
 
-register("backbone", "mlp", "clsweep.backbones.mlp:MLP", params=MLPParams,
-         summary="fully connected network, ReLU")
-register("backbone", "hat_mask_mlp", "clsweep.backbones.mlp:HATMaskMLP", params=HATMaskMLPParams,
-         summary="MLP with a HAT gate on every hidden layer", tags=("hat_mask",))
-register("backbone", "alexnet", "clsweep.backbones.alexnet:AlexNet", params=AlexNetParams,
-         summary="AlexNet-like CNN of the HAT paper (CIFAR-scale)")
-register("backbone", "hat_mask_alexnet", "clsweep.backbones.alexnet:HATMaskAlexNet",
-         params=HATMaskAlexNetParams, summary="AlexNet-like CNN with HAT gates", tags=("hat_mask",))
-for _depth in (18, 34, 50, 101, 152):
-    register("backbone", f"resnet{_depth}", f"clsweep.backbones.resnet:ResNet{_depth}", params=ResNetParams,
-             summary=f"ResNet-{_depth} ({'BasicBlock' if _depth < 50 else 'Bottleneck'})")
-    register("backbone", f"hat_mask_resnet{_depth}", f"clsweep.backbones.resnet:HATMaskResNet{_depth}",
-             params=HATMaskResNetParams, tags=("hat_mask",),
-             summary=f"ResNet-{_depth} with a HAT gate on every convolution, shortcuts included")
+RESNET_DEPTHS: dict[int, tuple[Literal["basic", "bottleneck"], tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+"""Block type and blocks per stage of each ResNet depth (He et al. 2016, Table 1)."""
+
+register(
+    "backbone", "mlp", "clsweep.backbones.mlp:MLP", params=MLPParams, summary="fully connected network, ReLU"
+)
+register(
+    "backbone",
+    "hat_mask_mlp",
+    "clsweep.backbones.mlp:HATMaskMLP",
+    params=HATMaskMLPParams,
+    summary="MLP with a HAT gate on every hidden layer",
+    tags=("hat_mask",),
+)
+register(
+    "backbone",
+    "alexnet",
+    "clsweep.backbones.alexnet:AlexNet",
+    params=AlexNetParams,
+    summary="AlexNet-like CNN of the HAT paper (CIFAR-scale)",
+)
+register(
+    "backbone",
+    "hat_mask_alexnet",
+    "clsweep.backbones.alexnet:HATMaskAlexNet",
+    params=HATMaskAlexNetParams,
+    summary="AlexNet-like CNN with HAT gates",
+    tags=("hat_mask",),
+)
+for _depth, (_block, _) in RESNET_DEPTHS.items():
+    register(
+        "backbone",
+        f"resnet{_depth}",
+        "clsweep.backbones.resnet:ResNet",
+        params=ResNetParams,
+        fixed={"depth": _depth},
+        summary=f"ResNet-{_depth} ({_block} blocks)",
+    )
+    register(
+        "backbone",
+        f"hat_mask_resnet{_depth}",
+        "clsweep.backbones.resnet:HATMaskResNet",
+        params=HATMaskResNetParams,
+        fixed={"depth": _depth},
+        tags=("hat_mask",),
+        summary=f"ResNet-{_depth} with a HAT gate on every convolution, shortcuts included",
+    )
 
 
 # --------------------------------------------------------------------------------------------
-# Heads
+# Heads (no hyperparameters)
 # --------------------------------------------------------------------------------------------
 
-register("heads", "til", "clsweep.heads.heads:HeadsTIL", paradigms=("til",),
-         summary="one linear head per task, created when the task arrives")
-register("heads", "cil", "clsweep.heads.heads:HeadsCIL", paradigms=("cil",),
-         summary="one head per task, logits of all seen tasks concatenated")
-register("heads", "dil", "clsweep.heads.heads:HeadDIL", paradigms=("dil",),
-         summary="one shared head for every task")
-register("heads", "mtl", "clsweep.heads.heads:HeadsMTL", paradigms=("til",),
-         summary="one head per task, routes batches with mixed task ids")
-register("heads", "stl", "clsweep.heads.heads:HeadSTL", paradigms=("til", "cil", "dil"),
-         summary="a single head for a single-task run (num_tasks: 1)")
-register("heads", "masked_multihead", "clsweep.heads.heads:MaskedMultiHead", paradigms=("til",),
-         summary="one linear layer over all classes; other tasks' logits masked per sample")
+_HEADS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("til", "HeadsTIL", ("til",), "one linear head per task, created when the task arrives"),
+    ("cil", "HeadsCIL", ("cil",), "one head per task, logits of all seen tasks concatenated"),
+    ("dil", "HeadDIL", ("dil",), "one shared head for every task"),
+    ("mtl", "HeadsMTL", ("til",), "one head per task, routes batches with mixed task ids"),
+    ("stl", "HeadSTL", PARADIGMS, "a single head for a single-task run (num_tasks: 1)"),
+    (
+        "masked_multihead",
+        "MaskedMultiHead",
+        ("til",),
+        "one layer over all classes; other tasks' logits masked per sample",
+    ),
+)
+for _name, _cls, _paradigms, _summary in _HEADS:
+    register("heads", _name, f"clsweep.heads.heads:{_cls}", paradigms=_paradigms, summary=_summary)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,14 +316,22 @@ register("heads", "masked_multihead", "clsweep.heads.heads:MaskedMultiHead", par
 # --------------------------------------------------------------------------------------------
 
 
+InitMode = Literal["N01", "U-11", "U01", "U-10", "last"]
+Aggregation = Literal["min", "max"]
+INIT_MODES: tuple[str, ...] = get_args(InitMode)
+"""Task-embedding initialisations at a task start; `last` keeps the previous task's embedding."""
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+"""How two units' measures become a parameter's: min (HAT paper Eq. 2) or max."""
+
+
 class HATParams(_Params):
     s_max: float = Field(400.0, gt=0.0)  # HAT paper §4 (grid {25..800}, §4.3)
     sparsity_strength: float = Field(0.75, ge=0.0)  # c in HAT paper Eq. 4; 0.75 from §4
-    init_mode: Literal["N01", "U-11", "U01", "U-10", "last"] = "N01"  # HAT paper §4: N(0,1)
-    aggregation: Literal["min", "max"] = "min"  # HAT paper Eq. 2 takes the min
+    init_mode: InitMode = "N01"  # HAT paper §4: N(0,1)
+    aggregation: Aggregation = "min"  # HAT paper Eq. 2 takes the min
     compensation_clamp: float = Field(50.0, gt=0.0)  # |s e| clamp in the cosh, joansj/hat thres_cosh
     embedding_clamp: float = Field(6.0, gt=0.0)  # e clamped to [-6, 6] after each step, joansj/hat thres_emb
-    grad_clip_norm: float | None = Field(10000.0, gt=0.0)  # joansj/hat clipgrad (effectively off)
+    grad_clip_norm: float | None = Field(10000.0, gt=0.0)  # joansj/hat clipgrad (effectively off); None: off
     min_free_units: int = Field(10, ge=0)
     """The sparsity term is 0 when no more than this many free units remain (guards 0/0);
     10 as in CLArena's regulariser."""
@@ -216,12 +347,33 @@ class AdaHATParams(HATParams):
     R_l := 0 (no_sparsity), or a constant alpha multiplier on protected parameters (constant_alpha)."""
 
 
-register("algorithm", "finetuning", "clsweep.algorithms.finetuning:Finetuning",
-         summary="train every task with plain SGD/Adam (lower reference)")
-register("algorithm", "fix", "clsweep.algorithms.fix:Fix", paradigms=("til", "cil", "dil"),
-         summary="train task 1, then freeze the backbone; new heads still train")
-register("algorithm", "hat", "clsweep.algorithms.hat:HAT", params=HATParams, paradigms=("til",),
-         tags=("hat_family",), summary="Hard Attention to the Task (Serra et al., ICML 2018)")
-register("algorithm", "adahat", "clsweep.algorithms.adahat:AdaHAT", params=AdaHATParams, paradigms=("til",),
-         tags=("hat_family",), summary="HAT + adaptive soft gradient clipping (Wang et al., ECML PKDD 2024)")
-
+register(
+    "algorithm",
+    "finetuning",
+    "clsweep.algorithms.finetuning:Finetuning",
+    summary="train every task with plain SGD/Adam (lower reference)",
+)
+register(
+    "algorithm",
+    "fix",
+    "clsweep.algorithms.fix:Fix",
+    summary="train task 1, then freeze the backbone; new heads still train",
+)
+register(
+    "algorithm",
+    "hat",
+    "clsweep.algorithms.hat:HAT",
+    params=HATParams,
+    paradigms=("til",),
+    tags=("hat_family",),
+    summary="Hard Attention to the Task (Serra et al., ICML 2018)",
+)
+register(
+    "algorithm",
+    "adahat",
+    "clsweep.algorithms.adahat:AdaHAT",
+    params=AdaHATParams,
+    paradigms=("til",),
+    tags=("hat_family",),
+    summary="HAT + adaptive soft gradient clipping (Wang et al., ECML PKDD 2024)",
+)

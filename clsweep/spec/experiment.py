@@ -208,11 +208,15 @@ def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> Experiment
                                 "output units for classes not yet seen)"))
     if heads.name == "stl" and getattr(bench.params, "num_tasks", 1) != 1:
         problems.append(Problem(prefix + ("heads", "name"), "heads 'stl' serve a single task; set benchmark.num_tasks: 1"))
-    if bench.name == "split":
-        classes = {"digits": 10, "synthetic": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+    source = getattr(bench.params, "source", None)  # a registered name: checked by the params model
+    info = registry.get("source", source).source if isinstance(source, str) else None
+    if info is not None and info.needs_root and getattr(bench.params, "root", None) is None:
+        problems.append(Problem(prefix + ("benchmark", "root"), f"source {source!r} reads files: give the folder "
+                                "that holds them (with `download: true` they are fetched there)"))
+    if bench.name == "split" and info is not None:
         p = bench.params
         need = p.num_tasks * p.classes_per_task  # type: ignore[attr-defined]
-        have = classes[p.source]  # type: ignore[attr-defined]
+        have = info.num_classes
         if need > have:
             problems.append(Problem(prefix + ("benchmark", "num_tasks"),
                                     f"{p.num_tasks} tasks x {p.classes_per_task} classes need {need} classes; "  # type: ignore[attr-defined]

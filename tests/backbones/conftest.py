@@ -44,7 +44,7 @@ def build() -> Callable[..., CLBackbone]:
 
     def _build(name: str, input_shape: tuple[int, ...] = (3, 16, 16), **overrides: Any) -> CLBackbone:
         torch.manual_seed(0)
-        backbone = registry.load("backbone", name)(input_shape, **tiny_params(name, **overrides))
+        backbone = registry.create("backbone", name, input_shape, **tiny_params(name, **overrides))
         backbone.setup_task_id(1)
         return backbone
 

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from clsweep import registry
 from clsweep.backbones import HATMaskAlexNet, HATMaskBackbone, HATMaskMLP
 from clsweep.backbones.alexnet import alexnet_plan
 
@@ -20,7 +21,9 @@ def set_embedding(backbone: HATMaskBackbone, values: dict[str, list[float]]) -> 
 
 def small_mlp(**kwargs) -> HATMaskMLP:
     torch.manual_seed(0)
-    return HATMaskMLP((3,), hidden_dims=kwargs.pop("hidden_dims", [2, 3]), **kwargs)
+    return registry.create(
+        "backbone", "hat_mask_mlp", (3,), hidden_dims=kwargs.pop("hidden_dims", [2, 3]), **kwargs
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,7 +70,7 @@ def test_train_and_validation_masks_use_the_sigmoid_of_the_scaled_embedding() ->
 
 def test_only_the_sigmoid_gate_is_accepted() -> None:
     with pytest.raises(ValueError, match="sigmoid"):
-        HATMaskMLP((3,), hidden_dims=[2], gate="tanh")
+        registry.create("backbone", "hat_mask_mlp", (3,), hidden_dims=[2], gate="tanh")
 
 
 def test_embeddings_one_parameter_per_layer_in_forward_order() -> None:
@@ -95,7 +98,7 @@ def test_embeddings_one_parameter_per_layer_in_forward_order() -> None:
     ],
 )
 def test_init_mode_distributions(mode: str, low: float, high: float, mean: float, std: float) -> None:
-    backbone = HATMaskMLP((2,), hidden_dims=[20000])
+    backbone = registry.create("backbone", "hat_mask_mlp", (2,), hidden_dims=[20000])
     before = backbone.embedding("fc/0")
     backbone.initialise_task_embedding(mode)
     e = backbone.embedding("fc/0")
@@ -106,7 +109,7 @@ def test_init_mode_distributions(mode: str, low: float, high: float, mean: float
 
 
 def test_last_keeps_the_previous_task_embedding_and_falls_back_to_n01_at_first() -> None:
-    backbone = HATMaskMLP((2,), hidden_dims=[20000])
+    backbone = registry.create("backbone", "hat_mask_mlp", (2,), hidden_dims=[20000])
     backbone.initialise_task_embedding("U01")
     backbone.initialise_task_embedding("last")  # no task stored yet: N(0, 1)
     e = backbone.embedding("fc/0").detach().clone()
@@ -167,12 +170,14 @@ def test_storing_a_task_again_replaces_its_mask() -> None:
 
 
 def test_state_dict_round_trip_restores_embeddings_and_every_mask() -> None:
-    trained = HATMaskAlexNet((3, 16, 16), channels=[4, 6, 8], fc_dims=[12, 10])
+    trained = registry.create(
+        "backbone", "hat_mask_alexnet", (3, 16, 16), channels=[4, 6, 8], fc_dims=[12, 10]
+    )
     for task_id in (1, 2, 3):
         trained.setup_task_id(task_id)
         trained.initialise_task_embedding("N01")
         trained.store_task_mask(task_id)
-    fresh = HATMaskAlexNet((3, 16, 16), channels=[4, 6, 8], fc_dims=[12, 10])
+    fresh = registry.create("backbone", "hat_mask_alexnet", (3, 16, 16), channels=[4, 6, 8], fc_dims=[12, 10])
     fresh.load_state_dict(trained.state_dict(), strict=True)
     assert fresh.stored_task_ids == [1, 2, 3]
     for task_id in (1, 2, 3):
@@ -271,7 +276,15 @@ def alexnet_with_flatten() -> HATMaskAlexNet:
     plan, (h, w) = alexnet_plan(24, 24)
     assert h * w > 1  # conv -> fc flattening spreads each channel over several positions
     torch.manual_seed(0)
-    return HATMaskAlexNet((1, 24, 24), channels=[2, 3, 2], fc_dims=[3, 2], dropout_conv=0.0, dropout_fc=0.0)
+    return registry.create(
+        "backbone",
+        "hat_mask_alexnet",
+        (1, 24, 24),
+        channels=[2, 3, 2],
+        fc_dims=[3, 2],
+        dropout_conv=0.0,
+        dropout_fc=0.0,
+    )
 
 
 def test_conv_and_flatten_measures_hand_built() -> None:

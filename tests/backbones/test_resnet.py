@@ -6,14 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from clsweep.backbones import HATMaskResNet18, HATMaskResNet50, ResNet18, TaskBatchNorm2d
+from clsweep import registry
+from clsweep.backbones import HATMaskResNet, TaskBatchNorm2d
 
 X = (3, 16, 16)
 
 
-def hat_resnet(norm: str = "task_batch", cls=HATMaskResNet18) -> HATMaskResNet18:
+def hat_resnet(norm: str = "task_batch", name: str = "hat_mask_resnet18") -> HATMaskResNet:
     torch.manual_seed(0)
-    backbone = cls(X, base_width=8, norm=norm)
+    backbone = registry.create("backbone", name, X, base_width=8, norm=norm)
     backbone.setup_task_id(1)
     return backbone
 
@@ -60,7 +61,7 @@ def test_residual_inputs_are_declared_per_block() -> None:
     assert backbone.input_layer_names("layer2/0/conv1") == block_input
     assert backbone.input_layer_names("layer2/0/shortcut") == block_input
     assert backbone.input_layer_names("layer2/1/conv1") == ("layer2/0/conv2", "layer2/0/shortcut")
-    bottleneck = hat_resnet(cls=HATMaskResNet50)
+    bottleneck = hat_resnet(name="hat_mask_resnet50")
     assert bottleneck.input_layer_names("layer1/0/conv3") == ("layer1/0/conv2",)
     assert bottleneck.input_layer_names("layer1/1/conv1") == ("layer1/0/conv3", "layer1/0/shortcut")
 
@@ -119,7 +120,7 @@ def test_checkpoint_with_task_batch_norm_loads_into_a_fresh_model() -> None:
         trained.initialise_task_embedding("U-11")
         trained(torch.randn(4, *X) + task_id, "train", s_max=10.0, batch_idx=1, num_batches=1)
         trained.store_task_mask(task_id)
-    fresh = HATMaskResNet18(X, base_width=8, norm="task_batch")
+    fresh = registry.create("backbone", "hat_mask_resnet18", X, base_width=8, norm="task_batch")
     fresh.load_state_dict(trained.state_dict(), strict=True)
     trained.eval(), fresh.eval()
     x = torch.randn(3, *X)
@@ -163,11 +164,11 @@ def test_norm_none_has_no_batch_norm_and_biased_convolutions() -> None:
     feature, _, _ = backbone(torch.randn(2, *X), "validation", s_max=10.0)
     assert feature.shape == (2, 64)
     with pytest.raises(ValueError, match="norm"):
-        HATMaskResNet18(X, base_width=8, norm="batch")
+        registry.create("backbone", "hat_mask_resnet18", X, base_width=8, norm="batch")
 
 
 def test_plain_resnet_shares_batch_norm_and_imagenet_stem_builds() -> None:
-    backbone = ResNet18((3, 32, 32), base_width=8, small_input=False)
+    backbone = registry.create("backbone", "resnet18", (3, 32, 32), base_width=8, small_input=False)
     assert isinstance(backbone.bn1, nn.BatchNorm2d)
     assert backbone.get_layer_by_name("conv1").kernel_size == (7, 7)
     feature, hidden = backbone(torch.randn(2, 3, 32, 32), "train")

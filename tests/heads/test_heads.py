@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from clsweep import registry
-from clsweep.heads import MASKING_VALUE, HeadDIL, HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
+from clsweep.heads import MASKING_VALUE
 
 DIM = 6
 ALL_HEADS = registry.list_names("heads")
@@ -20,7 +20,7 @@ def _feature(n: int = 7, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("name", ALL_HEADS)
 def test_every_head_trains_and_round_trips_its_state(name: str) -> None:
     torch.manual_seed(0)
-    heads = registry.load("heads", name)(input_dim=DIM)
+    heads = registry.create("heads", name, DIM)
     heads.setup_task_id(1, 3)
     feature, labels = _feature(), torch.tensor([0, 1, 2, 0, 1, 2, 0])
     logits = heads(feature, 1)
@@ -31,7 +31,7 @@ def test_every_head_trains_and_round_trips_its_state(name: str) -> None:
     assert params and all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
     assert {id(p) for p in params} <= {id(p) for p in heads.parameters()}  # visible to optimisers
 
-    fresh = registry.load("heads", name)(input_dim=DIM)
+    fresh = registry.create("heads", name, DIM)
     fresh.setup_task_id(1, 3)
     fresh.load_state_dict(heads.state_dict())
     assert torch.equal(fresh(feature, 1), logits.detach())
@@ -39,7 +39,7 @@ def test_every_head_trains_and_round_trips_its_state(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL_HEADS)
 def test_every_head_rejects_bad_setup(name: str) -> None:
-    heads = registry.load("heads", name)(input_dim=DIM)
+    heads = registry.create("heads", name, DIM)
     with pytest.raises(ValueError, match="1-based"):
         heads.setup_task_id(0, 3)
     heads.setup_task_id(1, 3)
@@ -48,7 +48,7 @@ def test_every_head_rejects_bad_setup(name: str) -> None:
 
 
 def test_til_creates_one_head_per_task_with_string_keys_and_routes_by_task_id() -> None:
-    heads = HeadsTIL(DIM)
+    heads = registry.create("heads", "til", DIM)
     heads.setup_task_id(1, 2)
     first = heads.get_head(1)
     heads.setup_task_id(2, 5)
@@ -64,7 +64,7 @@ def test_til_creates_one_head_per_task_with_string_keys_and_routes_by_task_id() 
 
 
 def test_cil_concatenates_all_heads_in_task_order_with_offsets() -> None:
-    heads = HeadsCIL(DIM)
+    heads = registry.create("heads", "cil", DIM)
     for task_id, k in ((1, 2), (2, 3), (3, 4)):
         heads.setup_task_id(task_id, k)
     feature = _feature()
@@ -75,14 +75,14 @@ def test_cil_concatenates_all_heads_in_task_order_with_offsets() -> None:
         start, k = heads.offset(task_id), heads.num_classes(task_id)
         assert torch.equal(logits[:, start : start + k], heads.get_head(task_id)(feature))
     assert torch.equal(heads(feature, 2), logits)  # the task id is ignored
-    decreasing = HeadsCIL(DIM)
+    decreasing = registry.create("heads", "cil", DIM)
     decreasing.setup_task_id(2, 2)
     with pytest.raises(ValueError, match="increasing order"):
         decreasing.setup_task_id(1, 2)
 
 
 def test_cil_grows_as_tasks_arrive() -> None:
-    heads = HeadsCIL(DIM)
+    heads = registry.create("heads", "cil", DIM)
     heads.setup_task_id(1, 2)
     feature = _feature()
     before = heads(feature)
@@ -93,7 +93,7 @@ def test_cil_grows_as_tasks_arrive() -> None:
 
 
 def test_dil_shares_one_head_and_rejects_a_different_class_count() -> None:
-    heads = HeadDIL(DIM)
+    heads = registry.create("heads", "dil", DIM)
     heads.setup_task_id(1, 4)
     heads.setup_task_id(2, 4)
     assert heads.heads_for(1)[0] is heads.heads_for(2)[0]
@@ -105,7 +105,7 @@ def test_dil_shares_one_head_and_rejects_a_different_class_count() -> None:
 
 
 def test_mtl_routes_a_mixed_batch_like_per_sample_heads() -> None:
-    heads = HeadsMTL(DIM)
+    heads = registry.create("heads", "mtl", DIM)
     heads.setup_tasks([1, 2, 3], {1: 2, 2: 4, 3: 3})
     feature = _feature(9)
     task_ids = torch.tensor([3, 1, 2, 2, 1, 3, 1, 2, 3])
@@ -120,13 +120,15 @@ def test_mtl_routes_a_mixed_batch_like_per_sample_heads() -> None:
 
 
 def test_mtl_padding_does_not_change_loss_or_gradients() -> None:
-    heads = HeadsMTL(DIM)
+    heads = registry.create("heads", "mtl", DIM)
     heads.setup_tasks([1, 2], [2, 4])
     feature, task_ids = _feature(6), torch.tensor([1, 2, 1, 2, 2, 1])
     labels = torch.tensor([1, 3, 0, 2, 0, 1])
     loss = F.cross_entropy(heads(feature, task_ids), labels, reduction="sum")
-    per_task = sum(F.cross_entropy(heads(feature[task_ids == t], t), labels[task_ids == t], reduction="sum")
-                   for t in (1, 2))
+    per_task = sum(
+        F.cross_entropy(heads(feature[task_ids == t], t), labels[task_ids == t], reduction="sum")
+        for t in (1, 2)
+    )
     torch.testing.assert_close(loss, per_task)
     heads.zero_grad()
     loss.backward()
@@ -134,14 +136,14 @@ def test_mtl_padding_does_not_change_loss_or_gradients() -> None:
 
 
 def test_mtl_unknown_task_is_a_clear_error() -> None:
-    heads = HeadsMTL(DIM)
+    heads = registry.create("heads", "mtl", DIM)
     heads.setup_task_id(1, 2)
     with pytest.raises(KeyError, match="tasks \\[5\\] have no head"):
         heads(_feature(2), torch.tensor([1, 5]))
 
 
 def test_stl_serves_exactly_one_task() -> None:
-    heads = HeadSTL(DIM)
+    heads = registry.create("heads", "stl", DIM)
     heads.setup_task(3)
     feature = _feature()
     assert torch.equal(heads(feature), heads(feature, 1))
@@ -151,6 +153,6 @@ def test_stl_serves_exactly_one_task() -> None:
 
 
 def test_forward_before_any_task_is_a_clear_error() -> None:
-    for cls in (HeadsCIL, HeadDIL, HeadSTL):
+    for name in ("cil", "dil", "stl"):
         with pytest.raises(RuntimeError, match="no task set up"):
-            cls(DIM)(_feature())
+            registry.create("heads", name, DIM)(_feature())

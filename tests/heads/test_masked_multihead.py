@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clsweep import registry
 from clsweep.heads import MASKING_VALUE, MaskedMultiHead
 from clsweep.heads._base import fill_value
 
@@ -14,7 +15,7 @@ DIM = 5
 
 def _head(*sizes: int) -> MaskedMultiHead:
     torch.manual_seed(0)
-    head = MaskedMultiHead(DIM)
+    head = registry.create("heads", "masked_multihead", DIM)
     for task_id, k in enumerate(sizes, start=1):
         head.setup_task_id(task_id, k)
     return head
@@ -63,8 +64,10 @@ def test_local_and_global_label_conventions_give_the_same_loss_and_predictions()
     masked = head.masked_logits(feature, task_ids)
     global_loss = F.cross_entropy(masked, targets, reduction="sum")
     local_loss = F.cross_entropy(head(feature, task_ids), local, reduction="sum")
-    per_task = sum(F.cross_entropy(head(feature[task_ids == t], t), local[task_ids == t], reduction="sum")
-                   for t in (1, 2, 3))
+    per_task = sum(
+        F.cross_entropy(head(feature[task_ids == t], t), local[task_ids == t], reduction="sum")
+        for t in (1, 2, 3)
+    )
     torch.testing.assert_close(global_loss, local_loss)
     torch.testing.assert_close(global_loss, per_task)
     offsets = torch.tensor([head.offset(t) for t in task_ids.tolist()])
@@ -102,7 +105,7 @@ def test_unknown_or_out_of_order_tasks_are_clear_errors() -> None:
         head(_feature(2), torch.tensor([1, 4]))
     with pytest.raises(KeyError, match="tasks \\[0\\] have no classes"):
         head(_feature(2), torch.tensor([0, 1]))
-    out_of_order = MaskedMultiHead(DIM)
+    out_of_order = registry.create("heads", "masked_multihead", DIM)
     out_of_order.setup_task_id(2, 2)
     with pytest.raises(ValueError, match="increasing order"):
         out_of_order.setup_task_id(1, 2)
@@ -112,6 +115,8 @@ def test_masking_value_fits_half_precision() -> None:
     assert fill_value(torch.float32) == MASKING_VALUE
     assert fill_value(torch.float16) == torch.finfo(torch.float16).min
     head = _head(2, 2).half()
-    for logits in (head(_feature(3).half(), torch.tensor([1, 2, 1])),
-                   head.masked_logits(_feature(3).half(), torch.tensor([1, 2, 1]))):
+    for logits in (
+        head(_feature(3).half(), torch.tensor([1, 2, 1])),
+        head.masked_logits(_feature(3).half(), torch.tensor([1, 2, 1])),
+    ):
         assert logits.dtype == torch.float16 and torch.isfinite(logits).all()
