@@ -15,7 +15,14 @@ from typing import Any
 from clsweep import registry
 from clsweep.common import EXPERIMENT_COMPONENTS, HAT_METRICS, METRICS
 from clsweep.spec.errors import Problem, SpecError
-from clsweep.spec.experiment import DEFAULT_HEADS, ExperimentConfig, TrainConfig, parse_experiment
+from clsweep.spec.experiment import (
+    DEFAULT_HEADS,
+    ExperimentConfig,
+    FixedSchedule,
+    PlateauSchedule,
+    TrainConfig,
+    parse_experiment,
+)
 from clsweep.spec.search_space import Param, get_path, set_path
 from clsweep.spec.sweep_file import Objective, SweepFile, merge_variants
 
@@ -65,7 +72,11 @@ def check_search(shape: SweepFile, problems: list[Problem]) -> tuple[Param, ...]
             if len(parts) != 2:
                 problems.append(Problem(loc, f"experiment.{head} has no sub-keys"))
         elif head == "train":
-            if len(parts) != 3 or parts[2] not in TrainConfig.model_fields:
+            if parts[2:3] == ["schedule"]:
+                knobs = sorted({k for m in (FixedSchedule, PlateauSchedule) for k in m.model_fields})
+                if len(parts) != 4 or parts[3] not in knobs:
+                    problems.append(Problem(loc, f"expected experiment.train.schedule.<{'|'.join(knobs)}>"))
+            elif len(parts) != 3 or parts[2] not in TrainConfig.model_fields:
                 known = ", ".join(TrainConfig.model_fields)
                 problems.append(Problem(loc, f"unknown training parameter; known: {known}"))
         elif head in components:

@@ -18,12 +18,13 @@ YAML form::
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clsweep import registry
 from clsweep.spec.errors import Problem, SpecError
@@ -35,12 +36,43 @@ DEFAULT_HEADS = {"til": "til", "cil": "cil", "dil": "dil"}
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
 
+class FixedSchedule(BaseModel):
+    """Every task trains ``train.epochs`` epochs at ``train.lr`` (no early stopping)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: Literal["fixed"] = "fixed"
+
+
+class PlateauSchedule(BaseModel):
+    """The HAT paper code's per-task protocol (joansj/hat src/approaches/hat.py, also GEM, FACIL):
+    a fresh optimiser at ``train.lr`` for each task; after every epoch the current task's
+    validation loss; ``patience`` epochs without improvement divide the learning rate by
+    ``factor`` (a fresh optimiser, patience reset); the task stops when the learning rate falls
+    below ``min_lr`` or after ``max_epochs``; the weights of the best validation epoch are then
+    restored. Only the current task's validation split is read: the test splits never are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: Literal["plateau"]
+    max_epochs: int = Field(200, ge=1)  # joansj/hat src/run.py passes nepochs=200
+    patience: int = Field(5, ge=1)  # joansj/hat hat.py lr_patience=5
+    factor: float = Field(3.0, gt=1.0)  # joansj/hat hat.py lr_factor=3
+    min_lr: float = Field(1.0e-4, gt=0.0)  # joansj/hat hat.py lr_min=1e-4
+    restore_best: bool = True  # joansj/hat hat.py restores the best-validation model at task end
+
+
+Schedule = Annotated[FixedSchedule | PlateauSchedule, Field(discriminator="name")]
+
+
 class TrainConfig(BaseModel):
     """How each task is trained. A fresh optimiser is built at every task start."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     epochs: int = Field(10, ge=1)
+    """Epochs per task under the fixed schedule (the plateau schedule uses its max_epochs)."""
+    schedule: Schedule = Field(default_factory=FixedSchedule)
     batch_size: int = Field(64, ge=1)  # HAT paper code: 64
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # HAT paper: plain SGD
     lr: float = Field(0.05, gt=0.0)  # HAT paper code: 0.05
@@ -48,11 +80,23 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0)
     eval_batch_size: int = Field(1024, ge=1)
 
+    @model_validator(mode="after")
+    def _epochs_or_plateau(self) -> TrainConfig:
+        if self.schedule.name == "plateau" and "epochs" in self.model_fields_set:
+            raise ValueError("epochs applies to schedule fixed; the plateau schedule stops by itself "
+                             "(set schedule.max_epochs instead)")
+        return self
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs a task trains."""
+        return self.schedule.max_epochs if isinstance(self.schedule, PlateauSchedule) else self.epochs
+
 
 class _Shape(BaseModel):
     """The static shape of the section; components are checked against the registry afterwards."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     imports: list[str] = Field(default_factory=list)
     seed: int = 0
@@ -113,15 +157,29 @@ class ExperimentConfig:
             "backbone": self.backbone.to_dict(),
             "heads": self.heads.to_dict(),
             "algorithm": self.algorithm.to_dict(),
-            "train": self.train.model_dump(mode="json"),
+            # the plateau schedule refuses `epochs`, so the resolved config leaves it out
+            "train": self.train.model_dump(mode="json", exclude={"epochs"} if self.train.schedule.name != "fixed" else None),
             "evaluate_future": self.evaluate_future,
         }
+
+
+_UNION_TAGS = {"schedule": ("fixed", "plateau")}
+"""Tagged unions: pydantic puts the tag into an error's location (train.schedule.plateau.patience)."""
+
+
+def _without_union_tags(loc: tuple[object, ...]) -> tuple[object, ...]:
+    out: list[object] = []
+    for part in loc:
+        if out and part in _UNION_TAGS.get(str(out[-1]), ()):
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def pydantic_problems(err: ValidationError, prefix: tuple[object, ...]) -> list[Problem]:
     problems = []
     for e in err.errors():
-        loc = tuple(e["loc"])
+        loc = _without_union_tags(tuple(e["loc"]))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -146,7 +204,23 @@ def _component(kind: str, raw: Mapping[str, Any], prefix: tuple[object, ...]) ->
         params = entry.params.model_validate(values)
     except ValidationError as err:
         return None, pydantic_problems(err, prefix)
-    return Component(kind, name, params), []
+    bad = [Problem(prefix + path, f"must be a finite number, got {value}") for path, value in _non_finite(params)]
+    return (None, bad) if bad else (Component(kind, name, params), [])
+
+
+def _non_finite(value: Any, path: tuple[object, ...] = ()) -> Iterator[tuple[tuple[object, ...], float]]:
+    """Every inf/nan inside validated params (a plugin's model may not refuse them itself)."""
+    if isinstance(value, BaseModel):
+        for key in type(value).model_fields:
+            yield from _non_finite(getattr(value, key), path + (key,))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _non_finite(item, path + (key,))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _non_finite(item, path + (i,))
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield path, value
 
 
 def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> ExperimentConfig:

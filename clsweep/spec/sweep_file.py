@@ -31,7 +31,7 @@ __all__ = [
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SearcherConfig(_Model):
@@ -47,7 +47,7 @@ class SchedulerConfig(_Model):
     grace_period: int = Field(2, ge=1)
     """Tasks a trial always completes before it may be stopped (2: task 1 alone measures
     plasticity only and would favour finetuning-like settings)."""
-    reduction_factor: float = Field(2.0, gt=1.0, allow_inf_nan=False)  # asha only
+    reduction_factor: float = Field(2.0, gt=1.0)  # asha only
     min_samples_required: int = Field(3, ge=1)  # median only
 
 
@@ -63,8 +63,8 @@ class ProtocolConfig(_Model):
 
 
 class ResourcesConfig(_Model):
-    cpus: float = Field(1.0, gt=0.0, allow_inf_nan=False)
-    gpus: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    cpus: float = Field(1.0, gt=0.0)
+    gpus: float = Field(0.0, ge=0.0)
     max_concurrent: int | None = Field(None, ge=1)
 
 

@@ -122,3 +122,44 @@ def test_cli_exits_2_and_writes_nothing(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="file not found"):
         load_experiment(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("train.lr=.inf", "train.lr"),
+        ("train.lr=.nan", "train.lr"),
+        ("backbone.dropout=-.inf", "backbone.dropout"),
+        ("benchmark.validation_fraction=.nan", "benchmark.validation_fraction"),
+    ],
+)
+def test_non_finite_numbers_are_refused(tmp_path: Path, override: str, field: str) -> None:
+    lines = _problems(tmp_path, GOOD, [override])
+    assert len(lines) == 1 and f": {field}: " in lines[0] and "finite" in lines[0]
+
+
+def test_hat_knobs_refuse_infinity(tmp_path: Path) -> None:
+    text = GOOD.replace("{name: mlp, hidden_dims: [16]}", "{name: hat_mask_mlp, hidden_dims: [16]}")
+    text = text.replace("{name: finetuning}", "{name: hat, sparsity_strength: .inf}")
+    (line,) = _problems(tmp_path, text)
+    assert "algorithm.sparsity_strength" in line and "finite" in line and ":4:" in line
+
+
+def test_plateau_schedule_is_validated(tmp_path: Path) -> None:
+    plateau = GOOD.replace("train: {epochs: 1,", "train: {schedule: {name: plateau, patience: 2, factor: 2},")
+    cfg = load_experiment(_write(tmp_path, plateau))
+    assert cfg.train.schedule.name == "plateau" and cfg.train.max_epochs == 200  # joansj/hat nepochs
+    assert "epochs" not in cfg.to_dict()["train"]  # the resolved config runs again as it is
+    assert load_experiment(_write(tmp_path, yaml_dump(cfg.to_dict()))).to_dict() == cfg.to_dict()
+    (line,) = _problems(tmp_path, plateau, ["train.epochs=3"])
+    assert "train: epochs applies to schedule fixed" in line
+    (line,) = _problems(tmp_path, plateau, ["train.schedule.factor=1"])
+    assert "train.schedule.factor: " in line and "greater than 1" in line
+    (line,) = _problems(tmp_path, plateau, ["train.schedule.name=cosine"])
+    assert "train.schedule" in line and "'fixed', 'plateau'" in line
+
+
+def yaml_dump(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data)
