@@ -1,8 +1,11 @@
 """Fully connected backbones: :class:`MLP` and its HAT-gated twin :class:`HATMaskMLP`.
 
-The input is flattened; each hidden layer is ``Linear -> (BatchNorm) -> ReLU -> Dropout``. The
-feature the heads read is the last hidden layer's output, so ``output_dim = hidden_dims[-1]``.
-Layers are named ``fc/0``, ``fc/1``, ... in forward order.
+The input is flattened and passed through ``input_dropout``; each hidden layer is then
+``Linear -> (BatchNorm) -> ReLU -> Dropout``. The feature the heads read is the last hidden layer's
+output, so ``output_dim = hidden_dims[-1]``. Layers are named ``fc/0``, ``fc/1``, ... in forward order.
+Both dropouts follow the HAT reference MLP (joansj/hat src/networks/mlp_hat.py: ``drop1`` on the input,
+``drop2`` after every ReLU, the mask multiplied in after ``drop2``); they are active only in
+``train()`` mode, and the task loop evaluates in ``eval()`` mode.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class MLP(CLBackbone):
         super().__init__(input_shape, output_dim=int(dims[-1]) if dims else 0)
         self.fc = _linear_stack(math.prod(self.input_shape), dims)
         self.bn = nn.ModuleList(nn.BatchNorm1d(int(d)) if params.batch_norm else nn.Identity() for d in dims)
+        self.input_dropout = nn.Dropout(params.input_dropout)
         self.dropout = nn.Dropout(params.dropout)
         self.weighted_layer_names = [f"fc/{i}" for i in range(len(self.fc))]
 
@@ -41,7 +45,7 @@ class MLP(CLBackbone):
         self, input: Tensor, stage: str, task_id: int | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         check_stage(stage)
-        x = input.flatten(1)
+        x = self.input_dropout(input.flatten(1))
         hidden: dict[str, Tensor] = {}
         for i, (fc, bn) in enumerate(zip(self.fc, self.bn, strict=True)):
             x = self.dropout(bn(fc(x)).relu())
@@ -52,14 +56,16 @@ class MLP(CLBackbone):
 class HATMaskMLP(HATMaskBackbone):
     """MLP whose every hidden layer (the feature layer included) is gated by a HAT mask.
 
-    Layer ``fc/i``: ``Linear -> ReLU -> Dropout -> x mask``. No batch norm: its running statistics
-    would be shared by all tasks and drift as new tasks train.
+    Input: ``flatten -> Dropout(input_dropout)`` (no mask). Layer ``fc/i``:
+    ``Linear -> ReLU -> Dropout -> x mask``, as in joansj/hat's mlp_hat.py. No batch norm: its running
+    statistics would be shared by all tasks and drift as new tasks train.
     """
 
     def __init__(self, input_shape: tuple[int, ...], *, params: HATMaskMLPParams) -> None:
         dims = params.hidden_dims
         super().__init__(input_shape, output_dim=int(dims[-1]) if dims else 0, gate=params.gate)
         self.fc = _linear_stack(math.prod(self.input_shape), dims)
+        self.input_dropout = nn.Dropout(params.input_dropout)
         self.dropout = nn.Dropout(params.dropout)
         names = [f"fc/{i}" for i in range(len(self.fc))]
         self.register_hat_layers(
@@ -69,7 +75,7 @@ class HATMaskMLP(HATMaskBackbone):
     def masked_forward(
         self, input: Tensor, mask: dict[str, Tensor], task_id: int | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        x = input.flatten(1)
+        x = self.input_dropout(input.flatten(1))
         hidden: dict[str, Tensor] = {}
         for i, fc in enumerate(self.fc):
             name = f"fc/{i}"

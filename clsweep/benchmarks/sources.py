@@ -1,8 +1,9 @@
 """Image sources: whole train and test sets as tensors, before they are cut into tasks.
 
 Every source returns float32 images in ``[0, 1]`` of shape ``(N, C, H, W)`` and int64 labels. No
-per-dataset mean/std normalisation is applied: the permutations, rotations and backbones all work
-on the raw ``[0, 1]`` range, which keeps a task's data independent of statistics of other tasks.
+mean/std normalisation happens here: a stream standardises each task with its own training
+statistics when its ``normalize`` is set (:mod:`clsweep.benchmarks.streams`), so the source's test
+images can never reach the statistics.
 
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, values 0..16 divided by
   16), no files needed. It has no official test split: a stratified ``test_fraction`` is held out,
@@ -51,6 +52,7 @@ __all__ = [
     "load_mnist",
     "load_source",
     "load_synthetic",
+    "seed_of",
 ]
 
 
@@ -88,6 +90,16 @@ def load_source(name: str, **params: Any) -> SourceData:
     return data
 
 
+def seed_of(params: SourceParams) -> int:
+    """The benchmark seed as an integer; ``"trial"`` must have been resolved by the experiment parser."""
+    if not isinstance(params.seed, int):
+        raise ValueError(
+            f"benchmark seed {params.seed!r} is unresolved: `seed: trial` is replaced by the experiment's "
+            "seed in parse_experiment; pass an integer when building a benchmark directly"
+        )
+    return params.seed
+
+
 def _info(name: str) -> SourceInfo:
     return registry.get("source", name).source  # type: ignore[return-value]
 
@@ -120,7 +132,7 @@ def load_digits(*, params: SourceParams) -> SourceData:
 
     bunch = sklearn_digits()
     x = (bunch.images / 16.0).reshape(-1, 1, 8, 8)
-    return hold_out_test("digits", x, np.asarray(bunch.target), params.seed, params.test_fraction, 10)
+    return hold_out_test("digits", x, np.asarray(bunch.target), seed_of(params), params.test_fraction, 10)
 
 
 SYNTHETIC_PER_CLASS = 80
@@ -129,11 +141,11 @@ SYNTHETIC_NOISE = 0.25
 
 def load_synthetic(*, params: SourceParams) -> SourceData:
     """Ten fixed random prototypes plus Gaussian noise, drawn from the seed; a stratified test hold-out."""
-    rng = rng_for(params.seed, 100)
+    rng = rng_for(seed_of(params), 100)
     prototypes = rng.uniform(0.0, 1.0, size=(10, 1, 8, 8))
     y = rng.permutation(np.repeat(np.arange(10), SYNTHETIC_PER_CLASS))
     x = np.clip(prototypes[y] + rng.normal(0.0, SYNTHETIC_NOISE, size=(y.size, 1, 8, 8)), 0.0, 1.0)
-    return hold_out_test("synthetic", x, y, params.seed, params.test_fraction, 10)
+    return hold_out_test("synthetic", x, y, seed_of(params), params.test_fraction, 10)
 
 
 # ---- torchvision sources -----------------------------------------------------------------------

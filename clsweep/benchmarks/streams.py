@@ -23,7 +23,11 @@ Label spaces are decided here, never in algorithms:
 Everything random comes from the benchmark ``seed`` through local generators, so a task's data do
 not depend on the global RNG state nor on which tasks were requested before. The validation split
 is carved from the task's training data, stratified by class and seeded by ``(seed, task_id)``.
-Images stay in ``[0, 1]`` (no mean/std normalisation). Tasks are built on first request and kept.
+Images stay in ``[0, 1]`` unless ``normalize`` is set: then every channel of a task is standardised
+with the mean and population std of that task's training split (after the validation carve, after
+the task's permutation or rotation), and the same map is applied to its validation and test images
+(:func:`channel_stats`, :func:`standardize`); ``TaskData.input_mean`` / ``input_std`` record it.
+Validation and test images never enter the statistics. Tasks are built on first request and kept.
 
 Data path: the experiment moves each task's tensors to the trial's device once
 (:meth:`TaskData.to`) and draws batches by index there; no DataLoader is involved.
@@ -42,12 +46,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clsweep import registry
-from clsweep.benchmarks.sources import SourceData, load_source
+from clsweep.benchmarks.sources import SourceData, load_source, seed_of
 from clsweep.benchmarks.splits import rng_for, stratified_split
 from clsweep.common import PARADIGMS
 from clsweep.spec.components import RotatedParams, SourceParams, SplitParams, StreamParams
 
-__all__ = ["PermutedStream", "RotatedStream", "SplitStream", "TaskData", "TaskStream", "rotate"]
+__all__ = [
+    "PermutedStream",
+    "RotatedStream",
+    "SplitStream",
+    "TaskData",
+    "TaskStream",
+    "channel_stats",
+    "rotate",
+    "standardize",
+]
 
 Split = Literal["train", "val", "test"]
 
@@ -60,6 +73,8 @@ class TaskData:
         task_id: 1-based task id.
         num_classes: outputs this task's head needs (see the label spaces in the module docstring).
         classes: the source's class ids in this task; in TIL the local label ``i`` is ``classes[i]``.
+        input_mean, input_std: the per-channel statistics of the training split that standardised
+            every split of the task (``normalize: true``); ``None`` when the images are raw ``[0, 1]``.
     """
 
     task_id: int
@@ -71,6 +86,8 @@ class TaskData:
     val_y: Tensor = field(repr=False)
     test_x: Tensor = field(repr=False)
     test_y: Tensor = field(repr=False)
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
 
     def split(self, name: Split) -> tuple[Tensor, Tensor]:
         """``(x, y)`` of ``"train"``, ``"val"`` or ``"test"``."""
@@ -103,7 +120,7 @@ class TaskStream:
         self.paradigm: str = paradigm
         self.source: str = params.source
         self.num_tasks: int = params.num_tasks
-        self.seed: int = params.seed
+        self.seed: int = seed_of(params)
         self.input_shape: tuple[int, int, int] = tuple(info.input_shape)  # type: ignore[assignment]
         """``(C, H, W)`` of every image."""
         self.source_num_classes: int = info.num_classes
@@ -185,16 +202,23 @@ class TaskStream:
         fraction = self.params.validation_fraction
         fit, val = stratified_split(train_src_y.numpy(), fraction, rng_for(self.seed, 1, task_id))
         fit_t, val_t = torch.from_numpy(fit), torch.from_numpy(val)
+        fit_x, val_x = train_x[fit_t], train_x[val_t]
+        mean = std = None
+        if self.params.normalize:  # statistics of the training split only, after the validation carve
+            mean, std = channel_stats(fit_x)
+            fit_x, val_x, test_x = (standardize(x, mean, std) for x in (fit_x, val_x, test_x))
         return TaskData(
             task_id=task_id,
             num_classes=self.task_num_classes(task_id),
             classes=classes,
-            train_x=train_x[fit_t].contiguous(),
+            train_x=fit_x.contiguous(),
             train_y=lut[train_src_y[fit_t]],
-            val_x=train_x[val_t].contiguous(),
+            val_x=val_x.contiguous(),
             val_y=lut[train_src_y[val_t]],
             test_x=test_x.contiguous(),
             test_y=lut[data.test_y[test_rows]],
+            input_mean=None if mean is None else tuple(mean.tolist()),
+            input_std=None if std is None else tuple(std.tolist()),
         )
 
     def _check_task_id(self, task_id: int) -> int:
@@ -259,6 +283,21 @@ class RotatedStream(TaskStream):
 
     def _transform(self, x: Tensor, task_id: int) -> Tensor:
         return rotate(x, self.angle(task_id))
+
+
+def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and population std (``correction=0``, as ``numpy.std``) of images ``(N, C, H, W)``,
+    in float64. A channel with zero spread gets std 1, so standardising it only subtracts its mean."""
+    flat = x.to(torch.float64).transpose(0, 1).flatten(1)
+    mean = flat.mean(dim=1)
+    std = flat.std(dim=1, correction=0)
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def standardize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``(x - mean) / std`` per channel of ``(N, C, H, W)`` images, in ``x``'s dtype (a new tensor)."""
+    shape = (1, -1, 1, 1)
+    return ((x - mean.to(x.dtype).view(shape)) / std.to(x.dtype).view(shape)).contiguous()
 
 
 def rotate(x: Tensor, degrees: float, *, chunk: int = 4096) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 from clsweep.common import format_duration
 from clsweep.report.analysis import Analysis, config_text
 from clsweep.report.figures import Figure
+from clsweep.report.setup import seed_scope
 
 __all__ = ["Code", "Document", "Facts", "Section", "Table", "build_document", "fmt", "spread_text"]
 
@@ -101,6 +102,7 @@ def _setup(a: Analysis) -> Section:
         ("scheduler", _scheduler_text(s.scheduler)),
         ("budget", f"{s.budget} trials planned" if s.budget is not None else "unknown"),
         ("seeds", ", ".join(map(str, s.seeds)) or "-"),
+        ("seed varies", seed_scope(exp)),
         ("trials", f"{c['runs']} runs: {c['finished']} finished, {c['pruned']} pruned, {c['failed']} failed"
                    + (f", {c['other']} not ended" if c["other"] else "")),
         ("compute", f"{format_duration(a.compute['trial_compute_s'])} training in trials "

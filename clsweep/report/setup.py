@@ -16,7 +16,7 @@ from clsweep.common import METRICS, versions
 from clsweep.spec.search_space import Param
 from clsweep.spec.sweep import SweepPlan
 
-__all__ = ["Setup", "read_setup", "recorded_versions", "short_name"]
+__all__ = ["Setup", "read_setup", "recorded_versions", "seed_scope", "short_name"]
 
 PROTOCOLS = {
     "validation": "hyperparameters chosen on the validation split of every task (carved from the training "
@@ -56,6 +56,19 @@ class Setup:
 def short_name(name: str) -> str:
     """``experiment.algorithm.s_max`` -> ``algorithm.s_max``; ``variants.method`` -> ``method``."""
     return name.removeprefix("experiment.").removeprefix("variants.")
+
+
+def seed_scope(experiment: Mapping[str, Any]) -> str:
+    """What the trial seed varied, from the experiment mapping: always the initialisation and the batch
+    shuffling; also the task sequence and the data splits when ``benchmark.seed`` is ``trial``."""
+    bench = experiment.get("benchmark")
+    bench_seed = bench.get("seed", 0) if isinstance(bench, Mapping) else 0
+    if bench_seed == "trial":
+        return (
+            "initialisation, shuffling, task order/permutations and validation split "
+            "(and the test hold-out of sources without an official one) (benchmark.seed: trial)"
+        )
+    return f"initialisation and shuffling (benchmark fixed: benchmark.seed {bench_seed})"
 
 
 def read_setup(plan_payload: Mapping[str, Any]) -> Setup:

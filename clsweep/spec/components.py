@@ -20,8 +20,10 @@ __all__ = [
     "AGGREGATIONS",
     "INIT_MODES",
     "RESNET_DEPTHS",
+    "ADAHAT_DEFAULT_ALPHA",
     "AdaHATParams",
     "AlexNetParams",
+    "CBPHATParams",
     "HATMaskAlexNetParams",
     "HATMaskMLPParams",
     "HATMaskResNetParams",
@@ -37,7 +39,8 @@ __all__ = [
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are refused in every float field: `lr: .inf` is bad input, not a diverged run
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,9 +51,14 @@ class _Params(BaseModel):
 class SourceParams(_Params):
     """What a benchmark hands its source's loader: the benchmark's fields of the same names."""
 
-    seed: int = 0
-    """Benchmark seed: class order, permutations and splits. Fixed across the trials of a sweep
-    so that trials are compared on the same task sequence; independent of the trial seed."""
+    seed: int | Literal["trial"] = 0
+    """Benchmark seed: class order, permutations, the validation split and (for sources without an
+    official test split) the test hold-out. An integer keeps them fixed across the trials of a sweep,
+    so that trials are compared on the same task sequence (default 0: today's task sequences).
+    ``trial`` makes them follow the trial seed, as papers that report the spread over seeds do (the HAT
+    paper §4: each of its 10 seeds sets the task order, data split, batch shuffle and initialisation);
+    :func:`~clsweep.spec.experiment.parse_experiment` replaces it by the experiment's ``seed``, so
+    components only ever see an integer."""
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     """Only for sources without an official test split (digits, synthetic): stratified hold-out."""
     root: str | None = None
@@ -112,6 +120,15 @@ class StreamParams(SourceParams):
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     """Share of each task's training data held out for validation (stratified, seeded).
     0.1 as in the HAT paper's CIFAR setup (§4)."""
+    normalize: bool = False
+    """Standardise every channel with the mean and (population) std of the task's training data,
+    measured after the validation split is carved out, so neither the validation nor the test data
+    nor other tasks' data move the statistics; the same affine map is applied to the task's training,
+    validation and test images. Default off: images stay in [0, 1] and existing configs give the
+    numbers they gave before. The HAT reference normalises (joansj/hat src/dataloaders/pmnist.py:
+    MNIST's (0.1307, 0.3081); cifar.py and mixture.py: each dataset's own mean/std), so configs that
+    follow its protocol set it to true. The map depends on the task, which is harmless in TIL; in
+    CIL/DIL it means a test image is standardised with the statistics of the task it came from."""
 
     @field_validator("source")
     @classmethod
@@ -193,6 +210,12 @@ class _HiddenDims(_Params):
     hidden_dims: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
     """Units per hidden layer; the last one is the feature size the heads read."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout after every hidden layer. 0.0: off; the HAT paper's pMNIST MLP uses 0.5
+    (joansj/hat src/networks/mlp_hat.py, pdrop2)."""
+    input_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the flattened input, before the first layer (never masked). 0.0: off (the behaviour
+    before this field existed); the HAT paper's pMNIST MLP uses 0.2 (joansj/hat
+    src/networks/mlp_hat.py, pdrop1)."""
 
     _positive = field_validator("hidden_dims")(_all_positive)
 
@@ -335,16 +358,37 @@ class HATParams(_Params):
     min_free_units: int = Field(10, ge=0)
     """The sparsity term is 0 when no more than this many free units remain (guards 0/0);
     10 as in CLArena's regulariser."""
+    test_mask: Literal["binary", "soft"] = "binary"
+    """The mask a finished task keeps (test time, and its share of the cumulative mask that
+    conditions later gradients). `binary`: (e > 0), as CLArena stores it (backbones/base.py
+    te_to_binary_mask, hat.py on_train_end) and the reference documents describe; old tasks are
+    then exactly frozen (BWT 0). `soft`: sigmoid(s_max e), as the HAT authors' code does
+    (joansj/hat src/approaches/hat.py: `mask = model.mask(task, s=smax)`, `mask_pre = max(mask_pre,
+    mask)`, test forward at s=smax); a small s_max leaves gates far from 0/1, so old tasks forget."""
+
+
+ADAHAT_DEFAULT_ALPHA: dict[str, float] = {"sgd": 0.01, "adam": 1e-6, "adamw": 1e-6}
+"""AdaHAT's alpha when `alpha` is null, per optimiser. adam/adamw: 1e-6, every AdaHAT config
+(Adam lr 1e-3; continual-learning-research configs/cl_algorithm/adahat.yaml). sgd: measured in
+clsweep/algorithms/adahat.py (table in its docstring): with plain SGD 1e-6 is HAT (BWT 0)."""
 
 
 class AdaHATParams(HATParams):
-    alpha: float = Field(1e-6, ge=0.0)
-    """Adjustment intensity; 1e-6 in every AdaHAT config (Adam, lr 1e-3). With Adam useful values
-    are about 1e-7..1e-5 (Adam's eps sets the damping); with plain SGD about 1e-3..1."""
+    alpha: float | None = Field(None, ge=0.0)
+    """Adjustment intensity; null: the train optimiser's default (ADAHAT_DEFAULT_ALPHA). Adam hides
+    a constant gradient scale until it nears its eps, so useful values there are about 1e-7..1e-5;
+    plain SGD applies the scale to the update, so its useful range is about 1e-3..1."""
     eps: float = Field(0.1, gt=0.0)  # AdaHAT code default epsilon 0.1
     variant: Literal["adahat", "no_summative", "no_sparsity", "constant_alpha"] = "adahat"
     """The reference's ablations: importance replaced by the task count (no_summative), sparsity
     R_l := 0 (no_sparsity), or a constant alpha multiplier on protected parameters (constant_alpha)."""
+
+
+class CBPHATParams(AdaHATParams):
+    utility_decay: float = Field(0.99, gt=0.0, le=1.0)
+    """eta in U <- eta U + v (the per-task contribution-utility accumulator): 0.99, the decay of
+    continual backpropagation (Dohare et al., Nature 2024; shibhansh/loss-of-plasticity
+    lop/*/cfg/cbp.json), CLArena cbphat.py's `utility_decay_rate`."""
 
 
 register(
@@ -376,4 +420,13 @@ register(
     paradigms=("til",),
     tags=("hat_family",),
     summary="HAT + adaptive soft gradient clipping (Wang et al., ECML PKDD 2024)",
+)
+register(
+    "algorithm",
+    "cbphat",
+    "clsweep.algorithms.cbphat:CBPHAT",
+    params=CBPHATParams,
+    paradigms=("til",),
+    tags=("hat_family",),
+    summary="AdaHAT + continual-backprop contribution utility as unit importance (CLArena's CBPHAT)",
 )

@@ -258,6 +258,8 @@ def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> Experiment
         raise SpecError(problems)
 
     bench, backbone, heads, algo = parts["benchmark"], parts["backbone"], parts["heads"], parts["algorithm"]
+    if getattr(bench.params, "seed", None) == "trial":  # benchmark.seed: trial follows the trial seed
+        bench = Component(bench.kind, bench.name, bench.params.model_copy(update={"seed": shape.seed}))
     paradigm = shape.paradigm
     for key, comp in (("benchmark", bench), ("algorithm", algo), ("heads", heads)):
         if paradigm not in comp.entry.paradigms:
