@@ -11,9 +11,7 @@ the sweeper turns that into Tune reports and MLflow metrics.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +22,10 @@ import torch
 
 from clsweep import metrics, registry
 from clsweep.algorithms.base import CLAlgorithm
+from clsweep.recovery import STATE_FILE, write_atomically
 from clsweep.spec.experiment import ExperimentConfig
 
 __all__ = ["ExperimentResult", "NonFiniteLossError", "TaskReport", "build", "run_experiment"]
-
-STATE_FILE = "state.pt"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -81,11 +78,11 @@ def build(cfg: ExperimentConfig) -> tuple[Any, CLAlgorithm]:
     """The benchmark stream and the algorithm (with its backbone and heads) for ``cfg``.
     Initialisation is seeded by the trial seed."""
     registry.import_plugins(cfg.imports)
-    stream = cfg.benchmark.entry.load()(paradigm=cfg.paradigm, **cfg.benchmark.kwargs())
+    stream = registry.create("benchmark", cfg.benchmark.name, cfg.paradigm, params=cfg.benchmark.params)
     torch.manual_seed(cfg.seed)
-    backbone = cfg.backbone.entry.load()(tuple(stream.input_shape), **cfg.backbone.kwargs())
-    heads = cfg.heads.entry.load()(backbone.output_dim)
-    algorithm = cfg.algorithm.entry.load()(backbone, heads, **cfg.algorithm.kwargs())
+    backbone = registry.create("backbone", cfg.backbone.name, tuple(stream.input_shape), params=cfg.backbone.params)
+    heads = registry.create("heads", cfg.heads.name, backbone.output_dim, params=cfg.heads.params)
+    algorithm = registry.create("algorithm", cfg.algorithm.name, backbone, heads, params=cfg.algorithm.params)
     algorithm.train_config = cfg.train
     return stream, algorithm
 
@@ -95,21 +92,19 @@ def _task_seed(seed: int, task_id: int) -> int:
 
 
 @torch.no_grad()
-def _accuracy(algorithm: CLAlgorithm, x: torch.Tensor, y: torch.Tensor, task_id: int, batch_size: int) -> float:
+def _accuracy(
+    algorithm: CLAlgorithm, x: torch.Tensor, y: torch.Tensor, task_id: int, batch_size: int
+) -> float:
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for start in range(0, x.shape[0], batch_size):
-        logits = algorithm.evaluate_logits(x[start:start + batch_size], task_id)
-        correct += (logits.argmax(1) == y[start:start + batch_size]).sum()
+        logits = algorithm.evaluate_logits(x[start : start + batch_size], task_id)
+        correct += (logits.argmax(1) == y[start : start + batch_size]).sum()
     return float(correct.item()) / max(1, x.shape[0])
 
 
 def _save(directory: Path, state: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, directory / STATE_FILE)
-    progress = {"tasks_done": state["tasks_done"], "test_acc_matrix": state["test"], "val_acc_matrix": state["val"]}
-    (directory / "progress.json").write_text(json.dumps(progress))
+    """Replace the state file in ``directory`` (clsweep.recovery: a copy never sees half a file)."""
+    write_atomically(directory / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 
 def _fabric(device: str) -> Any:
@@ -180,8 +175,10 @@ def run_experiment(
             algorithm.setup_task(t, stream.task(t).num_classes)
         fabric.to_device(algorithm)
         algorithm.eval()
-        initial_test = [_accuracy(algorithm, on_device(t).test_x, on_device(t).test_y, t, eval_bs)
-                        for t in range(1, T + 1)]
+        initial_test = [
+            _accuracy(algorithm, on_device(t).test_x, on_device(t).test_y, t, eval_bs)
+            for t in range(1, T + 1)
+        ]
 
     for t in range(first, last_task + 1):
         task = on_device(t)
@@ -201,7 +198,7 @@ def run_experiment(
             order = torch.randperm(n, generator=generator, device=dev)
             epoch_loss = torch.zeros((), device=dev)
             for b in range(num_batches):
-                idx = order[b * bs:(b + 1) * bs]
+                idx = order[b * bs : (b + 1) * bs]
                 batch = (train_x[idx], train_y[idx])
                 out = module.training_step(batch, b)
                 optimizer.zero_grad(set_to_none=True)
@@ -211,7 +208,9 @@ def run_experiment(
                 algorithm.on_train_batch_end(out, batch, b)
                 epoch_loss += out["loss"].detach()
             if not torch.isfinite(epoch_loss):
-                raise NonFiniteLossError(f"training loss is {epoch_loss.item()} in task {t}, epoch {epoch + 1}")
+                raise NonFiniteLossError(
+                    f"training loss is {epoch_loss.item()} in task {t}, epoch {epoch + 1}"
+                )
         algorithm.on_task_end(t)
 
         algorithm.eval()
@@ -225,7 +224,10 @@ def run_experiment(
         val_rows.append(val_row)
         test_rows.append(test_row)
 
-        row_metrics: dict[str, float] = {"tasks_done": float(t), "loss_train": float(epoch_loss.item()) / num_batches}
+        row_metrics: dict[str, float] = {
+            "tasks_done": float(t),
+            "loss_train": float(epoch_loss.item()) / num_batches,
+        }
         for split, rows in (("val", val_rows), ("test", test_rows)):
             for key, value in metrics.summary(rows).items():
                 row_metrics[f"{key}_{split}"] = value
@@ -239,13 +241,33 @@ def run_experiment(
         saved_to = None
         if checkpoint_dir is not None:
             saved_to = Path(checkpoint_dir)
-            _save(saved_to, {"tasks_done": t, "model": algorithm.state_dict(), "extra": algorithm.extra_state(),
-                             "val": val_rows, "test": test_rows, "per_task": per_task,
-                             "initial_test": initial_test, "seconds": seconds})
+            _save(
+                saved_to,
+                {
+                    "tasks_done": t,
+                    "model": algorithm.state_dict(),
+                    "extra": algorithm.extra_state(),
+                    "val": val_rows,
+                    "test": test_rows,
+                    "per_task": per_task,
+                    "initial_test": initial_test,
+                    "seconds": seconds,
+                },
+            )
         if on_task_end is not None:
-            on_task_end(TaskReport(t, T, row_metrics, [list(r) for r in val_rows], [list(r) for r in test_rows],
-                                   diagnostics, seconds, saved_to))
+            on_task_end(
+                TaskReport(
+                    t,
+                    T,
+                    row_metrics,
+                    [list(r) for r in val_rows],
+                    [list(r) for r in test_rows],
+                    diagnostics,
+                    seconds,
+                    saved_to,
+                )
+            )
 
-    return ExperimentResult(cfg.to_dict(), val_rows, test_rows, per_task,
-                            elapsed_before + time.perf_counter() - started, str(dev))
-
+    return ExperimentResult(
+        cfg.to_dict(), val_rows, test_rows, per_task, elapsed_before + time.perf_counter() - started, str(dev)
+    )

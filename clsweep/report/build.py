@@ -46,7 +46,7 @@ def resolve_store(name: str, *, tracking_uri: str | None, experiment: str | None
     The sweep folder ``STORAGE/NAME`` (when it exists) records all three; otherwise the default is
     the sweeper's: the sqlite store ``STORAGE/mlflow.db`` (STORAGE defaults to ./clsweep_runs)."""
     from clsweep.common import DEFAULT_STORAGE
-    from clsweep.sweep.storage import SweepPaths, read_json
+    from clsweep.storage import SweepPaths, read_json
 
     paths = SweepPaths.at(storage if storage is not None else DEFAULT_STORAGE, name)
     record = read_json(paths.record) or {}

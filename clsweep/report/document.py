@@ -11,6 +11,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from clsweep.common import format_duration
 from clsweep.report.analysis import Analysis, config_text
 from clsweep.report.figures import Figure
@@ -122,8 +124,7 @@ def _setup(a: Analysis) -> Section:
                               if p.low is not None and p.high is not None else "-"] for p in s.params]))
     else:
         blocks.append("No parameter was searched: every trial runs the fixed experiment (seeds repeat it).")
-    if d.spec_text:
-        blocks.append(Code(d.spec_text, "the sweep file (sweep.yaml of the parent run)"))
+    blocks.append(Code(yaml.safe_dump(d.plan["sweep"], sort_keys=False), "the sweep file (sweep.yaml of the parent run)"))
     return Section("setup", "What was run", blocks)
 
 

@@ -1,8 +1,8 @@
 """The sweep sub-commands: ``validate``, ``run``, ``resume``, ``status``.
 
 Registered on the main parser by :func:`add_sweep_commands`; each sets ``func`` to its command,
-which returns the exit status (0 ok, 1 some trial failed, 2 bad input: SpecError, raised to
-``clsweep.cli.main``). Importing this module imports neither torch nor Ray; ``run`` and ``resume``
+which returns the exit status (0 ok, 1 some trial failed or tracking records were lost, 2 bad
+input: SpecError, raised to ``clsweep.cli.main``). Importing this module imports neither torch nor Ray; ``run`` and ``resume``
 import them when they start trials, after every check has passed.
 """
 
@@ -15,18 +15,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clsweep.common import DEFAULT_STORAGE
 from clsweep.spec.errors import Problem, SpecError
 
 __all__ = ["add_sweep_commands", "cmd_resume", "cmd_run", "cmd_status", "cmd_validate"]
 
-DEFAULT_STORAGE = "clsweep_runs"
 EXIT_OK, EXIT_FAILED = 0, 1
 
 _RUN_EPILOG = """\
-exit status: 0 every trial finished or was pruned; 1 the sweep ran but at least one trial failed
-(after `retries` re-runs from its last task checkpoint; its traceback is an artifact of its MLflow
-run); 2 bad input (sweep file, --set, storage folder of another sweep, unreachable tracking
-store): nothing was started or written.
+exit status: 0 every trial finished or was pruned and every tracking record was written; 1 the
+sweep ran but at least one trial failed (after `retries` re-runs from its last task checkpoint;
+its traceback is an artifact of its MLflow run), or tracking records were lost (an MLflow call or
+a status-file write failed: the sweep went on without it; the count is printed at the end and
+each failure was logged as a warning); 2 bad input (sweep file, --set, storage folder of another
+sweep, unreachable tracking store): nothing was started or written.
 
 Running the same command again (or `clsweep resume NAME`) continues an interrupted sweep:
 finished trials are kept, unfinished ones restart from their last task checkpoint, and every
@@ -37,50 +39,81 @@ variable CLSWEEP_FORKSERVER=0 turns that off). Ray's own log lines go to STORAGE
 
 
 def _storage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
-                        help=f"root folder of sweeps (default: ./{DEFAULT_STORAGE}); the sweep lives in DIR/NAME "
-                             "and the default MLflow store is DIR/mlflow.db")
+    parser.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        metavar="DIR",
+        help=f"root folder of sweeps (default: ./{DEFAULT_STORAGE}); the sweep lives in DIR/NAME "
+        "and the default MLflow store is DIR/mlflow.db",
+    )
 
 
 def _launch(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: the sweep file's tracking.uri, else sqlite in --storage)")
-    parser.add_argument("--address", metavar="ADDR",
-                        help="Ray cluster to join: auto, host:port or ray://host:port (default: RAY_ADDRESS, else a "
-                             "local Ray)")
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: the sweep file's tracking.uri, else sqlite in --storage)",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="Ray cluster to join: auto, host:port or ray://host:port (default: RAY_ADDRESS, else a "
+        "local Ray)",
+    )
     parser.add_argument("--no-report", action="store_true", help="do not write a report at the end")
     _storage(parser)
 
 
 def add_sweep_commands(subparsers: Any) -> None:
     """Register validate, run, resume and status on the ``clsweep`` sub-command parser."""
-    p = subparsers.add_parser("validate", help="check a sweep file (or experiment config) without running anything",
-                              description="Validate a sweep file completely (every configuration the searcher can "
-                                          "produce) or an experiment config. Imports neither torch nor Ray.")
+    p = subparsers.add_parser(
+        "validate",
+        help="check a sweep file (or experiment config) without running anything",
+        description="Validate a sweep file completely (every configuration the searcher can "
+        "produce) or an experiment config. Imports neither torch nor Ray.",
+    )
     p.add_argument("file", help="sweep file (has an `experiment` section) or experiment config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a value (repeatable)"
+    )
     p.set_defaults(func=cmd_validate)
 
-    p = subparsers.add_parser("run", help="run a sweep (Ray Tune + Optuna, MLflow tracking)",
-                              description="Run the sweep described by SPACE.", epilog=_RUN_EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "run",
+        help="run a sweep (Ray Tune + Optuna, MLflow tracking)",
+        description="Run the sweep described by SPACE.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("space", help="sweep file, e.g. search_spaces/quickstart.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a value, e.g. --set experiment.train.epochs=1 --set searcher.samples=4; "
-                        "search entries by their dotted key: --set search.experiment.train.lr.uniform=[0.01,0.1]")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value, e.g. --set experiment.train.epochs=1 --set searcher.samples=4; "
+        "search entries by their dotted key: --set search.experiment.train.lr.uniform=[0.01,0.1]",
+    )
     p.add_argument("--name", help="sweep name (default: the file's `name`)")
     _launch(p)
     p.set_defaults(func=cmd_run)
 
-    p = subparsers.add_parser("resume", help="continue an interrupted sweep by name (no file needed)",
-                              description="Continue the sweep stored in STORAGE/NAME.", epilog=_RUN_EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "resume",
+        help="continue an interrupted sweep by name (no file needed)",
+        description="Continue the sweep stored in STORAGE/NAME.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("name", help="sweep name")
     _launch(p)
     p.set_defaults(func=cmd_resume)
 
-    p = subparsers.add_parser("status", help="trials finished / running / pruned / failed and the best so far",
-                              description="Show where a sweep stands, from its storage folder (no Ray needed).")
+    p = subparsers.add_parser(
+        "status",
+        help="trials finished / running / pruned / failed and the best so far",
+        description="Show where a sweep stands, from its storage folder (no Ray needed).",
+    )
     p.add_argument("name", help="sweep name")
     _storage(p)
     p.set_defaults(func=cmd_status)
@@ -95,19 +128,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         spec = load_sweep(args.file, args.set)
         grid = sum(1 for p in spec.params if p.kind == "grid")
-        how = (f"{len(spec.grid_points)} grid points" if spec.searcher.name == "grid"
-               else f"{spec.samples} samples" + (f" x {grid} grid entr{'y' if grid == 1 else 'ies'}" if grid else ""))
-        print(f"ok: sweep {spec.name!r}: {spec.num_trials} trials ({spec.searcher.name}, {how}, "
-              f"{len(spec.seeds)} seed(s)); objective {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}; "
-              f"protocol {spec.protocol.name}; scheduler {spec.scheduler.name}")
+        how = (
+            f"{len(spec.grid_points)} grid points"
+            if spec.searcher.name == "grid"
+            else f"{spec.samples} samples"
+            + (f" x {grid} grid entr{'y' if grid == 1 else 'ies'}" if grid else "")
+        )
+        print(
+            f"ok: sweep {spec.name!r}: {spec.num_trials} trials ({spec.searcher.name}, {how}, "
+            f"{len(spec.seeds)} seed(s)); objective {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}; "
+            f"protocol {spec.protocol.name}; scheduler {spec.scheduler.name}"
+        )
         for p in spec.params:
-            print(f"  {p.name}: {p.kind} {list(p.values) if p.finite else [p.low, p.high]}"
-                  + (f" when {dict((k, list(v)) for k, v in p.when)}" if p.when else ""))
+            print(
+                f"  {p.name}: {p.kind} {list(p.values) if p.finite else [p.low, p.high]}"
+                + (f" when {dict((k, list(v)) for k, v in p.when)}" if p.when else "")
+            )
         return EXIT_OK
     from clsweep.spec import load_experiment
 
     cfg = load_experiment(args.file, args.set)
-    print(f"ok: experiment {cfg.algorithm.name} on {cfg.benchmark.name} ({cfg.num_tasks} tasks, {cfg.paradigm})")
+    print(
+        f"ok: experiment {cfg.algorithm.name} on {cfg.benchmark.name} ({cfg.num_tasks} tasks, {cfg.paradigm})"
+    )
     return EXIT_OK
 
 
@@ -118,24 +161,41 @@ def _finish(outcome: Any, no_report: bool, started: float) -> int:
     plan = outcome.plan
     objectives = [{"metric": o.metric, "mode": str(o.mode)} for o in plan.spec.objectives]
     print()
-    for line in format_summary(outcome.summary, objectives, elapsed=time.monotonic() - started, name=plan.spec.name):
+    for line in format_summary(
+        outcome.summary, objectives, elapsed=time.monotonic() - started, name=plan.spec.name
+    ):
         print(line)
     if not outcome.complete:
         print(f"not complete: continue with `clsweep resume {plan.spec.name} --storage {plan.paths.storage}`")
     print(f"runs:      {plan.paths.sweep_dir}")
-    print(f"tracking:  {plan.tracking_uri} (experiment {plan.experiment!r}, parent run {outcome.parent_run_id})")
+    print(
+        f"tracking:  {plan.tracking_uri} (experiment {plan.experiment!r}, parent run {outcome.parent_run_id})"
+    )
     print(f"view:      {ui_command(plan.tracking_uri)}")
+    if outcome.lost_records:
+        print(
+            f"lost:      {outcome.lost_records} tracking record(s): MLflow calls or status-file writes that failed "
+            "(warnings above); the runs in MLflow are incomplete",
+            file=sys.stderr,
+        )
     if not no_report and outcome.complete and importlib.util.find_spec("clsweep.report") is not None:
         from clsweep.report import report_sweep
 
         try:
-            index = report_sweep(plan.spec.name, tracking_uri=plan.tracking_uri, experiment=plan.experiment,
-                                 parent_run_id=outcome.parent_run_id, storage=plan.paths.storage)
+            index = report_sweep(
+                plan.spec.name,
+                tracking_uri=plan.tracking_uri,
+                experiment=plan.experiment,
+                parent_run_id=outcome.parent_run_id,
+                storage=plan.paths.storage,
+            )
             print(f"report:    {index}")
         except Exception as err:  # noqa: BLE001 - the sweep itself is done; say why the report is missing
-            print(f"report:    not written ({type(err).__name__}: {err}); retry with `clsweep report {plan.spec.name}`",
-                  file=sys.stderr)
-    return EXIT_FAILED if outcome.failed else EXIT_OK
+            print(
+                f"report:    not written ({type(err).__name__}: {err}); retry with `clsweep report {plan.spec.name}`",
+                file=sys.stderr,
+            )
+    return EXIT_FAILED if outcome.failed or outcome.lost_records else EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -144,15 +204,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     spec = load_sweep(args.space, args.set, name=args.name)
-    plan = prepare(spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
-                   source=str(Path(args.space).resolve()))
+    plan = prepare(
+        spec,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        source=str(Path(args.space).resolve()),
+    )
     return _finish(execute(plan, started=started), args.no_report, started)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from clsweep.spec.sweep import parse_sweep
+    from clsweep.storage import SweepPaths, read_json
     from clsweep.sweep.driver import execute, prepare
-    from clsweep.sweep.storage import SweepPaths, read_json
 
     started = time.monotonic()
     paths = SweepPaths.at(args.storage, args.name)
@@ -160,13 +225,18 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if record is None:
         raise SpecError([Problem(("name",), f"no sweep {args.name!r} under {paths.storage}")])
     spec = parse_sweep(record["spec"], source=str(paths.record))
-    plan = prepare(spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
-                   source=record.get("source"))
+    plan = prepare(
+        spec,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        source=record.get("source"),
+    )
     return _finish(execute(plan, started=started), args.no_report, started)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from clsweep.sweep.storage import SweepPaths
+    from clsweep.storage import SweepPaths
     from clsweep.sweep.summary import format_summary, stored_sweep
     from clsweep.tracking.store import ui_command
 

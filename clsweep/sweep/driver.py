@@ -7,31 +7,29 @@ MLflow experiment and parent run, starts (or joins) Ray and runs or restores the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from clsweep.common import versions
 from clsweep.spec.errors import Problem, SpecError
-from clsweep.spec.sweep import SweepSpec
-from clsweep.sweep.storage import SweepPaths, check_owner, new_record, read_json, write_json
+from clsweep.spec.sweep import SweepPlan
+from clsweep.storage import SweepPaths, check_owner, new_record, read_json, write_json
+from clsweep.sweep.ray_setup import ray_environment, ray_logs_to
 from clsweep.sweep.summary import Summary, summarize
 from clsweep.tracking.store import check_tracking_uri
 
-__all__ = ["Outcome", "Plan", "execute", "prepare", "tracking_store", "trial_dirname",
-           "versions"]
+__all__ = ["Outcome", "Plan", "execute", "prepare", "tracking_store", "trial_dirname"]
 
 
 @dataclass
 class Plan:
-    spec: SweepSpec
+    spec: SweepPlan
     paths: SweepPaths
     record: dict[str, Any] | None
     """The stored record when the folder already belongs to this sweep (a resume)."""
@@ -49,14 +47,23 @@ class Outcome:
     parent_run_id: str | None
     complete: bool
     rows: list[dict[str, Any]] = field(default_factory=list)
+    lost_records: int = 0
+    """Tracking records (MLflow calls, status-file writes) that failed in this run of the sweep;
+    the sweep went on without them."""
 
     @property
     def failed(self) -> int:
         return self.summary.counts.get("failed", 0)
 
 
-def prepare(spec: SweepSpec, *, storage: str | Path, tracking_uri: str | None = None, address: str | None = None,
-            source: str | None = None) -> Plan:
+def prepare(
+    spec: SweepPlan,
+    *,
+    storage: str | Path,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    source: str | None = None,
+) -> Plan:
     """All checks, no writes. Raises SpecError (exit status 2)."""
     from clsweep.sweep.cluster import check_launch, effective_address
 
@@ -64,82 +71,47 @@ def prepare(spec: SweepSpec, *, storage: str | Path, tracking_uri: str | None = 
     record = check_owner(paths, spec.fingerprint)
     uri = tracking_store(tracking_uri, spec, record, paths)
     if record and record.get("tracking_uri") and record["tracking_uri"] != uri:
-        raise SpecError([Problem(("--tracking-uri",), f"sweep {spec.name!r} logs to {record['tracking_uri']}; "
-                                                      f"it cannot move to {uri} halfway")])
+        raise SpecError(
+            [
+                Problem(
+                    ("--tracking-uri",),
+                    f"sweep {spec.name!r} logs to {record['tracking_uri']}; it cannot move to {uri} halfway",
+                )
+            ]
+        )
     given = address or spec.cluster.address
     check_launch(given, tracking_uri=uri, storage=storage)
     check_tracking_uri(uri)
     from clsweep.sweep.forkserver import setting
 
     setting()  # a malformed CLSWEEP_FORKSERVER is bad input too
-    return Plan(spec, paths, record, uri, spec.tracking.experiment or spec.name, effective_address(given), source)
+    return Plan(
+        spec, paths, record, uri, spec.tracking.experiment or spec.name, effective_address(given), source
+    )
 
 
-def tracking_store(given: str | None, spec: SweepSpec, record: dict[str, Any] | None, paths: SweepPaths,
-                   environ: Mapping[str, str] | None = None) -> str:
+def tracking_store(
+    given: str | None,
+    spec: SweepPlan,
+    record: dict[str, Any] | None,
+    paths: SweepPaths,
+    environ: Mapping[str, str] | None = None,
+) -> str:
     """The MLflow tracking URI, first set wins: ``--tracking-uri``, the sweep file's ``tracking.uri``,
     the one a resumed sweep recorded, ``MLFLOW_TRACKING_URI``, the sqlite file in the storage root."""
     env = os.environ if environ is None else environ
-    return (given or spec.tracking.uri or (record or {}).get("tracking_uri")
-            or env.get("MLFLOW_TRACKING_URI", "").strip() or paths.default_tracking_uri)
-
-
-def versions() -> dict[str, str | None]:
-    """The versions of Python and of the packages behind a sweep's numbers (installed metadata
-    only: nothing is imported); None for a package that is not installed."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("clsweep", "ray", "optuna", "mlflow", "torch", "lightning"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
+    return (
+        given
+        or spec.tracking.uri
+        or (record or {}).get("tracking_uri")
+        or env.get("MLFLOW_TRACKING_URI", "").strip()
+        or paths.default_tracking_uri
+    )
 
 
 def trial_dirname(trial: Any) -> str:
     """Trial folders named by trial id only (short, filesystem- and S3-friendly)."""
     return str(trial.trial_id)
-
-
-@contextlib.contextmanager
-def _ray_logs_to(path: Path) -> Iterator[None]:
-    """Ray's and Tune's console logging (trial tracebacks, snapshot notes) goes to a file in the
-    sweep folder while the progress display owns the terminal."""
-    logger = logging.getLogger("ray")
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    streams = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)
-               and not isinstance(h, logging.FileHandler)]
-    levels = [h.level for h in streams]
-    for h in streams:
-        h.setLevel(logging.CRITICAL + 1)
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
-        for h, level in zip(streams, levels, strict=True):
-            h.setLevel(level)
-
-
-def _ray_environment(plan: Plan) -> None:
-    """Set before Ray is imported."""
-    if plan.address is None:
-        # Ray >= 2.59 turns token auth on for a local ray.init() and writes ~/.ray/auth_token; the
-        # embedded cluster lives and dies with this process, so it runs without. A cluster keeps
-        # whatever RAY_AUTH_MODE / RAY_AUTH_TOKEN its operator set (clusters/README.md).
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new output engine prints boxes even at verbose=0
-    # per-task checkpoints with num_to_keep=2 force frequent snapshots; they are small, do not warn
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Tune's default loggers include TensorBoard's, whose import pulls torch into the driver (~3 s);
-    # the JSON and CSV loggers (result.json, progress.csv) are added explicitly in _tuner.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
@@ -153,10 +125,15 @@ def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
         # "local": always a new embedded Ray, never one that an earlier `ray start` left running. It
         # starts no idle workers up front: Tune places each trial actor in a placement group, and
         # such actors always get a new worker process, so prestarted ones only take CPU at start-up.
-        ray.init(address=plan.address or "local", num_cpus=num_cpus if plan.address is None else None,
-                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 runtime_env=plan.spec.cluster.runtime_env or None,
-                 _system_config={"prestart_worker_first_driver": False} if plan.address is None else None)
+        ray.init(
+            address=plan.address or "local",
+            num_cpus=num_cpus if plan.address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            runtime_env=plan.spec.cluster.runtime_env or None,
+            _system_config={"prestart_worker_first_driver": False} if plan.address is None else None,
+        )
         started = True
     client = (plan.address or "").startswith("ray://")  # the driver's machine is not a cluster node
     if client or len([n for n in ray.nodes() if n.get("Alive")]) > 1:
@@ -171,11 +148,13 @@ def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
     return started
 
 
-def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | None,
-           forkserver: str | None = None) -> Any:
+def _tuner(
+    plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | None, forkserver: str | None = None
+) -> Any:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from clsweep.sweep.adoption import AdoptionCallback
     from clsweep.sweep.progress import ProgressCallback
     from clsweep.sweep.space import make_scheduler, make_searcher
     from clsweep.sweep.tracking_callback import MLflowCallback
@@ -183,49 +162,97 @@ def _tuner(plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | N
 
     spec = plan.spec
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, spec_data=spec.data, forkserver=forkserver,
-                                                         sweep_dir=str(plan.paths.sweep_dir)), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_trial, plan=spec.payload(), forkserver=forkserver, sweep_dir=str(plan.paths.sweep_dir)
+        ),
+        resources,
+    )
     path = plan.paths.sweep_dir
     # Tune writes tuner.pkl when the Tuner is made and the experiment state at the first snapshot;
     # a driver killed in between leaves nothing to resume (start afresh in the same folder).
     if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
         return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     scheduler = make_scheduler(spec)
+    adoption = AdoptionCallback(plan.paths.sweep_dir)  # before the MLflow callback, which asks it
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(spec), num_samples=spec.num_trials, reuse_actors=True,
-            max_concurrent_trials=spec.resources.max_concurrent, trial_dirname_creator=trial_dirname,
-            **({"scheduler": scheduler} if scheduler is not None else {})),
+            search_alg=make_searcher(spec),
+            num_samples=spec.num_trials,
+            reuse_actors=True,
+            max_concurrent_trials=spec.resources.max_concurrent,
+            trial_dirname_creator=trial_dirname,
+            **({"scheduler": scheduler} if scheduler is not None else {}),
+        ),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=str(plan.paths.storage), verbose=0,
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
-                       MLflowCallback(tracker, spec.data, plan.paths.sweep_dir),
-                       ProgressCallback(spec.data, plan.paths.status, display=display), *callbacks],
+            name=spec.name,
+            storage_path=str(plan.paths.storage),
+            verbose=0,
+            callbacks=[
+                JsonLoggerCallback(),
+                CSVLoggerCallback(),
+                adoption,
+                MLflowCallback(tracker, spec.payload(), adoption),
+                ProgressCallback(spec.payload(), plan.paths.status, display=display),
+                *callbacks,
+            ],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
     )
 
 
-def _outcome(plan: Plan, parent: str | None) -> Outcome:
+def _outcome(plan: Plan, parent: str | None, lost_records: int = 0) -> Outcome:
     status = read_json(plan.paths.status) or {}
     rows = list(status.get("trials", []))
     spec = plan.spec
     summary = summarize(rows, [str(o.mode) for o in spec.objectives], spec.num_trials)
-    return Outcome(plan, summary, parent, summary.done >= spec.num_trials, rows)
+    return Outcome(plan, summary, parent, summary.done >= spec.num_trials, rows, lost_records)
 
 
-def execute(plan: Plan, *, callbacks: Sequence[Any] = (), display: bool | None = None,
-            num_cpus: int | None = None, started: float | None = None) -> Outcome:
+def _lost_records(tuner: Any) -> int:
+    """The tracking records the sweep's MLflow and progress callbacks lost (their ``failures``), as
+    counted by the objects Tune called: those of the tuner's run config. For a new sweep they are
+    the ones :func:`_tuner` made; a restored tuner calls the copies pickled in its tuner.pkl, and a
+    tuner under Ray Client runs on the cluster (its run config comes back by value)."""
+    from clsweep.sweep.progress import ProgressCallback
+    from clsweep.sweep.tracking_callback import MLflowCallback
+
+    local = getattr(tuner, "_local_tuner", None)  # Ray 2.60's Tuner has no public accessor of its run config
+    if local is not None:
+        config = local.get_run_config()
+    else:
+        import ray
+
+        config = ray.get(tuner._remote_tuner.get_run_config.remote())
+    return sum(
+        c.failures for c in config.callbacks or [] if isinstance(c, (MLflowCallback, ProgressCallback))
+    )
+
+
+def execute(
+    plan: Plan,
+    *,
+    callbacks: Sequence[Any] = (),
+    display: bool | None = None,
+    num_cpus: int | None = None,
+    started: float | None = None,
+) -> Outcome:
     """Create the stores, start Ray, run (or continue) the sweep; returns where it ended.
     ``started``: time.monotonic() when the command started (for the elapsed time shown)."""
-    _ray_environment(plan)
+    ray_environment(embedded=plan.address is None)
     from clsweep.sweep.progress import mark_start
 
     mark_start(started)
     spec = plan.spec
-    record = plan.record or new_record(spec.data, spec.fingerprint, source=plan.source,
-                                       tracking_uri=plan.tracking_uri, experiment=plan.experiment)
+    record = plan.record or new_record(
+        spec.data,
+        spec.fingerprint,
+        source=plan.source,
+        tracking_uri=plan.tracking_uri,
+        experiment=plan.experiment,
+    )
     if record.get("complete"):
         return _outcome(plan, record.get("parent_run_id"))
     server = _start_forkserver(plan, before_ray=True)  # its imports overlap Ray's start
@@ -280,25 +307,24 @@ def _start_forkserver(plan: Plan, *, before_ray: bool) -> Any:
     return ForkServer.start(_preload_modules(plan.spec), plan.paths.sweep_dir / "forkserver.log")
 
 
-def _preload_modules(spec: SweepSpec) -> list[str]:
+def _preload_modules(spec: SweepPlan) -> list[str]:
     """What a trial of ``spec`` imports besides torch and Lightning: the modules of the experiment's
     components, of its data source's loader and its plugins (``imports:``)."""
     from clsweep import registry
-    from clsweep.spec.components import SOURCE_MODULES
+    from clsweep.common import EXPERIMENT_COMPONENTS
 
     experiment = spec.experiment
     modules = [str(m) for m in experiment.get("imports") or []]
-    benchmark = experiment.get("benchmark")
-    if isinstance(benchmark, dict):
-        modules += SOURCE_MODULES.get(str(benchmark.get("source", "digits")), ())
-    for kind in registry.KINDS:
-        part = experiment.get(kind)
-        name = part.get("name") if isinstance(part, dict) else None
-        if name:
-            try:
-                modules.append(registry.get(kind, str(name)).target.partition(":")[0])
-            except LookupError:
-                continue
+    parts = {kind: experiment.get(kind) for kind in EXPERIMENT_COMPONENTS}
+    wanted = [(kind, part.get("name")) for kind, part in parts.items() if isinstance(part, dict)]
+    if isinstance(benchmark := parts["benchmark"], dict):
+        wanted.append(("source", benchmark.get("source", "digits")))
+    for kind, name in wanted:
+        try:
+            entry = registry.get(kind, str(name))
+        except LookupError:
+            continue
+        modules += [*entry.preload, entry.module]
     return modules
 
 
@@ -317,25 +343,37 @@ def _open_tracking(plan: Plan, record: dict[str, Any]) -> Any:
     paths.sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json(paths.record, record)
     local = plan.tracking_uri.startswith("sqlite:")
-    tracker = SweepTracker(plan.tracking_uri, plan.experiment, spec.name,
-                           artifact_root=paths.artifact_root if local else None)
-    protocol = spec.protocol.name + (f":{spec.protocol.k}" if spec.protocol.k else "")
+    tracker = SweepTracker(
+        plan.tracking_uri, plan.experiment, spec.name, artifact_root=paths.artifact_root if local else None
+    )
     record["parent_run_id"] = tracker.open(
-        record.get("parent_run_id"), spec_text=yaml.safe_dump(spec.data, sort_keys=False),
-        tags={"clsweep.protocol": protocol, "clsweep.searcher": spec.searcher.name,
-              "clsweep.objective": ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives),
-              "clsweep.fingerprint": spec.fingerprint, "clsweep.versions": json.dumps(versions())})
+        record.get("parent_run_id"),
+        plan=spec.payload(),
+        tags={
+            "clsweep.protocol": spec.protocol_tag,
+            "clsweep.searcher": spec.searcher.name,
+            "clsweep.objective": ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives),
+            "clsweep.fingerprint": spec.fingerprint,
+            "clsweep.versions": json.dumps(versions()),
+        },
+    )
     write_json(paths.record, record)
     return tracker
 
 
-def _run(plan: Plan, record: dict[str, Any], tracker: Any, callbacks: Sequence[Any], display: bool | None,
-         forkserver: str | None) -> Outcome:
+def _run(
+    plan: Plan,
+    record: dict[str, Any],
+    tracker: Any,
+    callbacks: Sequence[Any],
+    display: bool | None,
+    forkserver: str | None,
+) -> Outcome:
     paths = plan.paths
     tuner = _tuner(plan, tracker, callbacks, display, forkserver)
-    with _ray_logs_to(paths.sweep_dir / "driver.log"):
+    with ray_logs_to(paths.sweep_dir / "driver.log"):
         tuner.fit()
-    outcome = _outcome(plan, record["parent_run_id"])
+    outcome = _outcome(plan, record["parent_run_id"], _lost_records(tuner))
     record["complete"] = outcome.complete
     write_json(paths.record, record)
     return outcome

@@ -69,7 +69,16 @@ class TrialProcessError(RuntimeError):
     """The trial failed in its forked process; the message holds that process's traceback."""
 
 
-_SETTINGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_SETTINGS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 def setting() -> bool:
@@ -78,7 +87,9 @@ def setting() -> bool:
     if value not in _SETTINGS:
         from clsweep.spec.errors import Problem, SpecError
 
-        raise SpecError([Problem((ENV,), f"environment variable set to {os.environ[ENV]!r}; expected 1 (on) or 0 (off)")])
+        raise SpecError(
+            [Problem((ENV,), f"environment variable set to {os.environ[ENV]!r}; expected 1 (on) or 0 (off)")]
+        )
     return _SETTINGS[value]
 
 
@@ -132,10 +143,23 @@ class ForkServer:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab")  # noqa: SIM115 - open as long as the server runs
         wanted = list(dict.fromkeys([*PRELOAD, *modules]))
-        command = [sys.executable, "-m", "clsweep.sweep.forkserver", address, str(os.getpid()), ",".join(wanted)]
+        command = [
+            sys.executable,
+            "-m",
+            "clsweep.sweep.forkserver",
+            address,
+            str(os.getpid()),
+            ",".join(wanted),
+        ]
         # its own session: a Ctrl-C at the terminal is the driver's to handle (Tune stops the trials)
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   close_fds=True, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,
+        )
         server = cls(process, address, folder, log)
         deadline = time.monotonic() + _BIND_TIMEOUT_S  # it listens before importing: a fraction of a second
         while not os.path.exists(address) and process.poll() is None and time.monotonic() < deadline:
@@ -156,7 +180,9 @@ class ForkServer:
 
 
 # ---- actor side -------------------------------------------------------------------------------
-def run_forked(address: str, request: dict[str, Any], on_result: Callable[[dict[str, Any], str | None], None]) -> bool:
+def run_forked(
+    address: str, request: dict[str, Any], on_result: Callable[[dict[str, Any], str | None], None]
+) -> bool:
     """Have the server at ``address`` fork a child that runs ``request`` (see :func:`_child`);
     ``on_result(result, checkpoint_dir)`` is called in this process for each finished task before
     the child goes on. False when no server answers (the caller then trains in-process); raises
@@ -182,7 +208,9 @@ def run_forked(address: str, request: dict[str, Any], on_result: Callable[[dict[
             try:
                 message = _recv(sock)
             except (OSError, EOFError):
-                raise TrialProcessError(f"the trial's process (pid {child}) died before finishing its tasks") from None
+                raise TrialProcessError(
+                    f"the trial's process (pid {child}) died before finishing its tasks"
+                ) from None
             kind = message[0]
             if kind == "result":
                 on_result(message[1], message[2])
@@ -210,9 +238,9 @@ def serve(address: str, parent: int, modules: list[str]) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # nothing to clean up; skip finalising torch
     started = time.perf_counter()
-    from clsweep.sweep.trial import _quiet_environment
+    from clsweep.sweep.tasks import quiet_environment
 
-    _quiet_environment()  # before Lightning is imported, as in a trial's actor
+    quiet_environment()  # before Lightning is imported, as in a trial's actor
     for name in modules:
         try:
             importlib.import_module(name)
@@ -222,8 +250,11 @@ def serve(address: str, parent: int, modules: list[str]) -> None:
         _warm_up()
     except Exception:  # noqa: BLE001 - a cold child is only slower
         traceback.print_exc()
-    print(f"clsweep fork server {os.getpid()}: preloaded {', '.join(modules)} and warmed up in "
-          f"{time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"clsweep fork server {os.getpid()}: preloaded {', '.join(modules)} and warmed up in "
+        f"{time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
     while os.getppid() == parent:
         if not select.select([listener], [], [], 1.0)[0]:
             continue
@@ -238,9 +269,14 @@ def serve(address: str, parent: int, modules: list[str]) -> None:
         print(f"forked trial process {pid}", flush=True)
 
 
-WARM_UP = {"seed": 0, "paradigm": "til", "benchmark": {"name": "permuted", "source": "synthetic", "num_tasks": 1},
-           "backbone": {"name": "mlp", "hidden_dims": [16]}, "algorithm": {"name": "finetuning"},
-           "train": {"epochs": 1, "batch_size": 64}}
+WARM_UP = {
+    "seed": 0,
+    "paradigm": "til",
+    "benchmark": {"name": "permuted", "source": "synthetic", "num_tasks": 1},
+    "backbone": {"name": "mlp", "hidden_dims": [16]},
+    "algorithm": {"name": "finetuning"},
+    "train": {"epochs": 1, "batch_size": 64},
+}
 """A task loop of a tenth of a second, run once by the server: what torch and Lightning set up on
 first use (optimiser wrappers, Fabric's connectors, autograd) is then set up in every child."""
 
@@ -299,7 +335,7 @@ def _child(conn: socket.socket) -> None:
 def _train(conn: socket.socket, request: dict[str, Any]) -> int:
     import torch
 
-    from clsweep.sweep.trial import run_tasks
+    from clsweep.sweep.tasks import run_tasks
 
     torch.set_num_threads(max(1, int(request["env"].get("OMP_NUM_THREADS") or os.cpu_count() or 1)))
 
@@ -309,8 +345,14 @@ def _train(conn: socket.socket, request: dict[str, Any]) -> int:
             raise EOFError("the trial's actor stopped answering")
 
     try:
-        run_tasks(request["spec_data"], request["config"], send, Path(request["scratch"]),
-                  Path(request["resume_from"]) if request["resume_from"] else None, cpu_start=time.process_time())
+        run_tasks(
+            request["plan"],
+            request["config"],
+            send,
+            Path(request["scratch"]),
+            Path(request["resume_from"]) if request["resume_from"] else None,
+            cpu_start=time.process_time(),
+        )
     except Exception:  # noqa: BLE001 - sent to the actor, which raises it in Tune
         _send(conn, ("error", traceback.format_exc()))
         return 1

@@ -15,8 +15,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from clsweep.spec.sweep import SweepSpec
-from clsweep.sweep.storage import driver_identity, write_json
+from clsweep.spec.sweep import SweepPlan
+from clsweep.storage import driver_identity, write_json
 from clsweep.sweep.summary import format_summary, summarize
 from clsweep.sweep.tracking_callback import guarded, stopped_state, trial_state
 
@@ -31,7 +31,7 @@ def mark_start(at: float | None = None) -> None:
     _COMMAND_STARTED = time.monotonic() if at is None else at
 
 
-def trial_row(trial: Any, spec: SweepSpec, state: str | None = None) -> dict[str, Any]:
+def trial_row(trial: Any, spec: SweepPlan, state: str | None = None) -> dict[str, Any]:
     last = trial.last_result or {}
     values = [last.get(o.metric) for o in spec.objectives]
     return {
@@ -48,16 +48,19 @@ def trial_row(trial: Any, spec: SweepSpec, state: str | None = None) -> dict[str
 class ProgressCallback(Callback):
     """Draws the display and writes ``status_path``. Picklable (Tune stores its callbacks)."""
 
-    def __init__(self, spec_data: dict[str, Any], status_path: Path, *, display: bool | None = None,
+    def __init__(self, plan: dict[str, Any], status_path: Path, *, display: bool | None = None,
                  interval: float = 0.5) -> None:
-        self.spec_data = spec_data
+        self.plan = plan
+        """The sweep plan's payload (SweepPlan.payload())."""
         self.status_path = Path(status_path)
         self.display = display
         self.interval = interval
-        self._spec: SweepSpec | None = None
+        self._spec: SweepPlan | None = None
         self._reset()
 
     def _reset(self) -> None:
+        self.failures = 0
+        """Events whose display or status-file update failed in this run of the sweep."""
         self._started = time.monotonic()
         self._drawn = 0
         self._last_draw = 0.0
@@ -68,9 +71,9 @@ class ProgressCallback(Callback):
         return {**self.__dict__, "_spec": None}
 
     @property
-    def spec(self) -> SweepSpec:
+    def spec(self) -> SweepPlan:
         if self._spec is None:
-            self._spec = SweepSpec.from_data(self.spec_data)
+            self._spec = SweepPlan.from_payload(self.plan)
         return self._spec
 
     def setup(self, **info: Any) -> None:  # type: ignore[override]

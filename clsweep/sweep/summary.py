@@ -116,7 +116,7 @@ def stored_sweep(storage: Any, name: str) -> StoredSweep:
     """Read ``<storage>/<name>``; SpecError when there is no such sweep. Trials a dead driver left
     "running" count as waiting (they resume with the sweep)."""
     from clsweep.spec.errors import Problem, SpecError
-    from clsweep.sweep.storage import SweepPaths, driver_alive, read_json
+    from clsweep.storage import SweepPaths, driver_alive, read_json
 
     paths = SweepPaths.at(storage, name)
     record = read_json(paths.record)

@@ -2,17 +2,18 @@
 
 Each trial gets one child run of the sweep's parent run: params are the trial's resolved
 experiment config (dotted names), tags say sweep, trial, algorithm, benchmark, paradigm, seed,
-protocol, status and node; metrics are logged per task with step = tasks done (a result a trial sends again after a restore,
-marked ``replayed``, only when its step is not logged yet); at the end the
-resolved config, the accuracy matrices (CSV) and, for a failed trial, its traceback are stored as
-artifacts. Tune checkpoints the trial -> run map (get_state / set_state) and the tracker also finds
+protocol, status and node; metrics are logged per task with step = tasks done (a result a trial
+sends again after a restore, marked ``replayed``, only when its step is not logged yet); at the
+end the resolved config, the accuracy matrices (CSV) and, for a failed trial, its traceback are
+stored as artifacts. Tune checkpoints the trial -> run map (get_state / set_state) and the tracker also finds
 a trial's run by its ``clsweep.trial_id`` tag, so a restored sweep keeps the same run ids.
 
-A trial created after Tune's last experiment snapshot is unknown to a restored sweep. When the
-searcher proposes its config again (a grid, seeds), the new trial adopts it: its folder gets an
-adoption file naming the lost trial (whose checkpoints the trial then replays instead of training,
-see clsweep.sweep.trial) and its MLflow run is the lost trial's, re-tagged. Runs of lost trials
-nobody adopts are deleted at the end.
+A trial that adopts a trial Tune lost with a killed driver (clsweep.sweep.adoption) is given
+the lost trial's run, re-tagged ``clsweep.adopted_from``; runs of lost trials nobody adopts are
+deleted at the end (clsweep.recovery.orphan_runs).
+
+Every event handler is :func:`guarded`: a failing MLflow call loses that record, not the sweep.
+The count of such failures, ``failures``, is read by the driver after the sweep (exit status 1).
 """
 
 from __future__ import annotations
@@ -25,43 +26,63 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import yaml
 from ray.tune import Callback
 
+from clsweep.recovery import REPLAYED
 from clsweep.spec.experiment import ExperimentConfig, flatten
-from clsweep.spec.sweep import SweepSpec
-from clsweep.sweep.trial import ADOPT_FILE, orphan_trial
+from clsweep.spec.sweep import SweepPlan
 from clsweep.tracking.store import TRIAL_ID, SweepTracker
 
-__all__ = ["MLflowCallback", "guarded", "stopped_state", "trial_state", "trial_tags"]
+__all__ = ["Adoptions", "MLflowCallback", "guarded", "stopped_state", "trial_state", "trial_tags"]
 
 logger = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def guarded(method: _F) -> _F:
-    """A callback failure (tracking server down, disk full) is reported and the sweep goes on:
-    losing a record is better than losing the trials."""
+    """A callback failure (tracking server down, disk full) is logged as a warning, counted in the
+    callback's ``failures`` and the sweep goes on: losing a record is better than losing the trials."""
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except Exception:  # noqa: BLE001
-            self.failures = getattr(self, "failures", 0) + 1
-            logger.warning("%s.%s failed; the sweep goes on without this record", type(self).__name__,
-                           method.__name__, exc_info=True)
+            self.failures += 1
+            logger.warning(
+                "%s.%s failed; the sweep goes on without this record",
+                type(self).__name__,
+                method.__name__,
+                exc_info=True,
+            )
             return None
 
     return wrapper  # type: ignore[return-value]
 
+
 # Tune's own bookkeeping in every result: not metrics of the experiment.
 _TUNE_KEYS = {
-    "timestamp", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
-    "iterations_since_restore", "training_iteration", "done", "date", "trial_id", "experiment_tag",
-    "checkpoint_dir_name", "should_checkpoint", "tasks_total", "replayed", "trial_pid",
+    "timestamp",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "training_iteration",
+    "done",
+    "date",
+    "trial_id",
+    "experiment_tag",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "tasks_total",
+    REPLAYED,
+    "trial_pid",
 }
 
 
@@ -83,17 +104,16 @@ def trial_state(trial: Any) -> str:
     return {"RUNNING": "running", "PAUSED": "paused"}.get(status, "pending")
 
 
-def protocol_tag(spec: SweepSpec) -> str:
-    p = spec.protocol
-    return {"first_k": f"first_k:{p.k}", "test": "test (leaky)"}.get(p.name, p.name)
-
-
-def trial_tags(spec: SweepSpec, config: dict[str, Any], cfg: ExperimentConfig) -> dict[str, str]:
+def trial_tags(spec: SweepPlan, config: dict[str, Any], cfg: ExperimentConfig) -> dict[str, str]:
     searched = {k: v for k, v in config.items() if k != "seed"}
     tags = {
-        "clsweep.algorithm": cfg.algorithm.name, "clsweep.backbone": cfg.backbone.name,
-        "clsweep.benchmark": cfg.benchmark.name, "clsweep.source": str(getattr(cfg.benchmark.params, "source", "")),
-        "clsweep.paradigm": cfg.paradigm, "clsweep.seed": str(cfg.seed), "clsweep.protocol": protocol_tag(spec),
+        "clsweep.algorithm": cfg.algorithm.name,
+        "clsweep.backbone": cfg.backbone.name,
+        "clsweep.benchmark": cfg.benchmark.name,
+        "clsweep.source": str(getattr(cfg.benchmark.params, "source", "")),
+        "clsweep.paradigm": cfg.paradigm,
+        "clsweep.seed": str(cfg.seed),
+        "clsweep.protocol": spec.protocol_tag,
         "clsweep.config": json.dumps(searched, sort_keys=True, default=str),
     }
     tags.update({f"clsweep.{k}": str(v) for k, v in config.items() if k.startswith("variants.")})
@@ -112,87 +132,99 @@ def _csv(matrix_json: str | None) -> str | None:
     return out.getvalue()
 
 
+class Adoptions(Protocol):
+    """Who adopted which lost trial (clsweep.sweep.adoption.AdoptionCallback)."""
+
+    def lost_trial(self, trial_id: str) -> str | None:
+        """The id of the lost trial that ``trial_id`` adopted, if any."""
+        ...
+
+
 class MLflowCallback(Callback):
-    def __init__(self, tracker: SweepTracker, spec_data: dict[str, Any], sweep_dir: Path | None = None) -> None:
+    """Maps trials to MLflow runs. ``adoption``: the callback (before this one in Tune's list) that
+    says which lost trial a new trial adopted; its run is then the new trial's."""
+
+    def __init__(
+        self, tracker: SweepTracker, plan: dict[str, Any], adoption: Adoptions | None = None
+    ) -> None:
         self.tracker = tracker
-        self.spec_data = spec_data
-        self.sweep_dir = sweep_dir
-        """Where Tune keeps the trials' folders: a new trial there adopts a lost one with its config."""
+        self.plan = plan
+        """The sweep plan's payload (SweepPlan.payload())."""
+        self.adoption = adoption
         self.runs: dict[str, str] = {}
-        self.adopted: dict[str, str] = {}
-        self._spec: SweepSpec | None = None
+        self._spec: SweepPlan | None = None
         self._located: set[str] = set()
         self.failures = 0
+        """Events whose record was lost (a failing MLflow call) in this run of the sweep."""
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_spec": None, "_located": set()}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"sweep_dir": None, "adopted": {}, **state})  # pickled by an older clsweep
-
     @property
-    def spec(self) -> SweepSpec:
+    def spec(self) -> SweepPlan:
         if self._spec is None:
-            self._spec = SweepSpec.from_data(self.spec_data)
+            self._spec = SweepPlan.from_payload(self.plan)
         return self._spec
 
+    def setup(self, **info: Any) -> None:  # type: ignore[override]
+        self.failures = 0  # a restored tuner calls the copy pickled by an earlier driver
+
     def get_state(self) -> dict[str, Any]:
-        return {"runs": dict(self.runs), "adopted": dict(self.adopted)}
+        return {"runs": dict(self.runs)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.runs.update(state.get("runs", {}))
-        self.adopted.update(state.get("adopted", {}))
 
     # ---- trial events ---------------------------------------------------------------------------
     @guarded
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         tid = trial.trial_id
         run_id = self.runs.get(tid) or self.tracker.find_trial(tid)
-        lost = None if run_id else self._adopt(trial, trials)
+        lost = None if run_id or self.adoption is None else self.adoption.lost_trial(tid)
         if lost:  # the lost trial's run becomes this trial's: its metrics are this trial's replayed results
             run_id = self.tracker.find_trial(lost)
             if run_id:
-                self.tracker.set_tags(run_id, {TRIAL_ID: tid, "mlflow.runName": f"{self.spec.name}-{tid}",
-                                               "clsweep.adopted_from": lost})
+                self.tracker.set_tags(
+                    run_id,
+                    {
+                        TRIAL_ID: tid,
+                        "mlflow.runName": f"{self.spec.name}-{tid}",
+                        "clsweep.adopted_from": lost,
+                    },
+                )
         if run_id:
             self.tracker.resume_trial(run_id)
         else:
             cfg = self.spec.experiment_for(trial.config)
             params = {**flatten(cfg.to_dict()), "trial.tasks": self.spec.trial_tasks(cfg)}
-            run_id = self.tracker.start_trial(tid, f"{self.spec.name}-{tid}", params=params,
-                                              tags=trial_tags(self.spec, trial.config, cfg))
+            run_id = self.tracker.start_trial(
+                tid, f"{self.spec.name}-{tid}", params=params, tags=trial_tags(self.spec, trial.config, cfg)
+            )
         self.runs[tid] = run_id
 
-    def _adopt(self, trial: Any, trials: list[Any]) -> str | None:
-        """For a trial Tune has just created: the id of a trial with the same config that ran before
-        the driver died and that Tune lost (created after its last snapshot); its checkpoints then
-        serve this trial (clsweep.sweep.trial reads the adoption file), so a finished one is not
-        trained again. None when there is none."""
-        if self.sweep_dir is None:
-            return None
-        known = {t.trial_id for t in trials} | set(self.adopted.values())
-        lost = orphan_trial(self.sweep_dir, trial.config, known)
-        if lost:
-            folder = self.sweep_dir / trial.trial_id
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / ADOPT_FILE).write_text(json.dumps({"trial_id": lost}), encoding="utf-8")
-            self.adopted[trial.trial_id] = lost
-        return lost
-
     @guarded
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
             return
         step = int(result.get("tasks_done", result.get("training_iteration", 0)))
-        if result.get("replayed") and step in self.tracker.logged_steps(run_id, "tasks_done"):
+        if result.get(REPLAYED) and step in self.tracker.logged_steps(run_id, "tasks_done"):
             return  # a stored result the trial sent again after a restore, already logged
         if trial.trial_id not in self._located:
             self._located.add(trial.trial_id)
-            self.tracker.set_tags(run_id, {"clsweep.node": f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"})
-        metrics = {k: float(v) for k, v in result.items()
-                   if k not in _TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and math.isfinite(float(v))}
+            self.tracker.set_tags(
+                run_id, {"clsweep.node": f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"}
+            )
+        metrics = {
+            k: float(v)
+            for k, v in result.items()
+            if k not in _TUNE_KEYS
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(float(v))
+        }
         self.tracker.log_metrics(run_id, metrics, step=step)
 
     def _finish(self, trial: Any, state: str, traceback: str | None = None) -> None:
@@ -227,6 +259,8 @@ class MLflowCallback(Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.tracker.delete_orphans(t.trial_id for t in trials)
         states = [trial_state(t) for t in trials]
-        complete = all(s in ("finished", "pruned", "failed") for s in states) and len(trials) >= self.spec.num_trials
+        complete = (
+            all(s in ("finished", "pruned", "failed") for s in states) and len(trials) >= self.spec.num_trials
+        )
         counts = {f"clsweep.{s}": str(states.count(s)) for s in ("finished", "pruned", "failed")}
         self.tracker.close(tags=counts, status="FINISHED" if complete else "KILLED")

@@ -8,20 +8,43 @@ finds the run of each trial again instead of creating a second one.
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from clsweep.common import PLAN_ARTIFACT
+from clsweep.recovery import orphan_runs
 from clsweep.spec.errors import Problem, SpecError
 
-__all__ = ["SweepTracker", "check_tracking_uri", "ui_command"]
+__all__ = ["SweepTracker", "check_tracking_uri", "search_all_runs", "ui_command"]
 
 TRIAL_ID = "clsweep.trial_id"
 STATUS = "clsweep.status"
 _MAX_PARAM = 6000  # MLflow's limit on a param value
+_PAGE = 1000  # runs per search request
+
+
+def search_all_runs(
+    client: Any, experiment_ids: Sequence[str], filter_string: str = "", **kwargs: Any
+) -> list[Any]:
+    """Every run ``client.search_runs`` finds, over all its pages (one page holds at most 1000).
+    ``kwargs``: passed on (``order_by``, ``run_view_type``)."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            list(experiment_ids), filter_string, max_results=_PAGE, page_token=token, **kwargs
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def check_tracking_uri(uri: str, *, timeout: float = 3.0) -> None:
@@ -34,22 +57,40 @@ def check_tracking_uri(uri: str, *, timeout: float = 3.0) -> None:
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:  # noqa: S310
                 if response.status != 200:
-                    raise SpecError([Problem(where, f"MLflow server {uri} answered {response.status} on /health")])
+                    raise SpecError(
+                        [Problem(where, f"MLflow server {uri} answered {response.status} on /health")]
+                    )
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", err)
-            raise SpecError([Problem(where, f"cannot reach the MLflow tracking server {uri}: {reason}")]) from None
+            raise SpecError(
+                [Problem(where, f"cannot reach the MLflow tracking server {uri}: {reason}")]
+            ) from None
     elif uri.startswith("sqlite:"):
         path = uri.removeprefix("sqlite:///")
         if path == uri or not path.startswith("/"):
-            raise SpecError([Problem(where, f"{uri!r}: use an absolute path, sqlite:////abs/path/mlflow.db "
-                                            "(trials run in other working directories)")])
+            raise SpecError(
+                [
+                    Problem(
+                        where,
+                        f"{uri!r}: use an absolute path, sqlite:////abs/path/mlflow.db "
+                        "(trials run in other working directories)",
+                    )
+                ]
+            )
         folder = Path(path).parent
         existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
         if not existing.is_dir():
             raise SpecError([Problem(where, f"{existing} is not a folder")])
     elif uri.startswith("file:") or "://" not in uri:
-        raise SpecError([Problem(where, f"{uri!r}: MLflow (3.13+) refuses file stores; use sqlite:////abs/mlflow.db "
-                                        "or an http:// tracking server")])
+        raise SpecError(
+            [
+                Problem(
+                    where,
+                    f"{uri!r}: MLflow (3.13+) refuses file stores; use sqlite:////abs/mlflow.db "
+                    "or an http:// tracking server",
+                )
+            ]
+        )
 
 
 def ui_command(uri: str) -> str:
@@ -81,8 +122,12 @@ class SweepTracker:
         return self._client
 
     # ---- the sweep ------------------------------------------------------------------------------
-    def open(self, parent_id: str | None, *, tags: Mapping[str, str], spec_text: str | None = None) -> str:
-        """Create (or find) the experiment and the parent run; returns the parent run id."""
+    def open(
+        self, parent_id: str | None, *, tags: Mapping[str, str], plan: Mapping[str, Any] | None = None
+    ) -> str:
+        """Create (or find) the experiment and the parent run; returns the parent run id. A new
+        parent run stores the sweep file (``sweep.yaml``) and ``plan`` (SweepPlan.payload(), which
+        the report reads) as artifacts."""
         import logging
 
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
@@ -99,11 +144,15 @@ class SweepTracker:
             self.client.update_run(parent_id, status="RUNNING")
             self.parent_id = parent_id
             return parent_id
-        run = self.client.create_run(self.experiment_id, run_name=self.sweep,
-                                     tags={"clsweep.role": "sweep", "clsweep.sweep": self.sweep, **tags})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.sweep,
+            tags={"clsweep.role": "sweep", "clsweep.sweep": self.sweep, **tags},
+        )
         self.parent_id = run.info.run_id
-        if spec_text is not None:
-            self.client.log_text(self.parent_id, spec_text, "sweep.yaml")
+        if plan is not None:
+            self.client.log_text(self.parent_id, yaml.safe_dump(plan["sweep"], sort_keys=False), "sweep.yaml")
+            self.client.log_text(self.parent_id, json.dumps(plan, indent=1), PLAN_ARTIFACT)
         return self.parent_id
 
     def close(self, *, tags: Mapping[str, str], status: str = "FINISHED") -> None:
@@ -120,39 +169,49 @@ class SweepTracker:
             return False
 
     def children(self) -> list[Any]:
-        runs, token = [], None
-        while True:
-            page = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}'",
-                                           max_results=1000, page_token=token)
-            runs += list(page)
-            token = page.token
-            if not token:
-                return runs
+        """The trial runs of the sweep (children of the parent run)."""
+        return search_all_runs(
+            self.client, [str(self.experiment_id)], f"tags.mlflow.parentRunId = '{self.parent_id}'"
+        )
 
     def delete_orphans(self, keep: Iterable[str]) -> list[str]:
-        """Delete child runs of trials the sweep no longer knows (created by a driver that died
-        before Tune saved the trial); returns their run ids."""
-        keep = set(keep)
-        gone = [r.info.run_id for r in self.children() if r.data.tags.get(TRIAL_ID) not in keep]
+        """Delete the child runs of trials not in ``keep`` (the trials Tune knows: a run whose trial
+        Tune lost with a killed driver and nobody adopted); returns their run ids."""
+        runs = ((r.info.run_id, r.data.tags.get(TRIAL_ID)) for r in self.children())
+        gone = orphan_runs(runs, keep)
         for run_id in gone:
             self.client.delete_run(run_id)
         return gone
 
     # ---- trials ---------------------------------------------------------------------------------
     def find_trial(self, trial_id: str) -> str | None:
-        runs = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}' "
-                                                             f"and tags.`{TRIAL_ID}` = '{trial_id}'", max_results=2)
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+            max_results=2,
+        )
         return runs[0].info.run_id if runs else None
 
-    def start_trial(self, trial_id: str, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    def start_trial(
+        self, trial_id: str, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str:
         from mlflow.entities import Param
 
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
-            "mlflow.parentRunId": str(self.parent_id), "clsweep.role": "trial", "clsweep.sweep": self.sweep,
-            TRIAL_ID: trial_id, STATUS: "running", **tags})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={
+                "mlflow.parentRunId": str(self.parent_id),
+                "clsweep.role": "trial",
+                "clsweep.sweep": self.sweep,
+                TRIAL_ID: trial_id,
+                STATUS: "running",
+                **tags,
+            },
+        )
         items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
         for start in range(0, len(items), 100):  # log_batch takes at most 100 params
-            self.client.log_batch(run.info.run_id, params=items[start:start + 100])
+            self.client.log_batch(run.info.run_id, params=items[start : start + 100])
         return run.info.run_id
 
     def resume_trial(self, run_id: str) -> None:
@@ -165,7 +224,7 @@ class SweepTracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[start:start + 1000])
+            self.client.log_batch(run_id, metrics=items[start : start + 1000])
 
     def logged_steps(self, run_id: str, key: str) -> set[int]:
         """The steps at which ``key`` was already logged to the run."""
@@ -183,4 +242,6 @@ class SweepTracker:
     def end_trial(self, run_id: str, state: str) -> None:
         """state: finished, pruned or failed (MLflow status FINISHED, KILLED, FAILED)."""
         self.set_tags(run_id, {STATUS: state})
-        self.client.set_terminated(run_id, {"finished": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}[state])
+        self.client.set_terminated(
+            run_id, {"finished": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}[state]
+        )

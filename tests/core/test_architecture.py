@@ -91,7 +91,9 @@ def test_the_graph_walker_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("layer", ["clsweep.spec", "clsweep.common", "clsweep.registry"])
+@pytest.mark.parametrize(
+    "layer", ["clsweep.spec", "clsweep.common", "clsweep.registry", "clsweep.recovery", "clsweep.storage"]
+)
 def test_light_layers_import_neither_torch_nor_ray(layer):
     heavy = ("torch", "ray", "mlflow", "lightning", "optuna")
     for path in ROOT.rglob("*.py"):

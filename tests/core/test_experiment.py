@@ -14,6 +14,7 @@ import pytest
 
 from clsweep import registry
 from clsweep.experiment import NonFiniteLossError, TaskReport, run_experiment
+from clsweep.recovery import STATE_FILE
 from clsweep.spec import parse_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,8 @@ def test_every_algorithm_runs_two_tasks_deterministically(algorithm: str, tmp_pa
     assert all(math.isfinite(v) for r in reports for v in r.metrics.values())
     assert reports[-1].test_acc_matrix[0][1] is None  # not evaluated above the diagonal
     assert all(0.0 <= v <= 1.0 for row in first.test_acc_matrix for v in row if v is not None)
-    assert (tmp_path / "ckpt" / "state.pt").exists() and reports[-1].checkpoint_dir == tmp_path / "ckpt"
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == [STATE_FILE]  # replaced in place, nothing beside it
+    assert reports[-1].checkpoint_dir == tmp_path / "ckpt"
     other = run_experiment(parse_experiment(tiny(algorithm, benchmark__num_tasks=2, seed=1)))
     assert other.test_acc_matrix != first.test_acc_matrix
 

@@ -101,10 +101,13 @@ def test_benchmark_table(sweeps, tmp_path):
 
 
 def _tracker(tmp_path: Path, spec_text: str):
+    import yaml
+
+    from clsweep.spec.sweep import parse_sweep
     from clsweep.tracking.store import SweepTracker
 
     tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "hand", "hand", artifact_root=tmp_path / "art")
-    tracker.open(None, tags={"clsweep.protocol": "validation"}, spec_text=spec_text)
+    tracker.open(None, tags={"clsweep.protocol": "validation"}, plan=parse_sweep(yaml.safe_load(spec_text)).payload())
     return tracker
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clsweep.sweep.storage import SweepPaths, write_json
+from clsweep.storage import SweepPaths, write_json
 
 HAT = """
 name: tiny

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from clsweep.spec.sweep import load_sweep
+from clsweep.storage import SweepPaths
 from clsweep.sweep import driver
-from clsweep.sweep.storage import SweepPaths
 
 
 def test_tracking_uri_precedence(write_yaml, tiny, tmp_path, monkeypatch):
@@ -81,5 +81,5 @@ def test_parent_run_records_the_versions(write_yaml, tiny, tmp_path, runs_of):
     driver._open_tracking(plan, record)
     [parent] = runs_of(plan.tracking_uri, plan.experiment)
     versions = json.loads(parent.data.tags["clsweep.versions"])
-    assert set(versions) == {"python", "clsweep", "ray", "optuna", "mlflow", "torch", "lightning"}
+    assert set(versions) == {"python", "clsweep", "ray", "optuna", "mlflow", "torch", "lightning", "pandas", "matplotlib"}
     assert versions["mlflow"] == version("mlflow") and versions["python"].count(".") == 2

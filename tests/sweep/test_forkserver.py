@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from clsweep.recovery import RESULT_FILE
 from clsweep.spec.sweep import load_sweep
 from clsweep.sweep.forkserver import ForkServer, TrialProcessError, run_forked
 from clsweep.sweep.trial import run_tasks
@@ -41,7 +42,7 @@ def spec(write_yaml: Any, tiny: str) -> Any:
 
 
 def _request(spec: Any, scratch: Path, **config: Any) -> dict[str, Any]:
-    return {"spec_data": spec.data, "config": {"seed": 0, **config}, "scratch": str(scratch), "resume_from": None}
+    return {"plan": spec.payload(), "config": {"seed": 0, **config}, "scratch": str(scratch), "resume_from": None}
 
 
 def _keep(into: list[tuple[dict[str, Any], Path]], folder: Path) -> Any:
@@ -64,7 +65,7 @@ def test_a_forked_trial_reports_what_an_in_process_one_does(server, spec, tmp_pa
     for (f, path), mine in zip(forked, local, strict=True):
         assert f["acc_matrix_val"] == mine["acc_matrix_val"] and f["acc_matrix_test"] == mine["acc_matrix_test"]
         assert f["trial_pid"] != os.getpid() and mine["trial_pid"] == os.getpid()
-        assert json.loads((path / "clsweep_result.json").read_text()) == f  # the checkpoint as it was reported
+        assert json.loads((path / RESULT_FILE).read_text()) == f  # the checkpoint as it was reported
     assert not alive(forked[0][0]["trial_pid"], within=5.0)  # the child is gone once its trial is done
     log = Path(server._log.name).read_text()
     assert "preloaded torch, torch._dynamo, lightning" in log and f"forked trial process {forked[0][0]['trial_pid']}" in log

@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import ViewType
 from ray.tune import Callback
 
+from clsweep.recovery import ADOPT_FILE, RESULT_FILE, STATE_FILE
 from clsweep.spec.sweep import load_sweep
+from clsweep.storage import SweepPaths, read_json
 from clsweep.sweep.driver import execute, prepare
-from clsweep.sweep.storage import SweepPaths, read_json
 
 SLOW = """
 name: {name}
@@ -41,16 +43,32 @@ resources: {{max_concurrent: {concurrent}}}
 """
 
 
-def kill_driver_when(path: Path, storage: Path, ray_address: str, ready: Callable[[list[str]], bool]) -> dict[str, Any]:
+def kill_driver_when(
+    path: Path, storage: Path, ray_address: str, ready: Callable[[list[str]], bool]
+) -> dict[str, Any]:
     """Run ``clsweep run PATH`` as a driver process and SIGKILL it once the states of the trials in
     its status file satisfy ``ready``; returns that status. Tune snapshots its experiment state only
     when forced (num_to_keep checkpoints of a trial): the snapshot then always lags the status file,
     which is the race a killed driver meets."""
     paths = SweepPaths.at(storage, load_sweep(path).name)
     lagging_snapshots = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "600"}
-    driver = subprocess.Popen([sys.executable, "-m", "clsweep", "run", str(path), "--storage", str(storage),
-                               "--address", ray_address, "--no-report"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=lagging_snapshots)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clsweep",
+            "run",
+            str(path),
+            "--storage",
+            str(storage),
+            "--address",
+            ray_address,
+            "--no-report",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=lagging_snapshots,
+    )
     deadline = time.monotonic() + 150
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -67,10 +85,14 @@ def child_runs(tracking_uri: str, experiment: str, runs_of: Any) -> list[Any]:
     return [r for r in runs_of(tracking_uri, experiment) if r.data.tags.get("clsweep.role") == "trial"]
 
 
-def test_killed_driver_resumes_without_rerunning_or_duplicating(write_yaml, tmp_path, ray_address, cli, runs_of):
+def test_killed_driver_resumes_without_rerunning_or_duplicating(
+    write_yaml, tmp_path, ray_address, cli, runs_of
+):
     path = write_yaml(SLOW.format(name="crash", extra=LR_GRID.format(concurrent=2)))
     paths = SweepPaths.at(tmp_path, "crash")
-    status = kill_driver_when(path, tmp_path, ray_address, lambda states: "finished" in states and "running" in states)
+    status = kill_driver_when(
+        path, tmp_path, ray_address, lambda states: "finished" in states and "running" in states
+    )
     finished = {t["trial_id"] for t in status["trials"] if t["state"] == "finished"}
     assert finished, status
     results_before = {tid: (paths.sweep_dir / tid / "result.json").read_text() for tid in finished}
@@ -83,14 +105,17 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(write_yaml, tmp_
     assert [t["state"] for t in after["trials"]] == ["finished"] * 4
     for tid in finished:  # finished trials trained nothing again
         lines = [json.loads(x) for x in (paths.sweep_dir / tid / "result.json").read_text().splitlines()]
-        assert lines[:len(results_before[tid].splitlines())] == list(map(json.loads, results_before[tid].splitlines()))
+        assert lines[: len(results_before[tid].splitlines())] == list(
+            map(json.loads, results_before[tid].splitlines())
+        )
         trained = [r for r in lines if not r.get("replayed")]
         assert [r["tasks_done"] for r in trained] == [1, 2, 3]  # each task trained once, by the first driver
         # (Tune's lagging snapshot may restore a finished trial as unfinished: it then only reports its
         # stored final result again, marked replayed; the JSON logger may flush line 3 after the status)
         for extra in (r for r in lines if r.get("replayed")):
-            assert {k: extra[k] for k in ("tasks_done", "avg_acc_test", "acc_matrix_test")} == \
-                {k: trained[-1][k] for k in ("tasks_done", "avg_acc_test", "acc_matrix_test")}
+            assert {k: extra[k] for k in ("tasks_done", "avg_acc_test", "acc_matrix_test")} == {
+                k: trained[-1][k] for k in ("tasks_done", "avg_acc_test", "acc_matrix_test")
+            }
     runs = child_runs(uri, "crash", runs_of)
     trial_ids = [r.data.tags["clsweep.trial_id"] for r in runs]
     assert sorted(trial_ids) == sorted(t["trial_id"] for t in after["trials"])  # exactly one run per trial
@@ -100,12 +125,15 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(write_yaml, tmp_
     assert read_json(paths.record)["complete"] is True
 
 
-def test_trials_tune_lost_with_a_killed_driver_are_adopted_not_trained_again(write_yaml, tmp_path, ray_address, cli,
-                                                                            runs_of):
+def test_trials_tune_lost_with_a_killed_driver_are_adopted_not_trained_again(
+    write_yaml, tmp_path, ray_address, cli, runs_of
+):
     """One-task trials never force a Tune snapshot, so a driver killed later leaves finished trials
     that Tune's state does not hold. The grid proposes their configs again under new ids: those
     take the lost trials' checkpoints and MLflow runs instead of training again."""
-    path = write_yaml(SLOW.format(name="lost", extra=LR_GRID.format(concurrent=1)).replace("num_tasks: 3", "num_tasks: 1"))
+    path = write_yaml(
+        SLOW.format(name="lost", extra=LR_GRID.format(concurrent=1)).replace("num_tasks: 3", "num_tasks: 1")
+    )
     paths = SweepPaths.at(tmp_path, "lost")
     kill_driver_when(path, tmp_path, ray_address, lambda states: states.count("finished") >= 2)
 
@@ -114,22 +142,29 @@ def test_trials_tune_lost_with_a_killed_driver_are_adopted_not_trained_again(wri
     after = read_json(paths.status)
     assert [t["state"] for t in after["trials"]] == ["finished"] * 4
     trained: dict[float, int] = {}
-    for folder in (d for d in paths.sweep_dir.iterdir() if (d / "result.json").exists()):
+    for folder in (d for d in paths.sweep_dir.iterdir() if (d / "params.json").exists()):
         lr = json.loads((folder / "params.json").read_text())["experiment.train.lr"]
-        lines = [json.loads(x) for x in (folder / "result.json").read_text().splitlines()]
-        trained[lr] = trained.get(lr, 0) + sum(1 for r in lines if not r.get("replayed"))
+        # a trained task leaves a checkpoint (a replayed one does not), even one the killed driver
+        # never logged to result.json
+        trained[lr] = trained.get(lr, 0) + len(list(folder.glob(f"checkpoint_*/{RESULT_FILE}")))
     assert trained == {0.05: 1, 0.04: 1, 0.03: 1, 0.02: 1}  # every configuration trained exactly once
-    adopting = [d for d in paths.sweep_dir.iterdir() if (d / "clsweep_adopts.json").exists()]
+    adopting = [d for d in paths.sweep_dir.iterdir() if (d / ADOPT_FILE).exists()]
     assert adopting, "the race this test is about did not happen: no trial was lost"
     runs = child_runs(f"sqlite:///{tmp_path}/mlflow.db", "lost", runs_of)
-    assert sorted(r.data.tags["clsweep.trial_id"] for r in runs) == sorted(t["trial_id"] for t in after["trials"])
+    assert sorted(r.data.tags["clsweep.trial_id"] for r in runs) == sorted(
+        t["trial_id"] for t in after["trials"]
+    )
     assert sorted(float(r.data.params["train.lr"]) for r in runs) == [0.02, 0.03, 0.04, 0.05]
     assert all(r.info.status == "FINISHED" and r.data.tags["clsweep.status"] == "finished" for r in runs)
     adopted = [r for r in runs if "clsweep.adopted_from" in r.data.tags]
     assert len(adopted) == len(adopting)
     for run in adopted:  # the lost trial's run, with its metric logged once
-        assert [m.step for m in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
-            run.info.run_id, "tasks_done")] == [1]
+        assert [
+            m.step
+            for m in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+                run.info.run_id, "tasks_done"
+            )
+        ] == [1]
 
 
 def test_a_finished_trial_restored_from_an_older_checkpoint_trains_nothing(write_yaml, tiny, tmp_path):
@@ -138,7 +173,7 @@ def test_a_finished_trial_restored_from_an_older_checkpoint_trains_nothing(write
     whose state file was cut short (a killed copy) is not used."""
     import shutil
 
-    from clsweep.sweep.trial import train_trial
+    from clsweep.sweep.trial import TrialIO, train_trial
 
     spec = load_sweep(write_yaml(tiny))
     trial_dir = tmp_path / "sweep" / "t1"
@@ -148,19 +183,24 @@ def test_a_finished_trial_restored_from_an_older_checkpoint_trains_nothing(write
         first.append(result)
         shutil.copytree(checkpoint, trial_dir / f"checkpoint_{len(first) - 1:06d}")
 
-    train_trial({"seed": 0}, spec_data=spec.data, sweep_dir=str(tmp_path / "sweep"), trial_id="t1", report=store)
+    sweep_dir = str(tmp_path / "sweep")
+    train_trial({"seed": 0}, plan=spec.payload(), sweep_dir=sweep_dir, io=TrialIO(store, trial_id="t1"))
     assert [r["tasks_done"] for r in first] == [1, 2]
 
     again: list[tuple[dict[str, Any], Any]] = []
-    train_trial({"seed": 0}, spec_data=spec.data, sweep_dir=str(tmp_path / "sweep"), trial_id="t1",
-                checkpoint_dir=trial_dir / "checkpoint_000000", report=lambda r, c: again.append((r, c)))
+    handed_back = TrialIO(lambda r, c: again.append((r, c)), trial_dir / "checkpoint_000000", "t1")
+    train_trial({"seed": 0}, plan=spec.payload(), sweep_dir=sweep_dir, io=handed_back)
     assert again == [({**first[-1], "replayed": True}, None)]  # one report, no checkpoint: nothing trained
 
-    state = trial_dir / "checkpoint_000001" / "state.pt"
+    state = trial_dir / "checkpoint_000001" / STATE_FILE
     state.write_bytes(state.read_bytes()[:100])
     resumed: list[dict[str, Any]] = []
-    train_trial({"seed": 0}, spec_data=spec.data, sweep_dir=str(tmp_path / "sweep"), trial_id="t1",
-                report=lambda r, c: resumed.append(r))
+    train_trial(
+        {"seed": 0},
+        plan=spec.payload(),
+        sweep_dir=sweep_dir,
+        io=TrialIO(lambda r, c: resumed.append(r), trial_id="t1"),
+    )
     # Tune knew no checkpoint: the stored task-1 result is sent again, then task 2 trains from it
     assert [(r["tasks_done"], r.get("replayed")) for r in resumed] == [(1, True), (2, None)]
     assert resumed[1]["acc_matrix_test"] == first[-1]["acc_matrix_test"]
@@ -203,7 +243,10 @@ def test_killed_worker_resumes_from_its_last_task(write_yaml, tmp_path, ray_addr
     # a forked trial: the training process is not the Ray worker, and a killed worker takes it along
     assert killer.trainer != int(results[0]["pid"])
     assert not alive(killer.trainer, within=5.0)
-    assert [r["tasks_done"] for r in results if r["trial_pid"] != killer.trainer] == [2, 3]  # resumed after task 1
+    assert [r["tasks_done"] for r in results if r["trial_pid"] != killer.trainer] == [
+        2,
+        3,
+    ]  # resumed after task 1
     direct = run_experiment(spec.experiment_for({"seed": 0}))
     assert json.loads(results[-1]["acc_matrix_test"]) == direct.test_acc_matrix
     assert json.loads(results[-1]["acc_matrix_val"]) == direct.val_acc_matrix
@@ -212,15 +255,22 @@ def test_killed_worker_resumes_from_its_last_task(write_yaml, tmp_path, ray_addr
 def test_driver_killed_before_tunes_first_snapshot(write_yaml, tmp_path, ray_address, cli, runs_of):
     """What a driver killed between creating its Tuner and Tune's first snapshot leaves behind: the
     record, the MLflow parent run with a run of a trial Tune never saved, and tuner.pkl alone."""
+    from clsweep.storage import new_record, write_json
     from clsweep.sweep import driver
-    from clsweep.sweep.storage import new_record, write_json
     from clsweep.tracking.store import SweepTracker
 
     path = write_yaml(SLOW.format(name="early", extra="").replace("epochs: 6", "epochs: 1"))
     plan = prepare(load_sweep(path), storage=tmp_path)
-    record = new_record(plan.spec.data, plan.spec.fingerprint, source=None, tracking_uri=plan.tracking_uri,
-                        experiment=plan.experiment)
-    tracker = SweepTracker(plan.tracking_uri, plan.experiment, "early", artifact_root=plan.paths.artifact_root)
+    record = new_record(
+        plan.spec.data,
+        plan.spec.fingerprint,
+        source=None,
+        tracking_uri=plan.tracking_uri,
+        experiment=plan.experiment,
+    )
+    tracker = SweepTracker(
+        plan.tracking_uri, plan.experiment, "early", artifact_root=plan.paths.artifact_root
+    )
     record["parent_run_id"] = tracker.open(None, tags={})
     write_json(plan.paths.record, record)
     ghost = tracker.start_trial("ghost_00000", "early-ghost", params={}, tags={})
@@ -232,3 +282,45 @@ def test_driver_killed_before_tunes_first_snapshot(write_yaml, tmp_path, ray_add
     runs = child_runs(plan.tracking_uri, "early", runs_of)
     assert len(runs) == 1 and runs[0].info.run_id != ghost and runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["mlflow.parentRunId"] == record["parent_run_id"]  # the same parent run
+
+
+class DeleteTheExperiment(Callback):
+    """Deletes the sweep's MLflow experiment, and with it every run in it, once the first result is
+    logged (it comes after the MLflow callback): each later MLflow write of the sweep fails."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.deleted = False
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if not self.deleted:
+            client = MlflowClient(self.tracking_uri)
+            client.delete_experiment(client.get_experiment_by_name(self.experiment).experiment_id)
+            self.deleted = True
+
+
+def test_lost_tracking_records_are_counted_and_fail_the_exit_status(
+    write_yaml, tiny, tmp_path, ray_address, capsys
+):
+    """The tracking store breaks after the first task's metrics: the trial still trains to the end,
+    every MLflow write that failed is counted on the outcome, printed, and the exit status is 1."""
+    from clsweep.sweep.commands import _finish
+
+    plan = prepare(load_sweep(write_yaml(tiny)), storage=tmp_path)
+    outcome = execute(
+        plan, callbacks=[DeleteTheExperiment(plan.tracking_uri, plan.experiment)], display=False
+    )
+    assert outcome.complete and outcome.failed == 0 and [r["state"] for r in outcome.rows] == ["finished"]
+    client = MlflowClient(plan.tracking_uri)
+    deleted = client.get_experiment_by_name(plan.experiment)
+    [run] = client.search_runs(
+        [deleted.experiment_id], "tags.`clsweep.role` = 'trial'", run_view_type=ViewType.ALL
+    )
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "tasks_done")] == [
+        1
+    ]  # task 2's was lost
+    # lost: task 2's metrics, the trial's end (status tags), the parent run's end
+    assert outcome.lost_records == 3
+    capsys.readouterr()
+    assert _finish(outcome, True, time.monotonic()) == 1
+    assert "lost:      3 tracking record(s)" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clsweep.recovery import write_atomically
 from clsweep.spec.errors import Problem, SpecError
 
 __all__ = ["SPEC_FILE", "STATUS_FILE", "SweepPaths", "check_owner", "read_json", "write_json"]
@@ -73,10 +74,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=1, sort_keys=True, default=str)
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def check_owner(paths: SweepPaths, fingerprint: str) -> dict[str, Any] | None:
@@ -92,21 +91,45 @@ def check_owner(paths: SweepPaths, fingerprint: str) -> dict[str, Any] | None:
     record = read_json(paths.record)
     if record is None:
         if any(folder.iterdir()):
-            raise SpecError([Problem(("name",), f"{folder} is not empty and holds no clsweep sweep; "
-                                                "choose another --name or --storage")])
+            raise SpecError(
+                [
+                    Problem(
+                        ("name",),
+                        f"{folder} is not empty and holds no clsweep sweep; "
+                        "choose another --name or --storage",
+                    )
+                ]
+            )
         return None
     if record.get("fingerprint") != fingerprint:
-        raise SpecError([Problem(("name",), f"{folder} holds another sweep named {paths.name!r} (a different sweep "
-                                            f"file or --set: fingerprint {record.get('fingerprint')} != {fingerprint}); "
-                                            "choose another --name or --storage, or `clsweep resume` it")])
+        raise SpecError(
+            [
+                Problem(
+                    ("name",),
+                    f"{folder} holds another sweep named {paths.name!r} (a different sweep "
+                    f"file or --set: fingerprint {record.get('fingerprint')} != {fingerprint}); "
+                    "choose another --name or --storage, or `clsweep resume` it",
+                )
+            ]
+        )
     return record
 
 
-def new_record(spec_data: dict[str, Any], fingerprint: str, *, source: str | None, tracking_uri: str,
-               experiment: str) -> dict[str, Any]:
-    return {"format": FORMAT, "name": spec_data.get("name"), "fingerprint": fingerprint, "spec": spec_data,
-            "source": source, "tracking_uri": tracking_uri, "experiment": experiment, "parent_run_id": None,
-            "complete": False, "created": time.time()}
+def new_record(
+    spec_data: dict[str, Any], fingerprint: str, *, source: str | None, tracking_uri: str, experiment: str
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "name": spec_data.get("name"),
+        "fingerprint": fingerprint,
+        "spec": spec_data,
+        "source": source,
+        "tracking_uri": tracking_uri,
+        "experiment": experiment,
+        "parent_run_id": None,
+        "complete": False,
+        "created": time.time(),
+    }
 
 
 def driver_identity() -> dict[str, Any]:

@@ -1,0 +1,56 @@
+"""How the driver sets Ray up around a sweep: the environment Ray must see before it is imported,
+and where Ray's own console logging goes while the sweep runs.
+
+Importing this module imports neither Ray nor torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["ray_environment", "ray_logs_to"]
+
+
+def ray_environment(*, embedded: bool) -> None:
+    """Set before Ray is imported. ``embedded``: the sweep starts its own local Ray (no address)."""
+    if embedded:
+        # Ray >= 2.59 turns token auth on for a local ray.init() and writes ~/.ray/auth_token; the
+        # embedded cluster lives and dies with this process, so it runs without. A cluster keeps
+        # whatever RAY_AUTH_MODE / RAY_AUTH_TOKEN its operator set (clusters/README.md).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new output engine prints boxes even at verbose=0
+    # per-task checkpoints with num_to_keep=2 force frequent snapshots; they are small, do not warn
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's default loggers include TensorBoard's, whose import pulls torch into the driver (~3 s);
+    # the JSON and CSV loggers (result.json, progress.csv) are added explicitly by the driver.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+@contextlib.contextmanager
+def ray_logs_to(path: Path) -> Iterator[None]:
+    """Ray's and Tune's console logging (trial tracebacks, snapshot notes) goes to a file in the
+    sweep folder while the progress display owns the terminal."""
+    logger = logging.getLogger("ray")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    streams = [
+        h
+        for h in logger.handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
+    levels = [h.level for h in streams]
+    for h in streams:
+        h.setLevel(logging.CRITICAL + 1)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        for h, level in zip(streams, levels, strict=True):
+            h.setLevel(level)
