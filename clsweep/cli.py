@@ -56,7 +56,17 @@ def cmd_experiment(args: argparse.Namespace) -> int:
               f"avg acc (test) {m['avg_acc_test']:.4f}, BWT (test) {m['bwt_test']:+.4f}  [{report.seconds:.1f}s]",
               flush=True)
 
-    result = run_experiment(cfg, on_task_end=progress, checkpoint_dir=out / "checkpoint" if args.checkpoint else None)
+    from clsweep.training import NonFiniteLossError
+
+    try:
+        result = run_experiment(cfg, on_task_end=progress,
+                                checkpoint_dir=out / "checkpoint" if args.checkpoint else None)
+    except NonFiniteLossError as err:  # diverged: keep what the completed tasks measured
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps({**err.result.to_dict(), "diverged": str(err)}, indent=2))
+        print(f"error: diverged: {err} ({err.task - 1} task(s) completed; their results: "
+              f"{out / 'results.json'})", file=sys.stderr)
+        return EXIT_FAILED
     data = result.to_dict()
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(data, indent=2))
@@ -125,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as err:
         print(f"error: {err.format()}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `clsweep ... | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,6 @@ the sweeper turns that into Tune reports and MLflow metrics.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +23,9 @@ from clsweep import metrics, registry
 from clsweep.algorithms.base import CLAlgorithm
 from clsweep.recovery import STATE_FILE, write_atomically
 from clsweep.spec.experiment import ExperimentConfig
+from clsweep.training import NonFiniteLossError, train_task
 
 __all__ = ["ExperimentResult", "NonFiniteLossError", "TaskReport", "build", "run_experiment"]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite (e.g. an absurd learning rate)."""
 
 
 @dataclass
@@ -182,35 +178,18 @@ def run_experiment(
 
     for t in range(first, last_task + 1):
         task = on_device(t)
-        train_x, train_y = task.train_x, task.train_y
         torch.manual_seed(_task_seed(cfg.seed, t))  # same numbers whether or not the run was resumed
         algorithm.setup_task(t, task.num_classes)
         fabric.to_device(algorithm)  # a new head was created on the CPU
+        algorithm.on_task_data(t, task)
         algorithm.on_task_start(t)
-        optimizer = fabric.setup_optimizers(algorithm.configure_optimizers())
-        n, bs = train_x.shape[0], cfg.train.batch_size
-        algorithm.num_batches = num_batches = math.ceil(n / bs)
         generator = torch.Generator(device=dev).manual_seed(_task_seed(cfg.seed, t) + 1)
-        epoch_loss = torch.zeros((), device=dev)
-        for epoch in range(cfg.train.epochs):
-            algorithm.train()
-            algorithm.on_train_epoch_start()
-            order = torch.randperm(n, generator=generator, device=dev)
-            epoch_loss = torch.zeros((), device=dev)
-            for b in range(num_batches):
-                idx = order[b * bs : (b + 1) * bs]
-                batch = (train_x[idx], train_y[idx])
-                out = module.training_step(batch, b)
-                optimizer.zero_grad(set_to_none=True)
-                fabric.backward(out["loss"])
-                algorithm.on_before_optimizer_step(optimizer)
-                optimizer.step()
-                algorithm.on_train_batch_end(out, batch, b)
-                epoch_loss += out["loss"].detach()
-            if not torch.isfinite(epoch_loss):
-                raise NonFiniteLossError(
-                    f"training loss is {epoch_loss.item()} in task {t}, epoch {epoch + 1}"
-                )
+        try:
+            trained = train_task(fabric, module, algorithm, task, t, cfg.train, generator)
+        except NonFiniteLossError as err:
+            err.result = ExperimentResult(cfg.to_dict(), val_rows, test_rows, per_task,
+                                          elapsed_before + time.perf_counter() - started, str(dev))
+            raise
         algorithm.on_task_end(t)
 
         algorithm.eval()
@@ -226,7 +205,8 @@ def run_experiment(
 
         row_metrics: dict[str, float] = {
             "tasks_done": float(t),
-            "loss_train": float(epoch_loss.item()) / num_batches,
+            "loss_train": trained.loss_train,
+            "epochs_run": float(trained.epochs_run),
         }
         for split, rows in (("val", val_rows), ("test", test_rows)):
             for key, value in metrics.summary(rows).items():

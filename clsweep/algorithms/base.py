@@ -4,12 +4,21 @@ The task loop (:mod:`clsweep.experiment`) owns the sequence of tasks, the optimi
 batching, evaluation and metrics, so numbers stay comparable between algorithms. It calls, per task:
 
 1. ``setup_task(task_id, num_classes)``: backbone and heads learn the new task id (a new head).
-2. ``on_task_start(task_id)``
-3. per epoch: ``on_train_epoch_start()``, then per batch ``training_step(batch, batch_idx)`` ->
-   backward -> ``on_before_optimizer_step(optimizer)`` (condition gradients here) -> optimiser
-   step -> ``on_train_batch_end(outputs, batch, batch_idx)``; ``configure_optimizers()`` is called
-   once per task, so the optimiser state never leaks from one task into the next.
-4. ``on_task_end(task_id)``, then evaluation of every seen task with ``evaluate_logits``, then
+2. ``on_task_data(task_id, data)``: the task's splits, already on the device (``train_x``,
+   ``train_y``, ``val_x``, ... of :class:`clsweep.benchmarks.streams.TaskData`); keep a reference
+   if the rule needs them (a replay buffer, a Fisher estimate).
+3. ``on_task_start(task_id)``, then ``training_set(task_id, data)``: the ``(x, y, task_ids)``
+   tensors the task's batches are drawn from (the current task's training split by default; Joint
+   returns every task seen so far).
+4. per epoch: ``on_train_epoch_start()``, then per batch ``training_step(batch, batch_idx)`` with
+   ``batch = (x, y, task_ids)`` -> backward -> ``on_before_optimizer_step(optimizer)`` (condition
+   gradients here) -> optimiser step -> ``on_train_batch_end(outputs, batch, batch_idx)``. The
+   optimiser comes from ``make_optimizer(lr)``: a fresh one at each task start and at each
+   learning-rate drop of the plateau schedule, so its state never leaks from one task into the
+   next. Under the plateau schedule, ``validation_loss(x, y, task_id)`` after every epoch.
+5. ``post_train_epochs(task_id)`` more epochs, after ``on_post_train_start(task_id)``, when the
+   method asks for a second phase (PackNet retrains after pruning; 0 by default).
+6. ``on_task_end(task_id)``, then evaluation of every seen task with ``evaluate_logits``, then
    ``diagnostics()`` is reported with the task's metrics.
 
 Every algorithm is built as ``Cls(backbone, heads, params=<its validated params model>)`` (through
@@ -60,8 +69,23 @@ class CLAlgorithm(L.LightningModule):
         self.backbone.setup_task_id(task_id)
         self.heads.setup_task_id(task_id, num_classes)
 
+    def on_task_data(self, task_id: int, data: Any) -> None:
+        """The task's splits, on the device, before ``on_task_start``."""
+
     def on_task_start(self, task_id: int) -> None:
-        """Called before the first epoch of a task (after ``setup_task``)."""
+        """Called before the first epoch of a task (after ``setup_task`` and ``on_task_data``)."""
+
+    def training_set(self, task_id: int, data: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """``(x, y, task_ids)`` the task's batches are drawn from: its training split by default."""
+        ids = torch.full((data.train_x.shape[0],), task_id, dtype=torch.long, device=data.train_x.device)
+        return data.train_x, data.train_y, ids
+
+    def post_train_epochs(self, task_id: int) -> int:
+        """Epochs of a second training phase after the schedule's (PackNet's retraining); 0: none."""
+        return 0
+
+    def on_post_train_start(self, task_id: int) -> None:
+        """Called before the second phase's first epoch (PackNet prunes here)."""
 
     def on_task_end(self, task_id: int) -> None:
         """Called after the last epoch of a task, before evaluation."""
@@ -84,10 +108,10 @@ class CLAlgorithm(L.LightningModule):
         feature, hidden = self.backbone(x, stage=stage, task_id=task_id)
         return self.heads(feature, task_id), hidden
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
         """One step on the current task: the reference's output contract (loss, loss_cls, acc,
-        hidden_features)."""
-        x, y = batch
+        hidden_features). ``batch = (x, y, task_ids)``."""
+        x, y = batch[0], batch[1]
         logits, hidden = self(x, stage="train", task_id=self.task_id)
         loss_cls = self.criterion(logits, y)
         return {
@@ -103,12 +127,23 @@ class CLAlgorithm(L.LightningModule):
         logits, _ = self(x, stage="test", task_id=task_id)
         return logits
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """A fresh optimiser over the trainable parameters, from the experiment's train config."""
+    def validation_loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+        """Mean loss on validation data of ``task_id`` (eval mode, no grad): what the plateau
+        schedule watches. Cross-entropy of the validation-stage logits by default (HAT: the gates
+        at s_max, as the current task's mask is not stored yet)."""
+        logits, _ = self(x, stage="validation", task_id=task_id)
+        return nn.functional.cross_entropy(logits, y)
+
+    def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """A fresh optimiser over the trainable parameters at ``lr``, the rest from the train config."""
         cfg = self.train_config
         params = [p for p in self.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         if cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Lightning's hook: the optimiser at the train config's learning rate."""
+        return self.make_optimizer(self.train_config.lr)

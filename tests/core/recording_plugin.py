@@ -15,8 +15,19 @@ class Recording(Finetuning):
         CALLS.append(f"setup_task({task_id})")
         super().setup_task(task_id, num_classes)
 
+    def on_task_data(self, task_id: int, data: Any) -> None:
+        CALLS.append(f"on_task_data({task_id})")
+
     def on_task_start(self, task_id: int) -> None:
         CALLS.append(f"on_task_start({task_id})")
+
+    def training_set(self, task_id: int, data: Any) -> Any:
+        CALLS.append(f"training_set({task_id})")
+        return super().training_set(task_id, data)
+
+    def post_train_epochs(self, task_id: int) -> int:
+        CALLS.append(f"post_train_epochs({task_id})")
+        return 0
 
     def on_train_epoch_start(self) -> None:
         CALLS.append("on_train_epoch_start")
@@ -44,4 +55,5 @@ class Recording(Finetuning):
 
 
 if "recording" not in registry.list_names("algorithm"):
-    registry.register("algorithm", "recording", f"{__name__}:Recording", summary="test only: records hook calls")
+    registry.register("algorithm", "recording", f"{__name__}:Recording", summary="test only: records hook calls",
+                      tags=("test_only",))

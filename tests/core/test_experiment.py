@@ -48,16 +48,19 @@ def test_hooks_are_called_in_order_over_two_tasks() -> None:
     run_experiment(cfg)
     step = ["training_step(0)", "on_before_optimizer_step", "on_train_batch_end"]
     expected = (
-        ["setup_task(1)", "on_task_start(1)", "on_train_epoch_start", *step, "on_task_end(1)",
-         "evaluate(1)", "evaluate(1)", "diagnostics"]
-        + ["setup_task(2)", "on_task_start(2)", "on_train_epoch_start", *step, "on_task_end(2)",
+        ["setup_task(1)", "on_task_data(1)", "on_task_start(1)", "training_set(1)", "on_train_epoch_start", *step,
+         "post_train_epochs(1)", "on_task_end(1)", "evaluate(1)", "evaluate(1)", "diagnostics"]
+        + ["setup_task(2)", "on_task_data(2)", "on_task_start(2)", "training_set(2)", "on_train_epoch_start", *step,
+           "post_train_epochs(2)", "on_task_end(2)",
            "evaluate(1)", "evaluate(1)", "evaluate(2)", "evaluate(2)", "diagnostics"]
     )
     assert recording_plugin.CALLS == expected
 
 
-# every registered algorithm except the test-only plugin of the hook-order test
-@pytest.mark.parametrize("algorithm", [n for n in registry.list_names("algorithm") if n != "recording"])
+# every registered algorithm except the test-only plugins (hook order, schedules)
+@pytest.mark.parametrize(
+    "algorithm", [e.name for e in registry.entries("algorithm") if "test_only" not in e.tags]
+)
 def test_every_algorithm_runs_two_tasks_deterministically(algorithm: str, tmp_path: Path) -> None:
     cfg = parse_experiment(tiny(algorithm, benchmark__num_tasks=2))
     reports: list[TaskReport] = []

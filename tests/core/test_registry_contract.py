@@ -13,7 +13,7 @@ from clsweep import registry
 from clsweep.benchmarks import load_source
 from clsweep.spec.components import SourceParams
 
-ALL = [(kind, name) for kind in registry.KINDS for name in registry.list_names(kind)]
+ALL = [(kind, e.name) for kind in registry.KINDS for e in registry.entries(kind) if "test_only" not in e.tags]
 SOURCES = registry.list_names("source")
 OFFLINE = [n for n in SOURCES if not registry.get("source", n).source.needs_root]  # type: ignore[union-attr]
 

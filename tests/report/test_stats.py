@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from clsweep.report.load import dedupe_by_step, parse_matrix_csv
 from clsweep.common import pareto_front
+from clsweep.report.load import dedupe_by_step, parse_matrix_csv
 from clsweep.report.stats import clean, spread, t_quantile_975
 
 

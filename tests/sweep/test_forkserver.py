@@ -21,7 +21,7 @@ import pytest
 from clsweep.recovery import RESULT_FILE
 from clsweep.spec.sweep import load_sweep
 from clsweep.sweep.forkserver import ForkServer, TrialProcessError, run_forked
-from clsweep.sweep.trial import run_tasks
+from clsweep.sweep.tasks import run_tasks
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux-only")
 
@@ -59,7 +59,7 @@ def test_a_forked_trial_reports_what_an_in_process_one_does(server, spec, tmp_pa
     forked: list[tuple[dict[str, Any], Path]] = []
     assert run_forked(server.address, _request(spec, tmp_path / "a"), _keep(forked, tmp_path))
     local: list[dict[str, Any]] = []
-    run_tasks(spec.data, {"seed": 0}, lambda r, c: local.append(r), tmp_path / "b", None)
+    run_tasks(spec.payload(), {"seed": 0}, lambda r, c: local.append(r), tmp_path / "b", None)
 
     assert [r["tasks_done"] for r, _ in forked] == [1, 2]
     for (f, path), mine in zip(forked, local, strict=True):
@@ -73,7 +73,7 @@ def test_a_forked_trial_reports_what_an_in_process_one_does(server, spec, tmp_pa
 
 def test_a_forked_trial_resumes_from_a_checkpoint(server, spec, tmp_path):
     first: list[tuple[dict[str, Any], Path]] = []
-    run_tasks(spec.data, {"seed": 0}, _keep(first, tmp_path), tmp_path / "a", None)
+    run_tasks(spec.payload(), {"seed": 0}, _keep(first, tmp_path), tmp_path / "a", None)
     resumed: list[dict[str, Any]] = []
     request = {**_request(spec, tmp_path / "b"), "resume_from": str(first[0][1])}
     assert run_forked(server.address, request, lambda r, c: resumed.append(r))
