@@ -200,6 +200,7 @@ def _ensure_builtins() -> None:
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
         importlib.import_module("clsweep.spec.components")
+        importlib.import_module("clsweep.spec.methods").load()
 
 
 def get(kind: str, name: str) -> Entry:

@@ -1,0 +1,1 @@
+"""Declaration of the `agem` method (to be written)."""

@@ -1,0 +1,1 @@
+"""Declaration of the `er` method (to be written)."""

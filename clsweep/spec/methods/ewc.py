@@ -1,0 +1,1 @@
+"""Declaration of the `ewc` method (to be written)."""

@@ -1,0 +1,1 @@
+"""Declaration of the `independent` method (to be written)."""

@@ -1,0 +1,1 @@
+"""Declaration of the `joint` method (to be written)."""

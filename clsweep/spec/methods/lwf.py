@@ -1,0 +1,1 @@
+"""Declaration of the `lwf` method (to be written)."""

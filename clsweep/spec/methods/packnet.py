@@ -1,0 +1,1 @@
+"""Declaration of the `packnet` method (to be written)."""

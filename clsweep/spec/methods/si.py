@@ -1,0 +1,1 @@
+"""Declaration of the `si` method (to be written)."""
