@@ -166,6 +166,9 @@ def run_experiment(
             cache[task_id] = stream.task(task_id).to(dev)
         return cache[task_id]
 
+    for t in range(1, first):  # resumed: the algorithm sees the completed tasks' data again, in order
+        algorithm.on_task_data(t, on_device(t))
+
     if cfg.evaluate_future and first == 1:  # the untrained model's accuracy, for FWT
         for t in range(1, T + 1):
             algorithm.setup_task(t, stream.task(t).num_classes)

@@ -6,7 +6,8 @@ batching, evaluation and metrics, so numbers stay comparable between algorithms.
 1. ``setup_task(task_id, num_classes)``: backbone and heads learn the new task id (a new head).
 2. ``on_task_data(task_id, data)``: the task's splits, already on the device (``train_x``,
    ``train_y``, ``val_x``, ... of :class:`clsweep.benchmarks.streams.TaskData`); keep a reference
-   if the rule needs them (a replay buffer, a Fisher estimate).
+   if the rule needs them (Joint's union, a Fisher estimate). A resumed run calls it again for
+   every completed task, in order, before it trains on: keep references here, change no state.
 3. ``on_task_start(task_id)``, then ``training_set(task_id, data)``: the ``(x, y, task_ids)``
    tensors the task's batches are drawn from (the current task's training split by default; Joint
    returns every task seen so far).
