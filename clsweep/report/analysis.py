@@ -146,7 +146,7 @@ def _per_task(data: SweepData, run_id: str, prefixes: tuple[str, ...]) -> dict[s
 
 def _trial_detail(data: SweepData, row: pd.Series, setup: Setup) -> dict[str, Any]:
     run_id = row["run_id"]
-    curves = _per_task(data, run_id, tuple(f"{k}_" for k in CURVE_KEYS) + ("loss_train",))
+    curves = _per_task(data, run_id, tuple(f"{k}_" for k in CURVE_KEYS) + ("loss_train", "epochs_run"))
     return {"run_id": run_id, "trial_id": row["trial_id"], "seed": row["seed"], "config": row["config"],
             "algorithm": row["algorithm"], "benchmark": row["benchmark"],
             "objectives": {m: _final(row, m) for m, _ in setup.objectives},

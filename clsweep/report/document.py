@@ -189,13 +189,14 @@ def _best(a: Analysis, figs: dict[str, Figure]) -> Section:
     facts += [(m, fmt(v)) for m, v in b["objectives"].items()]
     blocks: list[Block] = [Facts(facts)]
     blocks += [figs[k] for k in ("accuracy_matrix", "task_curves") if k in figs]
-    keys = [k for k in ("avg_acc_test", "bwt_test", "forgetting_test", "avg_acc_val", "bwt_val", "forgetting_val")
-            if k in b["per_task"]]
+    keys = [k for k in ("avg_acc_test", "bwt_test", "forgetting_test", "avg_acc_val", "bwt_val", "forgetting_val",
+                        "epochs_run") if k in b["per_task"]]
     steps = sorted({p[0] for k in keys for p in b["per_task"][k]})
     if steps:
         lookup = {k: dict((int(s), v) for s, v in b["per_task"][k]) for k in keys}
         blocks.append(Table(["after task"] + keys, [[str(s)] + [fmt(lookup[k].get(s)) for k in keys] for s in steps],
-                            caption="Metrics after each task (MLflow metric histories, step = tasks done)."))
+                            caption="Metrics after each task (MLflow metric histories, step = tasks done; "
+                                    "epochs_run: the epochs task t trained under its schedule)."))
     matrix = (b.get("matrices") or {}).get("test")
     if matrix:
         blocks.append(Table(["after task \\ on task"] + [str(j + 1) for j in range(len(matrix[0]))],

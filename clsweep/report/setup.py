@@ -20,7 +20,8 @@ __all__ = ["Setup", "read_setup", "recorded_versions", "seed_scope", "short_name
 
 PROTOCOLS = {
     "validation": "hyperparameters chosen on the validation split of every task (carved from the training "
-    "data); the test splits were never used to choose anything",
+    "data); the test splits were never used to choose anything (a plateau schedule reads only the current "
+    "task's validation split)",
     "first_k": "hyperparameters chosen on the validation splits of the first {k} tasks only (trials ran {k} "
     "tasks); the later tasks stayed unseen by the search",
     "test": "LEAKY: the objective reads the test split, so the best configuration's test numbers are optimistic",

@@ -116,4 +116,4 @@ def test_runs_are_nested_and_comparable_in_the_mlflow_ui(server):
     [metrics] = metric_names
     assert {"avg_acc_val", "capacity_mean"} <= metrics and any(k.startswith("capacity/") for k in metrics)
     listed = _get(server, "/api/2.0/mlflow/artifacts/list", run_id=parent_id)
-    assert [f["path"] for f in listed["files"]] == ["sweep.yaml"]
+    assert [f["path"] for f in listed["files"]] == ["plan.json", "sweep.yaml"]

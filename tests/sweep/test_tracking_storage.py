@@ -125,7 +125,7 @@ def test_a_tracking_failure_does_not_stop_the_sweep(write_yaml, tiny):
         def find_trial(self, trial_id):
             raise ConnectionError("the tracking server went away")
 
-    callback = MLflowCallback(DownStore("http://mlflow:5000", "exp", "sw"), load_sweep(write_yaml(tiny)).data)
+    callback = MLflowCallback(DownStore("http://mlflow:5000", "exp", "sw"), load_sweep(write_yaml(tiny)).payload())
     trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={}, status="RUNNING")
     callback.on_trial_start(0, [trial], trial)  # raises inside: reported, not propagated
     callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5})
@@ -139,7 +139,7 @@ def test_a_replayed_result_is_logged_only_when_its_step_is_missing(write_yaml, t
 
     tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "exp", "sw", artifact_root=tmp_path / "art")
     tracker.open(None, tags={})
-    callback = MLflowCallback(tracker, load_sweep(write_yaml(tiny)).data)
+    callback = MLflowCallback(tracker, load_sweep(write_yaml(tiny)).payload())
     trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={}, status="RUNNING")
     callback.on_trial_start(0, [trial], trial)
     callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5})
@@ -179,7 +179,7 @@ def test_a_new_trial_adopts_a_lost_one_with_its_config(write_yaml, tiny, tmp_pat
     lost_run = tracker.start_trial("lost", "tiny-lost", params={}, tags={})
 
     adoption = AdoptionCallback(sweep_dir)
-    tracking = MLflowCallback(tracker, spec.data, adoption)
+    tracking = MLflowCallback(tracker, spec.payload(), adoption)
     new, other = (
         SimpleNamespace(trial_id=t, config={"seed": s}, last_result={}, status="RUNNING")
         for t, s in (("new", 0), ("other", 1))
