@@ -1,10 +1,12 @@
 """HAT: Hard Attention to the Task (Serra, Suris, Miron, Karatzoglou; ICML 2018).
 
 Each task learns a gate a = sigmoid(s e) per unit of every weighted layer (e: the task embedding,
-s: a scale annealed within each epoch up to s_max). At the end of a task the binary mask (e > 0)
-is stored; test-time forwards of task j use j's stored mask. Weights that old tasks use get no
-gradient: each weight gradient is scaled by 1 - agg(a_i, a_j) of the cumulative mask of previous
-tasks (agg = min in the paper, Eq. 2; 'max' protects a superset). The loss adds an
+s: a scale annealed within each epoch up to s_max). At the end of a task its mask is stored and
+test-time forwards of task j use j's stored mask: binary (e > 0) by default, or, with
+`test_mask: soft`, sigmoid(s_max e) as in the authors' code, which also enters the cumulative
+mask unthresholded (a small s_max then leaves old weights partly trainable). Weights that old
+tasks use get no gradient: each weight gradient is scaled by 1 - agg(a_i, a_j) of the cumulative
+mask of previous tasks (agg = min in the paper, Eq. 2; 'max' protects a superset). The loss adds an
 attention-weighted sparsity term over the free capacity (Eqs. 4-5), the embedding gradient is
 compensated for the annealing (§2.5), gradients are norm-clipped and embeddings clamped to
 [-6, 6] after each step (§2.5 and the authors' code).
@@ -71,8 +73,9 @@ class HAT(CLAlgorithm):
         return pairs
 
     def on_task_end(self, task_id: int) -> None:
-        mask = self.backbone.store_task_mask(task_id)
-        self._last_mask = {k: v.detach() for k, v in mask.items()}
+        soft_scale = self.params.s_max if self.params.test_mask == "soft" else None
+        mask = self.backbone.store_task_mask(task_id, soft_scale=soft_scale)
+        self._last_mask = {k: (v.detach() > 0.5).float() for k, v in mask.items()}  # units in use
 
     def diagnostics(self) -> dict[str, float]:
         """Capacity used per layer (share of units in the cumulative mask), units newly claimed
@@ -123,7 +126,7 @@ class HAT(CLAlgorithm):
         return used / self._free_total  # type: ignore[return-value]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
-        x, y = batch
+        x, y = batch[0], batch[1]
         self._batch = batch_idx + 1  # HAT's Eq. 3 counts batches from 1
         self._s = self.backbone.anneal_scalar(self.params.s_max, self._batch, self.num_batches)
         logits, hidden = self(x, stage="train", task_id=self.task_id)

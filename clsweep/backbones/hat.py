@@ -5,9 +5,10 @@ HAT (Serra et al., ICML 2018) multiplies the output units of every weighted laye
 for convolutions). This module keeps:
 
 * the embedding (one set, re-initialised at each task start; old tasks live on as stored masks),
-* the binary mask of every finished task (``e > 0``), used at test time,
+* the mask of every finished task, used at test time: binary ``(e > 0)`` by default, or soft
+  ``sigmoid(s_max * e)`` as the HAT authors' code stores it (``store_task_mask(soft_scale=...)``),
 * the cumulative mask (element-wise max over stored masks, HAT Eq. 2's ``a^{<t}``) and the
-  summative mask (element-wise sum, AdaHAT's importance),
+  summative mask (element-wise sum, AdaHAT's importance), both over the stored (binary or soft) masks,
 * the map from unit-wise to parameter-wise measures that HAT's gradient conditioning and
   AdaHAT's adjustment need, with an explicit description of which units feed each layer
   (:class:`LayerInput`), so residual networks are handled correctly.
@@ -116,10 +117,7 @@ class HATMaskBackbone(CLBackbone):
         """Subclass hook: the forward pass with the given masks; returns (feature, hidden)."""
         raise NotImplementedError
 
-    # ----------------------------------------------------------------------------------------
-    # Task embedding and gates
-    # ----------------------------------------------------------------------------------------
-
+    # ---- Task embedding and gates -----------------------------------------------------------------
     def embedding(self, layer_name: str) -> nn.Parameter:
         """The task embedding of ``layer_name``, shape ``(units,)``."""
         if layer_name not in self.mask_units:
@@ -186,7 +184,7 @@ class HATMaskBackbone(CLBackbone):
         * 'train': ``sigmoid(s * e)`` with ``s = anneal_scalar(s_max, batch_idx, num_batches)``;
           differentiable in ``e``.
         * 'validation': ``sigmoid(s_max * e)``.
-        * 'test': the stored binary mask of ``task_id``; shape ``(units,)`` for an int id, or
+        * 'test': the stored mask of ``task_id``; shape ``(units,)`` for an int id, or
           ``(N, units)`` for a 1-D integer tensor of per-sample task ids.
 
         Raises:
@@ -220,10 +218,7 @@ class HATMaskBackbone(CLBackbone):
         rows = match.float().argmax(dim=1).to(self.task_mask_store.task_ids.device)
         return {n: self.task_mask_store.rows(n)[rows] for n in self.weighted_layer_names}
 
-    # ----------------------------------------------------------------------------------------
-    # Forward
-    # ----------------------------------------------------------------------------------------
-
+    # ---- Forward ----------------------------------------------------------------------------------
     def forward(  # type: ignore[override]
         self,
         input: Tensor,
@@ -275,29 +270,29 @@ class HATMaskBackbone(CLBackbone):
         assert feature is not None
         return feature, hidden
 
-    # ----------------------------------------------------------------------------------------
-    # Stored, cumulative and summative masks
-    # ----------------------------------------------------------------------------------------
-
-    def store_task_mask(self, task_id: int) -> dict[str, Tensor]:
-        """Store the binary mask ``(e > 0)`` of the current embedding as task ``task_id``'s mask
-        (replacing an earlier one for that id), refresh the cumulative (max) and summative (sum)
-        masks over all stored tasks, and return the stored mask."""
-        binary = {n: (e.detach() > 0).to(e.dtype) for n, e in self.task_embedding.items()}
-        self.task_mask_store.put(int(task_id), binary)
+    # ---- Stored, cumulative and summative masks ---------------------------------------------------
+    def store_task_mask(self, task_id: int, *, soft_scale: float | None = None) -> dict[str, Tensor]:
+        """Store the current embedding's mask as task ``task_id``'s (replacing one stored before),
+        refresh the cumulative (max) and summative (sum) masks over the stored tasks, return it.
+        Binary ``(e > 0)`` if ``soft_scale`` is None, else ``sigmoid(soft_scale * e)`` (HAT's code)."""
+        if soft_scale is None:
+            mask = {n: (e.detach() > 0).to(e.dtype) for n, e in self.task_embedding.items()}
+        else:
+            mask = {n: torch.sigmoid(soft_scale * e.detach()) for n, e in self.task_embedding.items()}
+        self.task_mask_store.put(int(task_id), mask)
         for name in self.weighted_layer_names:
             rows = self.task_mask_store.rows(name)
             self.cumulative_store.get_buffer(name).copy_(rows.max(dim=0).values)
             self.summative_store.get_buffer(name).copy_(rows.sum(dim=0))
-        return {n: b.clone() for n, b in binary.items()}
+        return {n: b.clone() for n, b in mask.items()}
 
     @property
     def stored_task_ids(self) -> list[int]:
-        """The tasks whose binary mask is stored, in storing order."""
+        """The tasks whose mask is stored, in storing order."""
         return self.task_mask_store.ids()
 
     def get_task_mask(self, task_id: int) -> dict[str, Tensor]:
-        """A copy of the stored binary mask of ``task_id``; ValueError if none is stored."""
+        """A copy of the stored mask of ``task_id``; ValueError if none is stored."""
         ids = self.stored_task_ids
         if task_id not in ids:
             raise ValueError(f"no stored mask for task {task_id}; stored: {ids}")
@@ -312,18 +307,24 @@ class HATMaskBackbone(CLBackbone):
         """Element-wise sum over the stored task masks (zeros before any task); a copy."""
         return self.summative_store.as_dict()
 
-    @property
-    def cumulative_mask(self) -> dict[str, Tensor]:
-        return self.get_cumulative_mask()
+    cumulative_mask = property(get_cumulative_mask)
+    summative_mask = property(get_summative_mask)
 
-    @property
-    def summative_mask(self) -> dict[str, Tensor]:
-        return self.get_summative_mask()
+    def summative_input_measure(self, layer_name: str) -> Tensor | None:
+        """Summative mask of the units ``layer_name`` reads (``None``: the network input): per task the
+        max over the sources (a residual-sum unit is used if any path is), summed over tasks; a max
+        of per-path counts would count 1 for a unit two tasks reach through different paths."""
+        sources = self.input_layer_names(layer_name)
+        if not sources:
+            return None
+        per_task = torch.stack([self.task_mask_store.rows(s) for s in sources]).amax(dim=0)
+        return self._repeated(layer_name, per_task.sum(dim=0))
 
-    # ----------------------------------------------------------------------------------------
-    # Unit-wise -> parameter-wise measures
-    # ----------------------------------------------------------------------------------------
+    def _repeated(self, layer_name: str, measure: Tensor) -> Tensor:
+        repeat = self.layer_inputs[layer_name].repeat
+        return measure.repeat_interleave(repeat) if repeat > 1 else measure
 
+    # ---- Unit-wise -> parameter-wise measures -----------------------------------------------------
     def input_layer_names(self, layer_name: str) -> tuple[str, ...]:
         """The gated layers whose outputs feed ``layer_name`` (empty for the network input)."""
         if layer_name not in self.layer_inputs:
@@ -333,11 +334,10 @@ class HATMaskBackbone(CLBackbone):
     def _unit_measure(self, unit_wise_measure: dict[str, Tensor], layer_name: str) -> Tensor:
         if layer_name not in unit_wise_measure:
             raise ValueError(f"the unit-wise measure has no entry for layer {layer_name!r}")
-        measure = unit_wise_measure[layer_name]
-        if measure.shape != (self.mask_units[layer_name],):
+        measure, units = unit_wise_measure[layer_name], self.mask_units[layer_name]
+        if measure.shape != (units,):
             raise ValueError(
-                f"measure of {layer_name!r} has shape {tuple(measure.shape)}; "
-                f"expected ({self.mask_units[layer_name]},)"
+                f"measure of {layer_name!r} has shape {tuple(measure.shape)}; expected ({units},)"
             )
         return measure
 
@@ -350,17 +350,22 @@ class HATMaskBackbone(CLBackbone):
         measure = self._unit_measure(unit_wise_measure, sources[0])
         for source in sources[1:]:
             measure = torch.maximum(measure, self._unit_measure(unit_wise_measure, source))
-        repeat = self.layer_inputs[layer_name].repeat
-        return measure.repeat_interleave(repeat) if repeat > 1 else measure
+        return self._repeated(layer_name, measure)
 
     def get_layer_measure_parameter_wise(
-        self, unit_wise_measure: dict[str, Tensor], layer_name: str, aggregation: str
+        self,
+        unit_wise_measure: dict[str, Tensor],
+        layer_name: str,
+        aggregation: str,
+        *,
+        input_measure: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Spread a unit-wise measure over the parameters of ``layer_name``.
 
         The weight entry ``[i, j, ...]`` gets ``agg(m_layer[i], m_input[j])`` with ``agg`` 'min' or
-        'max', where ``m_input`` is :meth:`input_unit_measure`. A layer reading the network input
-        and the bias use only ``m_layer[i]``.
+        'max', where ``m_input`` is ``input_measure`` if given (e.g. :meth:`summative_input_measure`),
+        else :meth:`input_unit_measure`. A layer reading the network input and the bias use only
+        ``m_layer[i]``.
 
         Returns:
             ``(weight_measure, bias_measure)``: new tensors shaped like the layer's weight and bias;
@@ -376,6 +381,7 @@ class HATMaskBackbone(CLBackbone):
         tail = (1,) * (weight.dim() - 2)
         measure = own.view(-1, 1, *tail)
         inputs = self.input_unit_measure(unit_wise_measure, layer_name)
+        inputs = inputs if input_measure is None else input_measure
         if inputs is not None:
             combine = torch.minimum if aggregation == "min" else torch.maximum
             measure = combine(measure, inputs.view(1, -1, *tail))

@@ -367,10 +367,11 @@ class HATParams(_Params):
     mask)`, test forward at s=smax); a small s_max leaves gates far from 0/1, so old tasks forget."""
 
 
-ADAHAT_DEFAULT_ALPHA: dict[str, float] = {"sgd": 0.01, "adam": 1e-6, "adamw": 1e-6}
+ADAHAT_DEFAULT_ALPHA: dict[str, float] = {"sgd": 0.1, "adam": 1e-6, "adamw": 1e-6}
 """AdaHAT's alpha when `alpha` is null, per optimiser. adam/adamw: 1e-6, every AdaHAT config
-(Adam lr 1e-3; continual-learning-research configs/cl_algorithm/adahat.yaml). sgd: measured in
-clsweep/algorithms/adahat.py (table in its docstring): with plain SGD 1e-6 is HAT (BWT 0)."""
+(Adam lr 1e-3; continual-learning-research configs/cl_algorithm/adahat.yaml). sgd: 0.1, measured
+(table in clsweep/algorithms/adahat.py): with plain SGD 1e-6 is HAT (BWT 0) and 0.1 forgets about
+as much as Adam does at 1e-6."""
 
 
 class AdaHATParams(HATParams):
