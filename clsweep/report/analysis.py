@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from clsweep.common import better, pareto_front
-from clsweep.report.importance import param_importance
+from clsweep.report.honesty import leak_gap, rung_fidelity, test_counterpart
+from clsweep.report.importance import param_importance, rung_importance
 from clsweep.report.load import SweepData
 from clsweep.report.setup import Setup, read_setup, recorded_versions, short_name
 from clsweep.report.stats import clean, spread
@@ -49,6 +50,9 @@ class Analysis:
     failed: list[dict[str, Any]]
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     """Objective per task of every trial that reported (run id -> (tasks done, value))."""
+    rung_importance: list[dict[str, Any]] = field(default_factory=list)
+    rung_fidelity: dict[str, Any] = field(default_factory=dict)
+    leak_gap: dict[str, Any] = field(default_factory=dict)
 
     @property
     def objective(self) -> tuple[str, str]:
@@ -72,6 +76,7 @@ class Analysis:
             "best_trial": self.best, "capacity": self.capacity, "benchmark_table": self.benchmark,
             "pruned": self.pruned, "failed": self.failed,
             "objective_curves": {k: [list(p) for p in v] for k, v in self.curves.items()},
+            "rung_importance": self.rung_importance, "rung_fidelity": self.rung_fidelity, "leak_gap": self.leak_gap,
         })
 
 
@@ -234,6 +239,7 @@ def analyze(data: SweepData, *, top_k: int = 5) -> Analysis:
                         if rid in hat_ids), hat_rows[0])
     curves = {row["run_id"]: data.history(row["run_id"], metric) for _, row in trials.iterrows()
               if row["state"] in ("finished", "pruned") and metric in row["metrics"]}
+    honesty = _honesty(trials, finished, ranked, curves, setup)
     pruned = [{**_trial_record(r, setup), "stopped_after": int(r["tasks_done"]), "value_at_stop": _final(r, metric)}
               for _, r in trials[trials.state == "pruned"].iterrows()]
     failed = [{**_trial_record(r, setup), "error": _last_line(data.artifact_text(r["run_id"], "traceback.txt"))}
@@ -244,7 +250,39 @@ def analyze(data: SweepData, *, top_k: int = 5) -> Analysis:
         history=_history(trials, setup), importance=importance,
         best=_trial_detail(data, best_row, setup) if best_row is not None else None,
         capacity=_capacity(data, cap_row), benchmark=_benchmark(finished, setup) if len(finished) else None,
-        pruned=pruned, failed=failed, curves=curves)
+        pruned=pruned, failed=failed, curves=curves, **honesty)
+
+
+def _honesty(trials: pd.DataFrame, finished: pd.DataFrame, ranked: list[dict[str, Any]],
+             curves: dict[str, list[tuple[int, float]]], setup: Setup) -> dict[str, Any]:
+    """Importance per rung, rung fidelity and the leak gap (clsweep.report.honesty)."""
+    metric, mode = setup.objectives[0]
+    by_step = {run: dict(points) for run, points in curves.items()}
+    max_tasks = setup.plan.max_tasks
+    keys = dict(zip(trials.run_id, trials.config_key, strict=True))
+    configs = dict(zip(trials.config_key, trials.config, strict=True))
+    rungs: dict[int, tuple[list[dict[str, Any]], list[float]]] = {}
+    for k in range(1, max_tasks + 1):
+        values: dict[str, list[float]] = {}
+        for run, steps in by_step.items():
+            if k in steps:
+                values.setdefault(keys[run], []).append(steps[k])
+        if values:
+            rungs[k] = ([configs[c] for c in values], [sum(v) / len(v) for v in values.values()])
+    done = [r for r, total, d in zip(finished.run_id, finished.tasks_total, finished.tasks_done, strict=True)
+            if total is None or d >= total]
+    test_metric, _ = test_counterpart(metric)
+    groups = [{"config": g["config"], "method": g["config"].get("variants.method", g["algorithm"]),
+               "means": {m: (g["objectives"].get(m) or g["metrics"].get(m) or {}).get("mean")
+                         for m in (metric, test_metric)}} for g in ranked]
+    for g, r in zip(groups, ranked, strict=True):
+        if g["means"][test_metric] is None:  # the test counterpart is not an extra metric: average it here
+            rows = finished[finished.run_id.isin(r["run_ids"])]
+            found = [v for v in (_final(row, test_metric) for _, row in rows.iterrows()) if v is not None]
+            g["means"][test_metric] = sum(found) / len(found) if found else None
+    return {"rung_importance": rung_importance(rungs, mode, setup.params) if len(rungs) > 1 else [],
+            "rung_fidelity": rung_fidelity(by_step, done, setup.scheduler, max_tasks),
+            "leak_gap": leak_gap(groups, metric, mode, leaky_protocol=setup.leaky)}
 
 
 def config_text(config: dict[str, Any]) -> str:

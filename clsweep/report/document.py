@@ -162,10 +162,23 @@ def _importance(a: Analysis, figs: dict[str, Figure]) -> Section:
     metric = a.objective[0]
     blocks: list[Block] = []
     if imp.get("values", {}).get(metric):
-        blocks.append(Table(["parameter", f"importance for {metric}"],
-                            [[k, f"{v:.3f}"] for k, v in imp["values"][metric].items()]))
+        second = imp.get("second", {}).get(metric, {})
+        blocks.append(Table(["parameter", "fANOVA", "mean decrease impurity"],
+                            [[k, f"{v:.3f}", fmt(second.get(k), 3)] for k, v in imp["values"][metric].items()],
+                            caption=f"Importance for {metric}: {imp['evaluator']} (the default), beside "
+                                    f"{imp['second_evaluator']}. Each column sums to 1."))
         if "importance" in figs:
             blocks.append(figs["importance"])
+    for sentence in imp.get("disagreement", {}).values():
+        blocks.append(f"Note: {sentence}.")
+    rungs = [r for r in a.rung_importance if r["values"]]
+    if rungs:
+        names = list(dict.fromkeys(k for r in rungs for k in r["values"]))
+        blocks.append(Table(["after task", "configurations", *names],
+                            [[str(r["after_task"]), str(r["configurations"]),
+                              *[fmt(r["values"].get(n), 3) for n in names]] for r in rungs],
+                            caption=f"fANOVA importance of {metric} after each task, over every configuration "
+                                    "that reached it: which knobs matter early and which late."))
     if imp.get("reason"):
         blocks.append(f"Note: {imp['reason']}.")
     if imp.get("available") and imp.get("rough"):
@@ -173,6 +186,31 @@ def _importance(a: Analysis, figs: dict[str, Figure]) -> Section:
     if not blocks:
         blocks.append("Not available.")
     return Section("importance", "Parameter importance", blocks)
+
+
+def _honesty(a: Analysis) -> Section:
+    """Rung fidelity and the leak gap."""
+    blocks: list[Block] = []
+    fid = a.rung_fidelity
+    if fid.get("available"):
+        blocks.append(Table(["after task", "finished trials", "Spearman vs final", "scheduler rung"],
+                            [[str(r["after_task"]), str(r["trials"]), fmt(r["spearman"], 2),
+                              "yes" if r["scheduler_rung"] else "no"] for r in fid["rungs"]],
+                            caption="Rung fidelity: how well the objective after task k ranks the finished "
+                                    "trials as their final objective does (1: the same order)."))
+        blocks += [f"Warning: {w}." for w in fid.get("warnings", [])]
+    elif fid.get("reason"):
+        blocks.append(f"Rung fidelity: {fid['reason']}.")
+    gap = a.leak_gap
+    if gap.get("available"):
+        rows = [("all configurations", gap["overall"])] + [(m, g) for m, g in gap["per_method"].items() if g]
+        blocks.append(Table(
+            ["", f"chosen on {gap['objective']}: {rows[0][1]['test_metric']}", "chosen on test", "leak gap"],
+            [[name, fmt(g["honest"]["test"]), fmt(g["test_tuned"]["test"]), fmt(g["gap"])] for name, g in rows],
+            caption="The leak gap: the test score of the configuration the sweep chose (publishable) beside the "
+                    "one a search tuned on the test split would have chosen."))
+        blocks.append(gap["note"])
+    return Section("honesty", "How far to trust it: rung fidelity and the leak gap", blocks or ["Not available."])
 
 
 def _history(figs: dict[str, Figure]) -> Section:
@@ -285,7 +323,7 @@ def _all_trials(a: Analysis) -> Section:
 
 def build_document(a: Analysis, figs: dict[str, Figure]) -> Document:
     bench = _benchmark(a)  # a benchmark sweep's headline: right after what was run
-    sections = [_setup(a), *([bench] if bench else []), _top(a), _params(a, figs), _importance(a, figs),
+    sections = [_setup(a), *([bench] if bench else []), _top(a), _params(a, figs), _importance(a, figs), _honesty(a),
                 _history(figs), _best(a, figs), _capacity(a, figs), *_pruned_failed(a), _all_trials(a)]
     warning = None
     if a.setup.leaky:
