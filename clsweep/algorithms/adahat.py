@@ -49,14 +49,14 @@ from torch import Tensor, nn
 
 from clsweep.algorithms.hat import HAT
 from clsweep.backbones.hat import HATMaskBackbone
-from clsweep.spec.components import ADAHAT_DEFAULT_ALPHA, AdaHATParams
+from clsweep.spec.methods.hat import ADAHAT_DEFAULT_ALPHA, AdaHATParams
 
 __all__ = ["AdaHAT"]
 
 
 class AdaHAT(HAT):
     """AdaHAT over a HAT-mask backbone: HAT's hyperparameters plus ``alpha``, ``eps`` and ``variant``
-    (:class:`~clsweep.spec.components.AdaHATParams`)."""
+    (:class:`~clsweep.spec.methods.hat.AdaHATParams`)."""
 
     params: AdaHATParams
 

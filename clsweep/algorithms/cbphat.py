@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from clsweep.algorithms.adahat import AdaHAT
 from clsweep.backbones.hat import HATMaskBackbone
 from clsweep.backbones.mask_store import UnitBuffers
-from clsweep.spec.components import CBPHATParams
+from clsweep.spec.methods.hat import CBPHATParams
 
 __all__ = ["CBPHAT"]
 
@@ -58,7 +58,7 @@ def min_max_normalise(v: Tensor) -> Tensor:
 
 class CBPHAT(AdaHAT):
     """CBPHAT over a HAT-mask backbone: AdaHAT's hyperparameters plus ``utility_decay``
-    (:class:`~clsweep.spec.components.CBPHATParams`)."""
+    (:class:`~clsweep.spec.methods.hat.CBPHATParams`)."""
 
     params: CBPHATParams
     utility_steps: Tensor

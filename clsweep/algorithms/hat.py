@@ -24,14 +24,14 @@ from torch import Tensor, nn
 
 from clsweep.algorithms.base import CLAlgorithm
 from clsweep.backbones.hat import HATMaskBackbone
-from clsweep.spec.components import HATParams
+from clsweep.spec.methods.hat import HATParams
 
 __all__ = ["HAT"]
 
 
 class HAT(CLAlgorithm):
     """HAT over a :class:`~clsweep.backbones.hat.HATMaskBackbone`; hyperparameters in ``self.params``
-    (:class:`~clsweep.spec.components.HATParams`, where each one's default and source are written)."""
+    (:class:`~clsweep.spec.methods.hat.HATParams`, where each one's default and source are written)."""
 
     backbone: HATMaskBackbone
     params: HATParams

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from clsweep.backbones.base import CLBackbone, check_stage
 from clsweep.backbones.mask_store import StoredTaskMasks, UnitBuffers
-from clsweep.spec.components import AGGREGATIONS, INIT_MODES
+from clsweep.spec.methods.hat import AGGREGATIONS, INIT_MODES
 
 __all__ = ["AGGREGATIONS", "INIT_MODES", "HATMaskBackbone", "LayerInput", "apply_gate"]
 

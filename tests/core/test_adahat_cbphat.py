@@ -16,7 +16,7 @@ from clsweep.algorithms.cbphat import CBPHAT, min_max_normalise
 from clsweep.backbones.hat import HATMaskBackbone, LayerInput, apply_gate
 from clsweep.experiment import run_experiment
 from clsweep.spec import parse_experiment
-from clsweep.spec.components import ADAHAT_DEFAULT_ALPHA
+from clsweep.spec.methods.hat import ADAHAT_DEFAULT_ALPHA
 from clsweep.spec.experiment import TrainConfig
 
 

@@ -30,8 +30,14 @@ def _imports(path: Path, name: str) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)
+            # `from clsweep import registry` imports the module clsweep.registry; `from clsweep.x import
+            # name` imports clsweep.x
+            subs = {f"{base}.{a.name}" for a in node.names}
+            modules = {m for m in subs if (ROOT.parent / m.replace(".", "/")).with_suffix(".py").exists()
+                       or (ROOT.parent / m.replace(".", "/") / "__init__.py").exists()}
+            found.update(modules)
+            if modules != subs:
+                found.add(base)
     return {m for m in found if m == "clsweep" or m.startswith("clsweep.")}
 
 

@@ -11,7 +11,7 @@ import importlib
 
 __all__ = ["METHODS"]
 
-METHODS: tuple[str, ...] = ("joint", "independent", "ewc", "si", "lwf", "er", "agem", "packnet")
+METHODS: tuple[str, ...] = ("hat", "joint", "independent", "ewc", "si", "lwf", "er", "agem", "packnet")
 """The declaration modules imported with the built-in components (names under this package)."""
 
 
