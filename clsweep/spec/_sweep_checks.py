@@ -29,6 +29,9 @@ from clsweep.spec.sweep_file import Objective, SweepFile, merge_variants
 _AXIS = re.compile(r"^[A-Za-z0-9_]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_SEARCHABLE = ("paradigm", "evaluate_future")
+MAX_GRID_POINTS = 100_000
+"""A grid searcher enumerates every point up front: more than this is not a sweep anyone runs."""
+MAX_SEEDS = 10_000
 FULL_LIMIT = 2000
 """Up to this many combinations of finite values are checked one by one; above, each value is
 checked on its own (with the structural entries enumerated)."""
@@ -44,9 +47,14 @@ def check_seeds(shape: SweepFile, problems: list[Problem]) -> tuple[int, ...]:
     if isinstance(shape.seeds, int):
         if shape.seeds < 1:
             problems.append(Problem(("seeds",), "the number of seeds must be >= 1"))
+        if shape.seeds > MAX_SEEDS:
+            problems.append(Problem(("seeds",), f"{shape.seeds} seeds per configuration; at most {MAX_SEEDS}"))
+            return (0,)
         base = shape.experiment.get("seed", 0)
         return tuple(int(base) + i for i in range(max(1, shape.seeds))) if isinstance(base, int) else (0,)
     seeds = tuple(shape.seeds)
+    if len(seeds) > MAX_SEEDS:
+        problems.append(Problem(("seeds",), f"{len(seeds)} seeds per configuration; at most {MAX_SEEDS}"))
     if not seeds:
         problems.append(Problem(("seeds",), "the list of seeds is empty"))
     elif len(set(seeds)) != len(seeds):
@@ -273,6 +281,10 @@ def check_configurations(
     structural = {p.name for p in params if p.finite and (p.name in referenced or p.name.endswith(".name")
                                                           or p.name == "experiment.paradigm")}
     upper = math.prod(len(o) for o in shape.variants.values()) * math.prod(len(p.values) for p in params if p.finite)
+    if shape.searcher.name == "grid" and upper > MAX_GRID_POINTS:
+        problems.append(Problem(("search",), f"the grid has up to {upper} points; at most {MAX_GRID_POINTS} "
+                                             "(sample with tpe or random instead)"))
+        return 0, ()
     full = {p.name for p in params if p.finite} if upper <= FULL_LIMIT else structural
     found: dict[tuple[Any, str], Problem] = {}
     active: set[str] = set()

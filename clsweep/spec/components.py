@@ -110,7 +110,7 @@ class StreamParams(SourceParams):
     source: str = "digits"
     """A registered source (`clsweep ls source`). `digits` and `synthetic` need no files; the
     others read `root` and download only if `download` is true."""
-    num_tasks: int = Field(5, ge=1)
+    num_tasks: int = Field(5, ge=1, le=10_000)  # long streams run hundreds of tasks (Dohare et al.: 800)
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     """Share of each task's training data held out for validation (stratified, seeded).
     0.1 as in the HAT paper's CIFAR setup (§4)."""

@@ -55,7 +55,7 @@ class PlateauSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: Literal["plateau"]
-    max_epochs: int = Field(200, ge=1)  # joansj/hat src/run.py passes nepochs=200
+    max_epochs: int = Field(200, ge=1, le=100_000)  # joansj/hat src/run.py passes nepochs=200
     patience: int = Field(5, ge=1)  # joansj/hat hat.py lr_patience=5
     factor: float = Field(3.0, gt=1.0)  # joansj/hat hat.py lr_factor=3
     min_lr: float = Field(1.0e-4, gt=0.0)  # joansj/hat hat.py lr_min=1e-4
@@ -70,7 +70,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, le=100_000)
     """Epochs per task under the fixed schedule (the plateau schedule uses its max_epochs)."""
     schedule: Schedule = Field(default_factory=FixedSchedule)
     batch_size: int = Field(64, ge=1)  # HAT paper code: 64
@@ -223,6 +223,19 @@ def _non_finite(value: Any, path: tuple[object, ...] = ()) -> Iterator[tuple[tup
         yield path, value
 
 
+def _import_plugins(modules: list[str], prefix: tuple[object, ...]) -> list[Problem]:
+    """Import the ``imports:`` modules; a module that cannot be imported is bad input."""
+    problems = []
+    for i, module in enumerate(modules):
+        try:
+            registry.import_plugins([module])
+        except ImportError as err:
+            problems.append(Problem(prefix + ("imports", i), f"cannot import {module!r}: {err}"))
+        except Exception as err:  # noqa: BLE001 - a plugin that fails while importing is bad input too
+            problems.append(Problem(prefix + ("imports", i), f"importing {module!r} failed: {type(err).__name__}: {err}"))
+    return problems
+
+
 def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> ExperimentConfig:
     """Validate an experiment mapping; raises :class:`SpecError` listing every problem found."""
     if not isinstance(raw, Mapping):
@@ -235,11 +248,12 @@ def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> Experiment
         problems += pydantic_problems(err, prefix)
     imports = raw.get("imports") if shape is None else shape.imports
     if isinstance(imports, list):
-        registry.import_plugins(str(m) for m in imports)
+        problems += _import_plugins([str(m) for m in imports], prefix)
     if shape is not None and not _DEVICE.match(shape.device):
         problems.append(Problem(prefix + ("device",), f"expected cpu, cuda or cuda:N, got {shape.device!r}"))
 
     paradigm = raw.get("paradigm", "til")
+    paradigm = paradigm if isinstance(paradigm, str) else "til"  # a wrong type is reported by the shape check
     heads_raw = raw.get("heads") or {"name": DEFAULT_HEADS.get(paradigm, "til")}
     parts: dict[str, Component] = {}
     for kind, value in (

@@ -49,18 +49,40 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
 
 
+MAX_FILE_BYTES = 1 << 20
+"""A config or sweep file is a page of YAML; anything above 1 MiB is not one (and YAML's aliases
+can make a small file expand enormously: see the node limit below)."""
+MAX_NODES = 200_000
+
+
+class _Bomb(Exception):
+    pass
+
+
 def load_yaml(path: str | Path) -> Any:
-    """Parse one YAML document; a syntax error becomes a SpecError with its line."""
+    """Parse one YAML document; a syntax error becomes a SpecError with its line. The file must be
+    UTF-8 text of at most :data:`MAX_FILE_BYTES`."""
     p = Path(path)
     source = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.is_dir():
+            raise SpecError([Problem((), "is a folder, not a YAML file")], source)
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise SpecError([Problem((), f"{p.stat().st_size} bytes: a config or sweep file is at most "
+                                         f"{MAX_FILE_BYTES} bytes")], source)
+        text = p.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise SpecError([Problem((), "file not found")], source) from None
+    except UnicodeDecodeError as err:
+        raise SpecError([Problem((), f"not UTF-8 text (byte {err.start}: {err.reason})")], source) from None
     except OSError as err:
         raise SpecError([Problem((), f"cannot read file: {err.strerror}")], source) from None
+    if "\x00" in text:
+        raise SpecError([Problem((), "not a text file (it contains NUL bytes)")], source)
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        return _load_bounded(text)
+    except _Bomb:
+        raise SpecError([Problem((), f"the YAML expands to more than {MAX_NODES} values (aliases?)")], source) from None
     except SpecError as err:
         raise SpecError(err.problems, source) from None
     except yaml.YAMLError as err:
@@ -71,6 +93,41 @@ def load_yaml(path: str | Path) -> Any:
         if context and context_mark is not None:
             problem += f" ({context} started on line {context_mark.line + 1})"
         raise SpecError([Problem((), f"YAML syntax error: {problem}", line)], source) from None
+
+
+def _load_bounded(text: str) -> Any:
+    """yaml.load with a bound on the number of nodes composed (an alias bomb stops early)."""
+    loader = _LineLoader(text)
+    count = [0]
+    compose = loader.compose_node
+
+    def bounded(parent: Any, index: Any) -> Any:
+        count[0] += 1
+        if count[0] > MAX_NODES:
+            raise _Bomb
+        return compose(parent, index)
+
+    loader.compose_node = bounded  # type: ignore[method-assign]
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    _check_expanded(data)
+    return data
+
+
+def _check_expanded(data: Any) -> None:
+    """Aliases share one object: a few lines can stand for billions of values once copied."""
+    seen, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise _Bomb
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def load_mapping(path: str | Path) -> LineDict:

@@ -30,6 +30,8 @@ __all__ = ["KINDS", "Param", "SearchEntry", "decode", "encode", "get_path", "set
 Kind = Literal["uniform", "log_uniform", "int", "choice", "grid"]
 KINDS: tuple[str, ...] = ("uniform", "log_uniform", "int", "choice", "grid")
 _SCALAR = (str, int, float, bool, type(None))
+MAX_VALUES = 1000
+"""Values of one choice or grid entry: each is validated as part of an experiment."""
 
 
 class SearchEntry(BaseModel):
@@ -68,6 +70,8 @@ class SearchEntry(BaseModel):
             values = getattr(self, kind)
             if not values:
                 raise ValueError(f"{kind}: the list of values is empty")
+            if len(values) > MAX_VALUES:
+                raise ValueError(f"{kind}: {len(values)} values; at most {MAX_VALUES} (each one is checked)")
             keys = [encode(v) for v in values]
             if len(set(keys)) != len(keys):
                 raise ValueError(f"{kind}: values are repeated")

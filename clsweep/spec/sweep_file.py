@@ -36,7 +36,7 @@ class _Model(BaseModel):
 
 class SearcherConfig(_Model):
     name: Literal["tpe", "random", "grid"] = "tpe"
-    samples: int | None = Field(None, ge=1)
+    samples: int | None = Field(None, ge=1, le=1_000_000)
     """Configurations to sample (tpe/random; default 10, or 1 when nothing is sampled). The grid
     searcher runs every grid point."""
     seed: int = 0
@@ -66,6 +66,9 @@ class ResourcesConfig(_Model):
     cpus: float = Field(1.0, gt=0.0)
     gpus: float = Field(0.0, ge=0.0)
     max_concurrent: int | None = Field(None, ge=1)
+    pending_timeout: float = Field(600.0, gt=0.0, exclude=True)
+    """On a cluster with an autoscaler and no node that fits a trial yet: seconds to wait for one
+    before the sweep stops (resumable). Where it runs, not what it searches: not in the fingerprint."""
 
 
 class TrackingConfig(_Model):
@@ -94,7 +97,7 @@ class SweepFile(_Model):
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     seeds: int | list[int] = 1
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    retries: int = Field(1, ge=-1)
+    retries: int = Field(1, ge=-1, le=100)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 

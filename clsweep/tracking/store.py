@@ -8,6 +8,7 @@ finds the run of each trial again instead of creating a second one.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 import urllib.error
@@ -47,6 +48,13 @@ def search_all_runs(
             return runs
 
 
+_DATABASES = {"postgresql": ("psycopg2",), "mysql": ("mysqldb",), "mssql": ("pyodbc",)}
+"""SQLAlchemy dialects MLflow accepts as a tracking store, with their default driver."""
+_DRIVERS = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pg8000": "pg8000", "mysqldb": "MySQLdb",
+            "pymysql": "pymysql", "mysqlconnector": "mysql.connector", "pyodbc": "pyodbc", "pymssql": "pymssql"}
+_PACKAGES = {"psycopg2": "psycopg2-binary", "mysqldb": "mysqlclient", "mysqlconnector": "mysql-connector-python"}
+
+
 def check_tracking_uri(uri: str, *, timeout: float = 3.0) -> None:
     """Raise SpecError (bad input) when the store cannot be used; writes nothing.
 
@@ -81,6 +89,15 @@ def check_tracking_uri(uri: str, *, timeout: float = 3.0) -> None:
         existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
         if not existing.is_dir():
             raise SpecError([Problem(where, f"{existing} is not a folder")])
+    elif (scheme := uri.split("://", 1)[0].split("+", 1)) and scheme[0] in _DATABASES:
+        dialect, driver = scheme[0], scheme[1] if len(scheme) > 1 else _DATABASES[scheme[0]][0]
+        module = _DRIVERS.get(driver, driver)
+        if importlib.util.find_spec(module) is None:
+            raise SpecError([Problem(where, f"{uri.split('@')[-1] if '@' in uri else uri!r}: a {dialect} tracking store "
+                                            f"needs the {driver} driver (pip install {_PACKAGES.get(driver, driver)})")])
+    elif uri.startswith(("databricks", "uc:")):
+        raise SpecError([Problem(where, f"{uri!r}: Databricks tracking is not supported by clsweep; use an http:// "
+                                        "MLflow server or a database URI")])
     elif uri.startswith("file:") or "://" not in uri:
         raise SpecError(
             [
@@ -94,10 +111,12 @@ def check_tracking_uri(uri: str, *, timeout: float = 3.0) -> None:
 
 
 def ui_command(uri: str) -> str:
-    """What to run to look at the runs."""
+    """What to run to look at the runs (the URL opens MLflow 3's "Model training" side)."""
+    from clsweep.tracking.mlflow_ui import OPEN_TRAINING_RUNS
+
     if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}"
+        return f"open {uri.rstrip('/')}/#/experiments?{OPEN_TRAINING_RUNS}"
+    return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/#/experiments?{OPEN_TRAINING_RUNS}"
 
 
 class SweepTracker:
@@ -140,6 +159,7 @@ class SweepTracker:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             self.experiment_id = exp.experiment_id
+        self._label_experiment(plan)
         if parent_id and self._exists(parent_id):
             self.client.update_run(parent_id, status="RUNNING")
             self.parent_id = parent_id
@@ -151,9 +171,25 @@ class SweepTracker:
         )
         self.parent_id = run.info.run_id
         if plan is not None:
+            from clsweep.spec.sweep import SweepPlan
+            from clsweep.tracking.mlflow_ui import NOTE_TAG, describe
+
+            self.set_tags(self.parent_id, {NOTE_TAG: describe(SweepPlan.from_payload(plan))})
             self.client.log_text(self.parent_id, yaml.safe_dump(plan["sweep"], sort_keys=False), "sweep.yaml")
             self.client.log_text(self.parent_id, json.dumps(plan, indent=1), PLAN_ARTIFACT)
         return self.parent_id
+
+    def _label_experiment(self, plan: Mapping[str, Any] | None) -> None:
+        """Open the experiment on its training runs (not MLflow 3's GenAI overview), and store the
+        shared runs view with the sweep's objective and CL metrics as the first columns."""
+        from clsweep.tracking.mlflow_ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_TAG, shared_view
+
+        self.client.set_experiment_tag(str(self.experiment_id), EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if plan is not None:
+            from clsweep.spec.sweep import SweepPlan
+
+            view = shared_view(SweepPlan.from_payload(plan))
+            self.client.set_experiment_tag(str(self.experiment_id), VIEW_TAG, view)
 
     def close(self, *, tags: Mapping[str, str], status: str = "FINISHED") -> None:
         if self.parent_id:
@@ -214,6 +250,14 @@ class SweepTracker:
             self.client.log_batch(run.info.run_id, params=items[start : start + 100])
         return run.info.run_id
 
+    def log_dataset(self, run_id: str, dataset: Mapping[str, str], *, context: str = "train") -> None:
+        """Record what the run trained on as an MLflow dataset input (the runs table's Dataset
+        column). ``dataset``: name, digest, source_type, source and profile (mlflow_ui.dataset_of)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entry = DatasetInput(Dataset(**dataset), tags=[InputTag("mlflow.data.context", context)])
+        self.client.log_inputs(run_id, datasets=[entry])
+
     def resume_trial(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
         self.set_tags(run_id, {STATUS: "running"})
@@ -245,3 +289,17 @@ class SweepTracker:
         self.client.set_terminated(
             run_id, {"finished": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}[state]
         )
+
+    def kill_running(self) -> list[str]:
+        """Mark the sweep's trial runs still RUNNING as KILLED (tag ``interrupted``), and the parent
+        run too: the sweep was stopped (Ctrl-C, SIGTERM); a resumed sweep sets them running again.
+        Returns the trial run ids."""
+        if not self.parent_id:
+            return []
+        killed = [r.info.run_id for r in self.children() if r.info.status == "RUNNING"]
+        for run_id in killed:
+            self.set_tags(run_id, {STATUS: "interrupted"})
+            self.client.set_terminated(run_id, "KILLED")
+        if self.client.get_run(self.parent_id).info.status != "KILLED":
+            self.client.set_terminated(self.parent_id, "KILLED")
+        return killed

@@ -1,1 +1,19 @@
-"""Declaration of the `independent` method (to be written)."""
+"""Declaration of the `independent` method: a fresh backbone per task, no transfer, no forgetting.
+
+No hyperparameters: each task's backbone is the template re-initialised (the backbone config
+decides its architecture and initialisation), see :mod:`clsweep.algorithms.independent`.
+"""
+
+from __future__ import annotations
+
+from clsweep.registry import register
+
+__all__: list[str] = []
+
+register(
+    "algorithm",
+    "independent",
+    "clsweep.algorithms.independent:Independent",
+    paradigms=("til",),
+    summary="one freshly initialised backbone and head per task (no transfer; BWT exactly 0)",
+)

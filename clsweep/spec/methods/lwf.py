@@ -1,1 +1,34 @@
-"""Declaration of the `lwf` method (to be written)."""
+"""Declaration of the `lwf` method: Learning without Forgetting (Li & Hoiem, TPAMI 2017).
+
+Implementation: :mod:`clsweep.algorithms.lwf`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clsweep.registry import register
+
+__all__ = ["LwFParams"]
+
+
+class LwFParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    strength: float = Field(1.0, ge=0.0)
+    """lambda_o of Li & Hoiem Eq. 1, the weight of the distillation loss on the old tasks' outputs:
+    "set to 1 for most our experiments" (p. 5, as quoted in mmasana/FACIL src/approach/lwf.py,
+    whose `--lamb` default is 1). Larger favours the old tasks over the new one."""
+    temperature: float = Field(2.0, gt=0.0)
+    """T of Li & Hoiem Eq. 2 (both distributions are softened as softmax(logits / T)): "We use
+    T = 2 according to a grid search on a held out set" (p. 5); FACIL's default (`--T`)."""
+
+
+register(
+    "algorithm",
+    "lwf",
+    "clsweep.algorithms.lwf:LwF",
+    params=LwFParams,
+    paradigms=("til", "cil"),
+    summary="Learning without Forgetting (Li & Hoiem, 2017): distil the old model's old-task outputs",
+)
