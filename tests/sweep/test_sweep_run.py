@@ -20,8 +20,10 @@ OFFLINE = {  # the sets that make each offline sweep 2-4 trials of 2 tasks x 1 e
     "hat_smax.yaml": ["seeds=1", "search.experiment.algorithm.s_max.grid=[100, 400]"],
     "hat_init_aggregation.yaml": ["seeds=1", "search.experiment.algorithm.init_mode.grid=[N01]"],
     "adahat.yaml": ["searcher.samples=2", "protocol.k=2"],
-    "benchmark_digits.yaml": ["seeds=1", "variants.method.hat.backbone.hidden_dims=[32]",
-                              "variants.method.adahat.backbone.hidden_dims=[32]"],
+    "benchmark_digits.yaml": ["seeds=1", "variants.method={finetuning: {}, joint: {algorithm: {name: joint}}, "
+                              "hat: {algorithm: {name: hat}, backbone: {name: hat_mask_mlp, hidden_dims: [32]}}}"],
+    "benchmark_digits_cil.yaml": ["seeds=1", "variants.method={finetuning: {}, er: {algorithm: {name: er}}}"],
+    "baselines_tuned_digits.yaml": ["searcher.samples=3"],
 }
 
 
