@@ -30,6 +30,8 @@ FORMAT = 1
 EXTRA_METRICS = ("avg_acc_test", "bwt_test", "forgetting_test")
 """Shown beside the objective for the best configurations and in the benchmark table."""
 CURVE_KEYS = ("avg_acc", "bwt", "forgetting", "acc_current")
+UPPER_REFERENCES = ("joint",)
+"""Methods that see every past task's data: shown apart in the benchmark table, never marked best."""
 
 
 @dataclass
@@ -187,19 +189,22 @@ def _benchmark(finished: pd.DataFrame, setup: Setup) -> dict[str, Any] | None:
             cell = cells[metric].setdefault(str(g["row"]), {})
             if str(g["col"]) not in cell and stats and stats["mean"] is not None:
                 cell[str(g["col"])] = {**stats, "config": g["config"], "run_ids": g["run_ids"]}
+    algorithms = {str(r): a for r, a in zip(frame["row"], frame["algorithm"], strict=True)}
+    references = [str(r) for r in rows if algorithms.get(str(r)) in UPPER_REFERENCES]
     best: dict[str, dict[str, str | None]] = {}
     for metric in metrics:
         mode = setup.mode(metric)
         best[metric] = {}
         for col in map(str, cols):
-            present = [(r, cells[metric][r][col]["mean"]) for r in cells[metric] if col in cells[metric][r]]
+            present = [(r, cells[metric][r][col]["mean"]) for r in cells[metric]
+                       if col in cells[metric][r] and r not in references]
             best[metric][col] = None
             if mode and len(present) > 1:
                 pick = max if mode == "max" else min
                 best[metric][col] = pick(present, key=lambda item: item[1])[0]
     return {"row_axis": axes[0] if axes else "algorithm", "col_axis": axes[1] if len(axes) > 1 else "benchmark",
             "rows": [str(r) for r in rows], "columns": [str(c) for c in cols], "metrics": metrics,
-            "modes": {m: setup.mode(m) for m in metrics}, "cells": cells, "best": best}
+            "modes": {m: setup.mode(m) for m in metrics}, "cells": cells, "best": best, "references": references}
 
 
 def _last_line(text: str | None) -> str:

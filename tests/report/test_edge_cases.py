@@ -71,6 +71,10 @@ def test_single_trial_and_the_report_written_by_clsweep_run(sweeps, tmp_path):
     assert stored["trials"] == summary["trials"]
 
 
+def _half_ci(values: list[float]) -> float:
+    return 12.706 * statistics.stdev(values) / len(values) ** 0.5 if len(values) == 2 else float("nan")  # t_0.975,1
+
+
 def test_benchmark_table(sweeps, tmp_path):
     sweep = sweeps["bench"]
     assert sweep.exit_code == 0
@@ -86,12 +90,12 @@ def test_benchmark_table(sweeps, tmp_path):
         cell = table["cells"]["avg_acc_test"][method][bench]
         assert cell["n"] == 2 and cell["mean"] == pytest.approx(statistics.mean(vals))
         assert cell["std"] == pytest.approx(statistics.stdev(vals))
-        shown = f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
+        shown = f"{100 * statistics.mean(vals):.1f} ± {100 * _half_ci(vals):.1f}"  # 95% CI half-width
         assert shown in html and shown in markdown
     for bench in table["columns"]:
         best = max(table["rows"], key=lambda m: statistics.mean(values[m, bench]))
         assert table["best"]["avg_acc_test"][bench] == best
-        shown = f"{100 * statistics.mean(values[best, bench]):.1f} ± {100 * statistics.stdev(values[best, bench]):.1f}"
+        shown = f"{100 * statistics.mean(values[best, bench]):.1f} ± {100 * _half_ci(values[best, bench]):.1f}"
         assert f"<strong>{shown}</strong>" in html and f"**{shown}**" in markdown
     latex = (tmp_path / "benchmark_table.tex").read_text()
     assert latex.count("\\begin{tabular}") == len(table["metrics"]) and "\\toprule" in latex
