@@ -7,6 +7,7 @@ Ray Tune keeps its experiment state there; clsweep adds two files:
   with another fingerprint cannot take the folder over, and ``clsweep resume NAME`` needs no file.
 - ``clsweep_status.json``: trials and their state, rewritten by the driver while it runs
   (read by ``clsweep status`` without Ray).
+- ``clsweep_driver.lock``: the driver running the sweep now (clsweep.sweep.lock).
 
 Ray-free and MLflow-free.
 """
@@ -24,10 +25,13 @@ from typing import Any
 from clsweep.recovery import write_atomically
 from clsweep.spec.errors import Problem, SpecError
 
-__all__ = ["SPEC_FILE", "STATUS_FILE", "SweepPaths", "check_owner", "read_json", "write_json"]
+__all__ = ["LOCK_FILE", "SPEC_FILE", "STATUS_FILE", "SweepPaths", "check_owner", "read_json", "write_json"]
 
 SPEC_FILE = "clsweep_sweep.json"
 STATUS_FILE = "clsweep_status.json"
+LOCK_FILE = "clsweep_driver.lock"
+EARLY_FILES = frozenset({LOCK_FILE, "forkserver.log"})
+"""What a driver writes in the folder before the record: a folder holding only these is free."""
 FORMAT = 1
 
 
@@ -90,7 +94,7 @@ def check_owner(paths: SweepPaths, fingerprint: str) -> dict[str, Any] | None:
         raise SpecError([Problem(("name",), f"{folder} exists and is not a folder")])
     record = read_json(paths.record)
     if record is None:
-        if any(folder.iterdir()):
+        if any(p.name not in EARLY_FILES for p in folder.iterdir()):
             raise SpecError(
                 [
                     Problem(

@@ -20,11 +20,14 @@ from clsweep.common import versions
 from clsweep.spec.errors import Problem, SpecError
 from clsweep.spec.sweep import SweepPlan
 from clsweep.storage import SweepPaths, check_owner, new_record, read_json, write_json
+from clsweep.sweep.forkserver_setup import start_forkserver
 from clsweep.sweep.ray_setup import ray_environment, ray_logs_to
 from clsweep.sweep.summary import Summary, summarize
 from clsweep.tracking.store import check_tracking_uri
 
 __all__ = ["Outcome", "Plan", "execute", "prepare", "tracking_store", "trial_dirname"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +53,10 @@ class Outcome:
     lost_records: int = 0
     """Tracking records (MLflow calls, status-file writes) that failed in this run of the sweep;
     the sweep went on without them."""
+    signal: int | None = None
+    """The signal (SIGINT, SIGTERM) that stopped the sweep; it can be resumed."""
+    stopped: str | None = None
+    """Why the sweep was stopped otherwise (no node could place a trial); it can be resumed."""
 
     @property
     def failed(self) -> int:
@@ -65,10 +72,13 @@ def prepare(
     source: str | None = None,
 ) -> Plan:
     """All checks, no writes. Raises SpecError (exit status 2)."""
+    from clsweep.sweep import lock
     from clsweep.sweep.cluster import check_launch, effective_address
+    from clsweep.sweep.resources import check_machine
 
     paths = SweepPaths.at(storage, spec.name)
     record = check_owner(paths, spec.fingerprint)
+    lock.check(paths)  # one driver per sweep
     uri = tracking_store(tracking_uri, spec, record, paths)
     if record and record.get("tracking_uri") and record["tracking_uri"] != uri:
         raise SpecError(
@@ -85,9 +95,10 @@ def prepare(
     from clsweep.sweep.forkserver import setting
 
     setting()  # a malformed CLSWEEP_FORKSERVER is bad input too
-    return Plan(
-        spec, paths, record, uri, spec.tracking.experiment or spec.name, effective_address(given), source
-    )
+    joined = effective_address(given)
+    if joined is None:  # an embedded Ray gets this machine; a cluster is checked once joined
+        check_machine(spec.resources.cpus, spec.resources.gpus)
+    return Plan(spec, paths, record, uri, spec.tracking.experiment or spec.name, joined, source)
 
 
 def tracking_store(
@@ -120,6 +131,8 @@ def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
     (checkpoints move between nodes and the driver's machine)."""
     import ray
 
+    from clsweep.sweep import signals
+
     started = False
     if not ray.is_initialized():
         # "local": always a new embedded Ray, never one that an earlier `ray start` left running. It
@@ -135,6 +148,7 @@ def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
             _system_config={"prestart_worker_first_driver": False} if plan.address is None else None,
         )
         started = True
+        signals.reinstall()  # Ray's core worker took SIGTERM
     client = (plan.address or "").startswith("ray://")  # the driver's machine is not a cluster node
     if client or len([n for n in ray.nodes() if n.get("Alive")]) > 1:
         from clsweep.sweep.cluster import check_shared_storage
@@ -157,6 +171,7 @@ def _tuner(
     from clsweep.sweep.adoption import AdoptionCallback
     from clsweep.sweep.progress import ProgressCallback
     from clsweep.sweep.space import make_scheduler, make_searcher
+    from clsweep.sweep.stopping import StopCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
     from clsweep.sweep.trial import train_trial
 
@@ -190,6 +205,7 @@ def _tuner(
             storage_path=str(plan.paths.storage),
             verbose=0,
             callbacks=[
+                StopCallback(),  # first: it restores the state of interrupted trials for the others
                 JsonLoggerCallback(),
                 CSVLoggerCallback(),
                 adoption,
@@ -255,7 +271,33 @@ def execute(
     )
     if record.get("complete"):
         return _outcome(plan, record.get("parent_run_id"))
-    server = _start_forkserver(plan, before_ray=True)  # its imports overlap Ray's start
+    from clsweep.sweep import signals
+    from clsweep.sweep.lock import DriverLock
+
+    lock = DriverLock(plan.paths)
+    with signals.interruptible() as state:
+        state.on_force_exit.append(lock.release)
+        try:
+            return _execute(plan, record, lock, callbacks, display, num_cpus)
+        finally:
+            lock.release()
+
+
+def _execute(
+    plan: Plan,
+    record: dict[str, Any],
+    lock: Any,
+    callbacks: Sequence[Any],
+    display: bool | None,
+    num_cpus: int | None,
+) -> Outcome:
+    if plan.address is None:
+        if num_cpus:
+            from clsweep.sweep.resources import check_machine
+
+            check_machine(plan.spec.resources.cpus, 0, num_cpus=num_cpus)
+        lock.acquire()  # before the fork server writes its log in the sweep folder
+    server = start_forkserver(plan, before_ray=True)  # its imports overlap Ray's start
     try:
         if plan.address is None:
             # Embedded Ray: create the tracking store (a fresh sqlite file takes ~3 s of schema
@@ -271,61 +313,22 @@ def execute(
         else:
             started_ray = _start_ray(plan, num_cpus)
             try:
+                from clsweep.sweep.resources import check_joined
+
+                check_joined(plan.spec.resources)  # before anything is written
+                lock.acquire()
                 tracker = _open_tracking(plan, record)
             except BaseException:
                 _stop_ray(started_ray)
                 raise
         try:
-            server = server or _start_forkserver(plan, before_ray=False)
+            server = server or start_forkserver(plan, before_ray=False)
             return _run(plan, record, tracker, callbacks, display, server.address if server else None)
         finally:
             _stop_ray(started_ray)
     finally:
         if server is not None:
             server.stop()
-
-
-def _start_forkserver(plan: Plan, *, before_ray: bool) -> Any:
-    """The fork server of a sweep whose trials run on this machine (clsweep.sweep.forkserver), or
-    None. ``before_ray``: for a Ray this sweep starts itself (always local: start the server first,
-    so that its imports overlap Ray's start); else for a Ray already running here with one node."""
-    from clsweep.sweep.forkserver import ForkServer, enabled
-
-    if plan.address is not None or plan.spec.cluster.runtime_env or not enabled(plan.spec.resources.gpus):
-        return None  # a runtime_env changes what trials import and see: they get Ray's own workers
-    import ray
-
-    if before_ray and ray.is_initialized():
-        return None  # not a Ray of this sweep's own: see after it is joined
-    if not before_ray:
-        from ray.util.client import ray as client
-
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        here = ray.get_runtime_context().get_node_id()
-        if client.is_connected() or len(nodes) != 1 or nodes[0].get("NodeID") != here:
-            return None
-    return ForkServer.start(_preload_modules(plan.spec), plan.paths.sweep_dir / "forkserver.log")
-
-
-def _preload_modules(spec: SweepPlan) -> list[str]:
-    """What a trial of ``spec`` imports besides torch and Lightning: the modules of the experiment's
-    components, of its data source's loader and its plugins (``imports:``)."""
-    from clsweep import registry
-    from clsweep.common import EXPERIMENT_COMPONENTS
-
-    experiment = spec.experiment
-    modules = [str(m) for m in experiment.get("imports") or []]
-    parts = {kind: experiment.get(kind) for kind in EXPERIMENT_COMPONENTS}
-    wanted = [(kind, part.get("name")) for kind, part in parts.items() if isinstance(part, dict)]
-    if isinstance(benchmark := parts["benchmark"], dict):
-        wanted.append(("source", benchmark.get("source", "digits")))
-    for kind, name in wanted:
-        try:
-            entry = registry.get(kind, str(name))
-        except LookupError:
-            continue
-        modules += [*entry.preload, entry.module]
-    return modules
 
 
 def _stop_ray(started: bool) -> None:
@@ -369,11 +372,21 @@ def _run(
     display: bool | None,
     forkserver: str | None,
 ) -> Outcome:
+    from clsweep.sweep import signals
+
     paths = plan.paths
     tuner = _tuner(plan, tracker, callbacks, display, forkserver)
-    with ray_logs_to(paths.sweep_dir / "driver.log"):
-        tuner.fit()
+    with ray_logs_to(paths.sweep_dir / "driver.log"), signals.fitting():
+        if not signals.STATE.stopping:  # else a signal came while Ray started: no trial starts
+            tuner.fit()
     outcome = _outcome(plan, record["parent_run_id"], _lost_records(tuner))
+    if signals.STATE.stopping:
+        outcome.signal, outcome.stopped = signals.STATE.signum, signals.STATE.reason
+        try:
+            tracker.kill_running()
+        except Exception:  # noqa: BLE001 - a lost record, as in the callbacks
+            logger.warning("could not mark the interrupted runs KILLED", exc_info=True)
+            outcome.lost_records += 1
     record["complete"] = outcome.complete
     write_json(paths.record, record)
     return outcome

@@ -22,6 +22,8 @@ def ray_environment(*, embedded: bool) -> None:
         # embedded cluster lives and dies with this process, so it runs without. A cluster keeps
         # whatever RAY_AUTH_MODE / RAY_AUTH_TOKEN its operator set (clusters/README.md).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # SIGINT is clsweep's (clsweep.sweep.signals), which stops Tune through its SIGUSR1 handler
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new output engine prints boxes even at verbose=0
     # per-task checkpoints with num_to_keep=2 force frequent snapshots; they are small, do not warn
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
