@@ -67,12 +67,12 @@ def rung_fidelity(curves: dict[str, dict[int, float]], finished: Sequence[str], 
     if scheduler.get("name") not in ("asha", "median"):
         return {"available": False, "reason": "no scheduler pruned trials in this sweep", "rungs": []}
     rungs = set(scheduler_rungs(scheduler, max_tasks))
-    out = []
+    out: list[dict[str, Any]] = []
     for k in range(1, max_tasks):
         pairs = [(curves[r][k], curves[r][max_tasks]) for r in finished
                  if k in curves.get(r, {}) and max_tasks in curves.get(r, {})]
         rho = spearman([a for a, _ in pairs], [b for _, b in pairs])
-        out.append({"after_task": k, "trials": len(pairs), "spearman": rho, "scheduler_rung": k in rungs,
+        out.append({"after_task": int(k), "trials": len(pairs), "spearman": rho, "scheduler_rung": k in rungs,
                     "weak": rho is not None and rho < WEAK})
     warnings = [f"after task {r['after_task']} the ranking predicts the final one poorly (Spearman "
                 f"{r['spearman']:.2f} over {r['trials']} finished trials): pruning there is unreliable for this "
