@@ -99,6 +99,41 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _where(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="sweep name")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI (default: the one the sweep recorded, else sqlite in --storage)")
+    p.add_argument("--storage", metavar="DIR", help="root folder of sweeps (default: ./clsweep_runs)")
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from clsweep.api import best_config_text, best_experiment, open_sweep
+
+    best = best_experiment(open_sweep(args.name, tracking_uri=args.tracking_uri, storage=args.storage))
+    text = best_config_text(best)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return EXIT_OK
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"{out}: trial {best.trial_id}, {best.objective} = {best.value:.4f}; run it with "
+          f"`clsweep experiment {out}`", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from clsweep.api import open_sweep
+    from clsweep.export import export_optuna
+
+    sweep = open_sweep(args.name, tracking_uri=args.tracking_uri, storage=args.storage)
+    study, written, skipped = export_optuna(sweep, args.optuna_storage, study_name=args.study)
+    left = f" ({skipped} running or pending left out)" if skipped else ""
+    print(f"study {study!r} in {args.optuna_storage}: {written} trials{left}; view it with "
+          f"`optuna-dashboard {args.optuna_storage}`")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="clsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"clsweep {__version__}")
@@ -118,6 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", choices=[*EXPERIMENT_COMPONENTS, "source"])
     p.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'resnet*'")
     p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("best", help="the winning configuration of a sweep as an experiment config",
+                       description="Write the best trial's experiment (the confirmed winner when a confirm "
+                                   "stage ran), read back from MLflow, as a config `clsweep experiment` runs.")
+    _where(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the config here (default: stdout)")
+    p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("export", help="write a sweep's trials as an Optuna study (for optuna-dashboard)",
+                       description="Copy the sweep's trials, read back from MLflow, into a new Optuna study: "
+                                   "states, parameters, objective values, per-task intermediate values.")
+    _where(p)
+    p.add_argument("--optuna-storage", required=True, metavar="URL",
+                   help="Optuna RDB storage, e.g. sqlite:////abs/path/study.db")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the sweep name)")
+    p.set_defaults(func=cmd_export)
 
     from clsweep.report.cli import add_report_command  # nothing heavy at import
     from clsweep.sweep.commands import add_sweep_commands  # Ray-free at import

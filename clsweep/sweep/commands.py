@@ -2,7 +2,7 @@
 
 Registered on the main parser by :func:`add_sweep_commands`; each sets ``func`` to its command,
 which returns the exit status (0 ok, 1 some trial failed or tracking records were lost, 2 bad
-input: SpecError, raised to ``clsweep.cli.main``). Importing this module imports neither torch nor Ray; ``run`` and ``resume``
+input: SpecError, raised to ``clsweep.cli.main``, 130 / 143 stopped by SIGINT / SIGTERM). Importing this module imports neither torch nor Ray; ``run`` and ``resume``
 import them when they start trials, after every check has passed.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from clsweep.common import DEFAULT_STORAGE
 from clsweep.spec.errors import Problem, SpecError
 
-__all__ = ["add_sweep_commands", "cmd_resume", "cmd_run", "cmd_status", "cmd_validate"]
+__all__ = ["add_sweep_commands", "cmd_resume", "cmd_run", "cmd_status", "cmd_validate", "run_sweep"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -28,7 +29,19 @@ sweep ran but at least one trial failed (after `retries` re-runs from its last t
 its traceback is an artifact of its MLflow run), or tracking records were lost (an MLflow call or
 a status-file write failed: the sweep went on without it; the count is printed at the end and
 each failure was logged as a warning); 2 bad input (sweep file, --set, storage folder of another
-sweep, unreachable tracking store): nothing was started or written.
+sweep, unreachable tracking store, a sweep whose driver is running, resources that no node
+has): nothing was started or written; 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM.
+
+Ctrl-C or SIGTERM stops the sweep cleanly: no new trial starts, running trials stop at once
+(keeping their last task checkpoint), their MLflow runs and the sweep's parent run are marked
+KILLED, and the process exits within 30 s; a second Ctrl-C exits at once. The sweep can then be
+resumed. One driver per sweep: STORAGE/NAME/clsweep_driver.lock names its host and pid; a second
+`run` or `resume` exits 2 while that driver lives. A lock whose driver is gone (its pid no longer
+runs on this host; on another host, a heartbeat older than 120 s: the driver refreshes it every
+30 s) is taken over. A trial asking for more CPUs or GPUs than this machine has (local Ray) or
+than any node has (--address, no autoscaler) exits 2; with an autoscaler the trials wait for a
+node for at most `resources.pending_timeout` seconds (default 600), then the sweep stops
+(resumable, exit status 1).
 
 Running the same command again (or `clsweep resume NAME`) continues an interrupted sweep:
 finished trials are kept, unfinished ones restart from their last task checkpoint, and every
@@ -154,7 +167,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_sweep(
+    spec: Any,
+    *,
+    storage: str | Path,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    source: str | None = None,
+    no_report: bool = False,
+    started: float | None = None,
+) -> tuple[int, Any, Path | None]:
+    """Run (or continue) the validated sweep ``spec`` (a SweepPlan) as ``clsweep run`` does, print
+    its summary, write its report; returns (exit status, the driver's Outcome, the report's index
+    or None). Shared by ``run``, ``resume`` and :func:`clsweep.run`. Raises SpecError."""
+    from clsweep.sweep.driver import execute, prepare
+
+    started = time.monotonic() if started is None else started
+    plan = prepare(spec, storage=storage, tracking_uri=tracking_uri, address=address, source=source)
+    outcome = execute(plan, started=started)
+    code, index = _finish_sweep(outcome, no_report, started)
+    return code, outcome, index
+
+
 def _finish(outcome: Any, no_report: bool, started: float) -> int:
+    return _finish_sweep(outcome, no_report, started)[0]
+
+
+def _finish_sweep(outcome: Any, no_report: bool, started: float) -> tuple[int, Path | None]:
+    """Print the summary, write the report; (exit status, the report's index or None)."""
     from clsweep.sweep.summary import format_summary
     from clsweep.tracking.store import ui_command
 
@@ -165,6 +205,9 @@ def _finish(outcome: Any, no_report: bool, started: float) -> int:
         outcome.summary, objectives, elapsed=time.monotonic() - started, name=plan.spec.name
     ):
         print(line)
+    if outcome.signal is not None or outcome.stopped:
+        why = outcome.stopped or f"stopped by {signal.Signals(outcome.signal).name}"
+        print(f"stopped:   {why}; running trials were stopped and marked KILLED", file=sys.stderr)
     if not outcome.complete:
         print(f"not complete: continue with `clsweep resume {plan.spec.name} --storage {plan.paths.storage}`")
     print(f"runs:      {plan.paths.sweep_dir}")
@@ -172,6 +215,7 @@ def _finish(outcome: Any, no_report: bool, started: float) -> int:
         f"tracking:  {plan.tracking_uri} (experiment {plan.experiment!r}, parent run {outcome.parent_run_id})"
     )
     print(f"view:      {ui_command(plan.tracking_uri)}")
+    index = None
     if outcome.lost_records:
         print(
             f"lost:      {outcome.lost_records} tracking record(s): MLflow calls or status-file writes that failed "
@@ -195,29 +239,27 @@ def _finish(outcome: Any, no_report: bool, started: float) -> int:
                 f"report:    not written ({type(err).__name__}: {err}); retry with `clsweep report {plan.spec.name}`",
                 file=sys.stderr,
             )
-    return EXIT_FAILED if outcome.failed or outcome.lost_records else EXIT_OK
+    if outcome.signal is not None:
+        return 128 + int(outcome.signal), index
+    failed = outcome.failed or outcome.lost_records or outcome.stopped
+    return (EXIT_FAILED if failed else EXIT_OK), index
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from clsweep.spec.sweep import load_sweep
-    from clsweep.sweep.driver import execute, prepare
 
     started = time.monotonic()
     spec = load_sweep(args.space, args.set, name=args.name)
-    plan = prepare(
-        spec,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
-        address=args.address,
-        source=str(Path(args.space).resolve()),
-    )
-    return _finish(execute(plan, started=started), args.no_report, started)
+    source = str(Path(args.space).resolve())
+    return run_sweep(
+        spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address, source=source,
+        no_report=args.no_report, started=started,
+    )[0]
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from clsweep.spec.sweep import parse_sweep
     from clsweep.storage import SweepPaths, read_json
-    from clsweep.sweep.driver import execute, prepare
 
     started = time.monotonic()
     paths = SweepPaths.at(args.storage, args.name)
@@ -225,14 +267,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if record is None:
         raise SpecError([Problem(("name",), f"no sweep {args.name!r} under {paths.storage}")])
     spec = parse_sweep(record["spec"], source=str(paths.record))
-    plan = prepare(
-        spec,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
-        address=args.address,
-        source=record.get("source"),
-    )
-    return _finish(execute(plan, started=started), args.no_report, started)
+    return run_sweep(
+        spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
+        source=record.get("source"), no_report=args.no_report, started=started,
+    )[0]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

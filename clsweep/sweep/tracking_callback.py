@@ -2,7 +2,8 @@
 
 Each trial gets one child run of the sweep's parent run: params are the trial's resolved
 experiment config (dotted names), tags say sweep, trial, algorithm, benchmark, paradigm, seed,
-protocol, status and node; metrics are logged per task with step = tasks done (a result a trial
+protocol, status, node and device (cuda / cpu), and the benchmark is the run's dataset input
+(the runs table's Dataset column); metrics are logged per task with step = tasks done (a result a trial
 sends again after a restore, marked ``replayed``, only when its step is not logged yet); at the
 end the resolved config, the accuracy matrices (CSV) and, for a failed trial, its traceback are
 stored as artifacts. Tune checkpoints the trial -> run map (get_state / set_state) and the tracker also finds
@@ -34,6 +35,7 @@ from ray.tune import Callback
 from clsweep.recovery import REPLAYED
 from clsweep.spec.experiment import ExperimentConfig, flatten
 from clsweep.spec.sweep import SweepPlan
+from clsweep.tracking.mlflow_ui import dataset_of
 from clsweep.tracking.store import TRIAL_ID, SweepTracker
 
 __all__ = ["Adoptions", "MLflowCallback", "guarded", "stopped_state", "trial_state", "trial_tags"]
@@ -83,6 +85,7 @@ _TUNE_KEYS = {
     "tasks_total",
     REPLAYED,
     "trial_pid",
+    "device",
 }
 
 
@@ -102,6 +105,16 @@ def trial_state(trial: Any) -> str:
     if status == "TERMINATED":
         return stopped_state(trial.last_result)
     return {"RUNNING": "running", "PAUSED": "paused"}.get(status, "pending")
+
+
+def trial_device_of(trial: Any) -> str:
+    """cuda when the trial asked Ray for a GPU (a trial with a GPU trains on it, see
+    clsweep.sweep.trial.trial_device), else cpu; used when the result does not say."""
+    try:
+        gpus = float(trial.placement_group_factory.required_resources.get("GPU", 0))
+    except AttributeError:
+        return "?"
+    return "cuda" if gpus > 0 else "cpu"
 
 
 def trial_tags(spec: SweepPlan, config: dict[str, Any], cfg: ExperimentConfig) -> dict[str, str]:
@@ -200,6 +213,7 @@ class MLflowCallback(Callback):
             run_id = self.tracker.start_trial(
                 tid, f"{self.spec.name}-{tid}", params=params, tags=trial_tags(self.spec, trial.config, cfg)
             )
+            self.tracker.log_dataset(run_id, dataset_of(cfg))
         self.runs[tid] = run_id
 
     @guarded
@@ -215,7 +229,11 @@ class MLflowCallback(Callback):
         if trial.trial_id not in self._located:
             self._located.add(trial.trial_id)
             self.tracker.set_tags(
-                run_id, {"clsweep.node": f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"}
+                run_id,
+                {
+                    "clsweep.node": f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})",
+                    "clsweep.device": str(result.get("device") or trial_device_of(trial)),
+                },
             )
         metrics = {
             k: float(v)
