@@ -41,7 +41,7 @@ def plan_of(payload: Mapping[str, Any]) -> SweepPlan:
     return _PLANS[key]
 
 
-def task_result(report: Any, tasks_total: int, cpu_start: float = 0.0) -> dict[str, Any]:
+def task_result(report: Any, tasks_total: int, cpu_start: float = 0.0, device: str = "cpu") -> dict[str, Any]:
     """The Tune result of one finished task: the task loop's metrics (flat floats), progress, the
     CPU time the trial's process used so far and its pid, and the accuracy matrices as JSON text (text so that
     Tune's loggers pass them through untouched)."""
@@ -53,6 +53,7 @@ def task_result(report: Any, tasks_total: int, cpu_start: float = 0.0) -> dict[s
             "experiment_seconds": float(report.seconds),
             "trial_cpu_seconds": time.process_time() - cpu_start,
             "trial_pid": os.getpid(),  # the process that trains: the actor's, or a child of the fork server
+            "device": device,  # where the tasks trained (a string: not logged as a metric)
             "acc_matrix_val": json.dumps(report.val_acc_matrix),
             "acc_matrix_test": json.dumps(report.test_acc_matrix),
         }
@@ -79,7 +80,7 @@ def run_tasks(
     total = spec.trial_tasks(cfg)
 
     def on_task_end(task: Any) -> None:
-        result = task_result(task, total, cpu_start)
+        result = task_result(task, total, cpu_start, device)
         if task.checkpoint_dir is not None:  # the result travels with its checkpoint (see train_trial)
             save_result(Path(task.checkpoint_dir), result)
         send(result, task.checkpoint_dir)
