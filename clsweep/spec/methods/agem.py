@@ -16,10 +16,13 @@ class AGEMParams(BaseModel):
     """Episodic memory kept of each class of every finished task: 25, the A-GEM authors' permuted
     MNIST setting (facebookresearch/agem fc_permute_mnist.py SAMPLES_PER_CLASS = 25, i.e. 250
     samples per 10-class task)."""
-    reference_batch_size: int = Field(256, ge=1)
-    """Memory samples behind each reference gradient g_ref: 256, facebookresearch/agem
-    fc_permute_mnist.py EPS_MEM_BATCH_SIZE (drawn without replacement; the whole memory while it
-    holds fewer)."""
+    reference_batch_size: int | None = Field(None, ge=1)
+    """Memory samples behind each reference gradient g_ref (distinct; the whole memory while it
+    holds fewer). null: the training batch size, as Mammoth (models/agem.py draws
+    `--minibatch_size`, which main.py sets to the dataset's batch size when unset); the extra
+    forward/backward then costs about one more step. The A-GEM authors use 256 with batches of 10
+    (facebookresearch/agem fc_permute_mnist.py EPS_MEM_BATCH_SIZE), about 4x a step's compute
+    at batch 64."""
 
 
 register(

@@ -1,0 +1,149 @@
+"""A-GEM: the projection (both cases, constructed on a tiny model, against a hand computation),
+the per-class episodic memory and the checkpoint round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from clsweep import registry
+from clsweep.algorithms.agem import project
+from clsweep.algorithms.replay_buffer import per_class_subset
+from clsweep.experiment import run_experiment
+from clsweep.spec import parse_experiment
+
+
+def test_project_on_vectors() -> None:
+    g, g_ref = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, 1.0, 1.0])
+    dot = float(g @ g_ref)  # -1.5
+    out = project(g, g_ref)
+    torch.testing.assert_close(out, g - dot / 2.0 * g_ref)
+    assert abs(float(out @ g_ref)) < 1e-6
+    aligned = torch.tensor([1.0, 2.0, 0.5])
+    assert torch.equal(project(aligned, g_ref), aligned)  # positive dot product: untouched, bit for bit
+
+
+def build() -> Any:
+    torch.manual_seed(0)
+    backbone = registry.create("backbone", "mlp", (1, 2, 2), hidden_dims=[5])
+    heads = registry.create("heads", "til", backbone.output_dim)
+    algorithm = registry.create("algorithm", "agem", backbone, heads)
+    for t in (1, 2):
+        algorithm.setup_task(t, 2)
+    algorithm.task_id = 2
+    return algorithm
+
+
+def flat_grads(algorithm: Any) -> Tensor:
+    return torch.cat(
+        [
+            torch.zeros_like(p).reshape(-1) if p.grad is None else p.grad.reshape(-1)
+            for p in [*algorithm.backbone.parameters(), *algorithm.heads.parameters()]
+        ]
+    )
+
+
+def hand_gradient(algorithm: Any, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+    params = [*algorithm.backbone.parameters(), *algorithm.heads.parameters()]
+    feature, _ = algorithm.backbone(x, stage="train")
+    loss = nn.functional.cross_entropy(algorithm.heads(feature, task_id), y)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat(
+        [(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)]
+    )
+
+
+def step(algorithm: Any, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The current batch's gradient, then the hook: returns (g before, g after)."""
+    algorithm.zero_grad(set_to_none=True)
+    algorithm.training_step((x, y, torch.full((x.shape[0],), 2)), 0)["loss"].backward()
+    before = flat_grads(algorithm).clone()
+    algorithm.on_before_optimizer_step(None)
+    return before, flat_grads(algorithm)
+
+
+def test_gradient_is_untouched_when_it_agrees_with_the_memory() -> None:
+    algorithm = build()
+    x, y = torch.randn(3, 1, 2, 2), torch.tensor([0, 1, 1])
+    algorithm.memory.append(x, y, torch.full((3,), 2))  # memory = the batch itself: g_ref = g
+    g, after = step(algorithm, x, y)
+    g_ref = hand_gradient(algorithm, x, y, 2)
+    assert float(g @ g_ref) > 0
+    assert torch.equal(after, g)
+
+
+def test_gradient_is_projected_when_it_opposes_the_memory() -> None:
+    algorithm = build()
+    x, y = torch.randn(1, 1, 2, 2), torch.tensor([0])
+    # memory: the batch's sample with its label flipped (2 classes: its gradient is a negative
+    # multiple of the batch's), plus a sample of task 1 through the old head
+    old = torch.randn(1, 1, 2, 2)
+    algorithm.memory.append(torch.cat([x, old]), torch.tensor([1, 0]), torch.tensor([2, 1]))
+    g, after = step(algorithm, x, y)
+    flipped = hand_gradient(algorithm, x, torch.tensor([1]), 2)
+    g_ref = 0.5 * (flipped + hand_gradient(algorithm, old, torch.tensor([0]), 1))
+    dot = float(g @ g_ref)
+    assert dot < 0, "the construction must give an opposing reference gradient"
+    torch.testing.assert_close(after, g - dot / float(g_ref @ g_ref) * g_ref)
+    assert float(after @ g_ref) >= -1e-6 * float(g.norm() * g_ref.norm())
+    n_backbone = algorithm.backbone.num_flat_params()
+    assert torch.equal(after[:n_backbone], algorithm.backbone.get_grads())
+    old_head = torch.cat([p.grad.reshape(-1) for p in algorithm.heads.get_head(1).parameters()])
+    assert old_head.abs().sum() > 0  # the projection moves the old head along -g_ref
+
+
+def test_no_memory_no_change() -> None:
+    algorithm = build()
+    x, y = torch.randn(3, 1, 2, 2), torch.tensor([0, 1, 1])
+    g, after = step(algorithm, x, y)
+    assert torch.equal(after, g)
+
+
+def test_per_class_subset() -> None:
+    torch.manual_seed(0)
+    y = torch.tensor([2, 0, 0, 1, 2, 2, 0, 2, 0, 0])
+    keep = per_class_subset(y, 2)
+    assert keep.unique().numel() == keep.numel()
+    assert y[keep].bincount().tolist() == [2, 1, 2]
+
+
+def test_memory_keeps_samples_per_class_of_every_finished_task(tmp_path: Path) -> None:
+    cfg = parse_experiment(
+        {
+            "seed": 0,
+            "benchmark": {"name": "permuted", "source": "synthetic", "num_tasks": 3},
+            "backbone": {"name": "mlp", "hidden_dims": [16]},
+            "algorithm": {"name": "agem", "samples_per_class": 3},
+            "train": {"epochs": 2, "batch_size": 32, "lr": 0.1},
+        }
+    )
+    whole = run_experiment(cfg)
+    run_experiment(cfg, checkpoint_dir=tmp_path, max_tasks=2)
+    memory = torch.load(tmp_path / "state.pt", weights_only=False)["extra"]["memory"]
+    classes = int(memory["y"].max()) + 1
+    assert memory["task_ids"].bincount().tolist() == [0, 3 * classes, 3 * classes]
+    assert all(memory["y"][memory["task_ids"] == t].bincount().tolist() == [3] * classes for t in (1, 2))
+    assert whole.per_task[1]["agem_projected_fraction"] > 0
+    resumed = run_experiment(cfg, resume_from=tmp_path)
+    assert resumed.test_acc_matrix == whole.test_acc_matrix
+    assert resumed.val_acc_matrix == whole.val_acc_matrix
+
+
+@pytest.mark.parametrize("paradigm", ["cil"])
+def test_runs_class_incremental(paradigm: str) -> None:
+    cfg = parse_experiment(
+        {
+            "seed": 0,
+            "paradigm": paradigm,
+            "benchmark": {"name": "split", "source": "synthetic", "num_tasks": 2},
+            "backbone": {"name": "mlp", "hidden_dims": [16]},
+            "algorithm": {"name": "agem"},
+            "train": {"epochs": 1, "batch_size": 32, "lr": 0.1},
+        }
+    )
+    result = run_experiment(cfg)
+    assert result.test_acc_matrix[1][1] is not None

@@ -1,0 +1,140 @@
+"""ER: the vectorised reservoir against the sequential algorithm, its uniformity, the replay loss by
+hand, first-epoch-only filling and the checkpoint round trip."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from clsweep import registry
+from clsweep.algorithms.replay_buffer import ReservoirMemory, reservoir_slots
+from clsweep.experiment import run_experiment
+from clsweep.spec import parse_experiment
+
+
+def sequential_reservoir(seen: int, capacity: int, u: torch.Tensor, buffer: list[int]) -> list[int]:
+    """Algorithm R one sample at a time: the reference the vectorised update must equal."""
+    buffer = list(buffer)
+    for k in range(u.shape[0]):
+        i = seen + k
+        if i < capacity:
+            buffer[i] = k
+            continue
+        j = min(int(u[k].item() * (i + 1)), i)
+        if j < capacity:
+            buffer[j] = k
+    return buffer
+
+
+@pytest.mark.parametrize(
+    ("seen", "capacity", "batch"),
+    [(0, 10, 4), (7, 10, 8), (10, 10, 64), (95, 5, 200), (0, 3, 50), (1000, 100, 64), (3, 20, 1)],
+)
+def test_vectorised_reservoir_equals_the_sequential_algorithm(seen: int, capacity: int, batch: int) -> None:
+    generator = torch.Generator().manual_seed(seen * 31 + batch)
+    for _ in range(20):
+        u = torch.rand(batch, dtype=torch.float64, generator=generator)
+        before = [-1] * capacity
+        slots = reservoir_slots(seen, capacity, u)
+        vectorised = before + [-1]  # + the scratch row
+        for k, s in enumerate(slots.tolist()):  # distinct rows except the scratch row
+            vectorised[s] = k
+        assert sorted(s for s in slots.tolist() if s < capacity) == sorted(
+            set(s for s in slots.tolist() if s < capacity)
+        )
+        assert vectorised[:capacity] == sequential_reservoir(seen, capacity, u, before)
+
+
+def test_reservoir_keeps_a_uniform_sample() -> None:
+    """Stream 0..999 in batches of 50 into 100 rows, 500 times: every item is kept with frequency
+    0.1; Pearson's statistic over the 1000 items stays within 5 standard deviations of its mean."""
+    torch.manual_seed(0)
+    items, capacity, runs, batch = 1000, 100, 500, 50
+    counts = torch.zeros(items)
+    stream = torch.arange(items, dtype=torch.float32).view(-1, 1)
+    labels = torch.zeros(items, dtype=torch.long)
+    for _ in range(runs):
+        memory = ReservoirMemory(capacity)
+        for start in range(0, items, batch):
+            memory.add(
+                stream[start : start + batch], labels[start : start + batch], labels[start : start + batch]
+            )
+        kept = memory.rows()[0].view(-1).long()
+        assert kept.unique().numel() == capacity
+        counts[kept] += 1
+    p = capacity / items
+    expected = runs * p
+    assert (counts / runs - p).abs().max().item() < 5 * math.sqrt(p * (1 - p) / runs)
+    chi2 = float(((counts - expected) ** 2 / (expected * (1 - p))).sum())
+    assert abs(chi2 - (items - 1)) < 5 * math.sqrt(2 * (items - 1)), chi2
+    # the first and the last batches are kept alike (no bias towards either end of the stream)
+    assert abs(counts[:batch].mean().item() - counts[-batch:].mean().item()) / runs < 0.02
+
+
+def build(paradigm: str = "til", **params: Any) -> Any:
+    backbone = registry.create("backbone", "mlp", (1, 2, 2), hidden_dims=[5])
+    heads = registry.create("heads", paradigm, backbone.output_dim)
+    algorithm = registry.create("algorithm", "er", backbone, heads, **params)
+    for t in (1, 2):
+        algorithm.setup_task(t, 3)
+    return algorithm
+
+
+@pytest.mark.parametrize("paradigm", ["til", "cil"])
+def test_loss_is_the_mean_cross_entropy_over_current_and_replay_batches(paradigm: str) -> None:
+    torch.manual_seed(0)
+    algorithm = build(paradigm, buffer_size=6, replay_batch_size=6)
+    offset = 3 if paradigm == "cil" else 0
+    old_x, old_y = torch.randn(6, 1, 2, 2), torch.randint(0, 3, (6,))
+    algorithm.memory.add(old_x, old_y, torch.ones(6, dtype=torch.long))
+    x, y = torch.randn(4, 1, 2, 2), torch.randint(0, 3, (4,)) + offset
+    algorithm.task_id = 2
+    out = algorithm.training_step((x, y, torch.full((4,), 2)), 0)
+
+    feature_new, _ = algorithm.backbone(x, stage="train")
+    feature_old, _ = algorithm.backbone(old_x, stage="train")
+    ce = nn.functional.cross_entropy
+    new = ce(algorithm.heads(feature_new, 2), y, reduction="sum")
+    old = ce(algorithm.heads(feature_old, 1), old_y, reduction="sum")  # the memory holds all 6 rows
+    torch.testing.assert_close(out["loss"], (new + old) / 10)
+    torch.testing.assert_close(out["loss_cls"], new / 4)
+
+
+def test_memory_is_written_in_the_first_epoch_only(tmp_path: Path) -> None:
+    cfg = parse_experiment(
+        {
+            "seed": 0,
+            "benchmark": {"name": "permuted", "source": "synthetic", "num_tasks": 2},
+            "backbone": {"name": "mlp", "hidden_dims": [8]},
+            "algorithm": {"name": "er", "buffer_size": 10_000},
+            "train": {"epochs": 3, "batch_size": 32, "lr": 0.1},
+        }
+    )
+    run_experiment(cfg, checkpoint_dir=tmp_path)
+    state = torch.load(tmp_path / "state.pt", weights_only=False)["extra"]["memory"]
+    stream = registry.create("benchmark", "permuted", "til", params=cfg.benchmark.params)
+    n = [stream.task(t).train_x.shape[0] for t in (1, 2)]
+    assert state["seen"] == sum(n) and state["x"].shape[0] == sum(n)  # every sample once, not once per epoch
+    assert state["task_ids"].bincount().tolist() == [0, n[0], n[1]]
+
+
+def test_resume_gives_the_uninterrupted_numbers(tmp_path: Path) -> None:
+    cfg = parse_experiment(
+        {
+            "seed": 0,
+            "benchmark": {"name": "permuted", "source": "synthetic", "num_tasks": 3},
+            "backbone": {"name": "mlp", "hidden_dims": [16]},
+            "algorithm": {"name": "er", "buffer_size": 50},
+            "train": {"epochs": 2, "batch_size": 32, "lr": 0.1},
+        }
+    )
+    whole = run_experiment(cfg)
+    run_experiment(cfg, checkpoint_dir=tmp_path, max_tasks=2)
+    resumed = run_experiment(cfg, resume_from=tmp_path)
+    assert resumed.test_acc_matrix == whole.test_acc_matrix
+    assert resumed.val_acc_matrix == whole.val_acc_matrix
