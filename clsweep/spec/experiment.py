@@ -289,9 +289,9 @@ def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> Experiment
         problems.append(Problem(prefix + ("backbone", "name"),
                                 f"backbone {backbone.name!r} is gated by HAT masks and needs a HAT-family algorithm "
                                 f"(hat, adahat), got {algo.name!r}; use the plain backbone instead"))
-    if hat_family and shape.train.weight_decay > 0:
+    if (hat_family or "frozen_weights" in algo.entry.tags) and shape.train.weight_decay > 0:
         problems.append(Problem(prefix + ("train", "weight_decay"),
-                                "must be 0 for HAT-family algorithms: decay moves the weights old tasks rely on"))
+                                f"must be 0 for {algo.name}: decay moves the weights old tasks rely on"))
     if shape.evaluate_future and paradigm != "dil":
         problems.append(Problem(prefix + ("evaluate_future",),
                                 "future tasks can be evaluated only in paradigm 'dil' (TIL and CIL have no "

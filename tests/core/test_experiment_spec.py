@@ -163,3 +163,9 @@ def yaml_dump(data: dict) -> str:
     import yaml
 
     return yaml.safe_dump(data)
+
+
+def test_packnet_with_weight_decay_is_rejected(tmp_path: Path) -> None:
+    text = GOOD.replace("{name: finetuning}", "{name: packnet}").replace("lr: 0.1}", "lr: 0.1, weight_decay: 0.01}")
+    (line,) = _problems(tmp_path, text)
+    assert "train.weight_decay: must be 0 for packnet" in line

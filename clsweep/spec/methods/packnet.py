@@ -32,5 +32,6 @@ register(
     "clsweep.algorithms.packnet:PackNet",
     params=PackNetParams,
     paradigms=("til",),
+    tags=("frozen_weights",),  # weight decay would shrink the weights old tasks keep
     summary="PackNet (Mallya & Lazebnik, CVPR 2018): prune, retrain, freeze a weight subset per task",
 )
