@@ -18,6 +18,7 @@ from ray.tune import Callback
 from clsweep.spec.sweep import SweepPlan
 from clsweep.storage import driver_identity, write_json
 from clsweep.sweep.summary import format_summary, summarize
+from clsweep.sweep.tasks import plan_of
 from clsweep.sweep.tracking_callback import guarded, stopped_state, trial_state
 
 __all__ = ["ProgressCallback", "mark_start", "trial_row"]
@@ -55,7 +56,6 @@ class ProgressCallback(Callback):
         self.status_path = Path(status_path)
         self.display = display
         self.interval = interval
-        self._spec: SweepPlan | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -67,14 +67,9 @@ class ProgressCallback(Callback):
         self._last_write = 0.0
         self._tty = False
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_spec": None}
-
     @property
     def spec(self) -> SweepPlan:
-        if self._spec is None:
-            self._spec = SweepPlan.from_payload(self.plan)
-        return self._spec
+        return plan_of(self.plan)  # rebuilt once per process, kept by fingerprint
 
     def setup(self, **info: Any) -> None:  # type: ignore[override]
         self._reset()

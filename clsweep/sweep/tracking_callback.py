@@ -35,6 +35,7 @@ from ray.tune import Callback
 from clsweep.recovery import REPLAYED
 from clsweep.spec.experiment import ExperimentConfig, flatten
 from clsweep.spec.sweep import SweepPlan
+from clsweep.sweep.tasks import plan_of
 from clsweep.tracking.mlflow_ui import dataset_of
 from clsweep.tracking.store import TRIAL_ID, SweepTracker
 
@@ -165,19 +166,16 @@ class MLflowCallback(Callback):
         """The sweep plan's payload (SweepPlan.payload())."""
         self.adoption = adoption
         self.runs: dict[str, str] = {}
-        self._spec: SweepPlan | None = None
         self._located: set[str] = set()
         self.failures = 0
         """Events whose record was lost (a failing MLflow call) in this run of the sweep."""
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_spec": None, "_located": set()}
+        return {**self.__dict__, "_located": set()}
 
     @property
     def spec(self) -> SweepPlan:
-        if self._spec is None:
-            self._spec = SweepPlan.from_payload(self.plan)
-        return self._spec
+        return plan_of(self.plan)  # rebuilt once per process, kept by fingerprint
 
     def setup(self, **info: Any) -> None:  # type: ignore[override]
         self.failures = 0  # a restored tuner calls the copy pickled by an earlier driver

@@ -23,7 +23,8 @@ OFFLINE = {  # the sets that make each offline sweep 2-4 trials of 2 tasks x 1 e
     "benchmark_digits.yaml": ["seeds=1", "variants.method={finetuning: {}, joint: {algorithm: {name: joint}}, "
                               "hat: {algorithm: {name: hat}, backbone: {name: hat_mask_mlp, hidden_dims: [32]}}}"],
     "benchmark_digits_cil.yaml": ["seeds=1", "variants.method={finetuning: {}, er: {algorithm: {name: er}}}"],
-    "baselines_tuned_digits.yaml": ["searcher.samples=3"],
+    # strengths kept where no method diverges on this shrunk run (a diverged trial is a failed one)
+    "baselines_tuned_digits.yaml": ["searcher.samples=3", "search.experiment.algorithm.strength.log_uniform=[0.1,10]"],
 }
 
 
