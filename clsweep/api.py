@@ -290,7 +290,7 @@ def best_experiment(sweep: SweepTrials) -> BestTrial:
         if value is not None and math.isfinite(value):
             tags = sweep.tags.get(trial["run_id"], {})
             rows.append((tags.get(STAGE_TAG) or "search", trial["config_key"], float(value), trial, tags))
-    confirmed = [r for r in rows if r[0] == "confirm"]
+    confirmed = [r for r in rows if r[0] in ("confirm", "final")]
     rows = confirmed or rows
     if not rows:
         raise SpecError([Problem(("name",), f"sweep {plan.name!r} has no finished trial with {metric}")])

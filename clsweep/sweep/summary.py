@@ -18,7 +18,7 @@ from typing import Any
 
 from clsweep.common import dominates, format_duration
 
-__all__ = ["STATES", "Best", "StoredSweep", "Summary", "format_summary", "stored_sweep", "summarize"]
+__all__ = ["STATES", "Best", "StoredSweep", "Summary", "format_summary", "ranking", "stored_sweep", "summarize"]
 
 STATES = ("finished", "running", "pending", "paused", "pruned", "failed")
 
@@ -47,22 +47,33 @@ def _key(config: Mapping[str, Any]) -> str:
     return json.dumps(dict(config), sort_keys=True, default=str)
 
 
-def summarize(rows: Iterable[Mapping[str, Any]], modes: Sequence[str], total: int) -> Summary:
-    summary = Summary(total=total)
+def _candidates(rows: Iterable[Mapping[str, Any]], n: int, summary: Summary | None = None) -> list[Best]:
+    """Each configuration with a finished trial: its mean objective values over those trials."""
     groups: dict[str, tuple[dict[str, Any], list[tuple[int, list[float]]]]] = {}
     for row in rows:
         state = row.get("state", "pending")
-        summary.counts[state] = summary.counts.get(state, 0) + 1
+        if summary is not None:
+            summary.counts[state] = summary.counts.get(state, 0) + 1
         values = row.get("objective")
         if state != "finished" or not values or any(v is None or not math.isfinite(v) for v in values):
             continue
         config = dict(row.get("config") or {})
         groups.setdefault(_key(config), (config, []))[1].append((int(row.get("seed", 0)), list(values)))
-    candidates = [
-        Best(config, tuple(sum(v[i] for _, v in runs) / len(runs) for i in range(len(modes))),
-             tuple(sorted(s for s, _ in runs)))
+    return [
+        Best(config, tuple(sum(v[i] for _, v in runs) / len(runs) for i in range(n)), tuple(sorted(s for s, _ in runs)))
         for config, runs in groups.values()
     ]
+
+
+def ranking(rows: Iterable[Mapping[str, Any]], mode: str) -> list[Best]:
+    """One objective: every configuration with a finished trial, best mean first (ties keep the
+    order of the rows, so the first is :func:`summarize`'s best)."""
+    return sorted(_candidates(rows, 1), key=lambda b: b.values[0], reverse=mode == "max")
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], modes: Sequence[str], total: int) -> Summary:
+    summary = Summary(total=total)
+    candidates = _candidates(rows, len(modes), summary)
     if len(modes) == 1 and candidates:
         pick = max if modes[0] == "max" else min
         summary.best = [pick(candidates, key=lambda b: b.values[0])]
