@@ -190,6 +190,22 @@ class SweepPlan:
         return "confirm" if self.file.confirm is not None else None
 
     @property
+    def stages_text(self) -> str:
+        """What the sweep runs, stage by stage, in words (``clsweep validate``)."""
+        tasks = " (task 1 only)" if self.protocol.name == "first_task" else ""
+        search = f"search ({self.num_trials} trials{tasks})"
+        confirm = self.file.confirm
+        if self.later_stage == "confirm" and confirm is not None:
+            first = max(self.seeds) + 1
+            return (f"{search} -> confirm (the top {confirm.top_k} configurations x {confirm.seeds} new seeds "
+                    f"{first}..{first + confirm.seeds - 1} = {confirm.top_k * confirm.seeds} runs; the winner is "
+                    "the best confirmation mean)")
+        if self.later_stage == "final":
+            return (f"{search} -> final (the best configuration on the whole stream x {len(self.seeds)} "
+                    f"seed(s) = {len(self.seeds)} runs)")
+        return f"{search}; the winner is the best search mean"
+
+    @property
     def protocol_tag(self) -> str:
         """The protocol as stamped on every run: ``validation``, ``first_k:2``, ``test (leaky)``."""
         p = self.protocol

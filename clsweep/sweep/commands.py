@@ -152,6 +152,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{len(spec.seeds)} seed(s)); objective {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}; "
             f"protocol {spec.protocol.name}; scheduler {spec.scheduler.name}"
         )
+        print(f"  stages: {spec.stages_text}")
         for p in spec.params:
             print(
                 f"  {p.name}: {p.kind} {list(p.values) if p.finite else [p.low, p.high]}"
@@ -279,8 +280,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from clsweep.tracking.store import ui_command
 
     sweep = stored_sweep(args.storage, args.name)
-    for line in format_summary(sweep.summary, sweep.objectives, name=args.name):
+    if sweep.search is not None:
+        for line in format_summary(sweep.search, sweep.objectives, name=f"{args.name} (search)"):
+            print(line)
+    label = args.name if sweep.search is None else f"{args.name} ({sweep.stage})"
+    for line in format_summary(sweep.summary, sweep.objectives, name=label):
         print(line)
+    print(f"stage:     {sweep.stage}")
     hint = ": run `clsweep resume` to continue" if sweep.state == "interrupted" else ""
     print(f"state:     {sweep.state}{hint}")
     print(f"runs:      {SweepPaths.at(args.storage, args.name).sweep_dir}")

@@ -121,19 +121,38 @@ class StoredSweep:
     objectives: list[dict[str, str]]
     state: str
     """complete / ended (incomplete) / running / interrupted / driver on another host"""
+    stage: str = "search"
+    """The stage the sweep is in (or ended with): search, confirm or final."""
+    search: Summary | None = None
+    """Once a later stage began: the search's summary (``summary`` is then the stage's)."""
 
 
 def stored_sweep(storage: Any, name: str) -> StoredSweep:
     """Read ``<storage>/<name>``; SpecError when there is no such sweep. Trials a dead driver left
-    "running" count as waiting (they resume with the sweep)."""
+    "running" count as waiting (they resume with the sweep). Once a later stage began (its entry in
+    the record, clsweep.sweep.stages), the summary and state are the stage's."""
     from clsweep.spec.errors import Problem, SpecError
-    from clsweep.storage import SweepPaths, driver_alive, read_json
+    from clsweep.storage import STATUS_FILE, SweepPaths, read_json
 
     paths = SweepPaths.at(storage, name)
     record = read_json(paths.record)
     if record is None:
         raise SpecError([Problem(("name",), f"no sweep {name!r} under {paths.storage}")])
-    status = read_json(paths.status) or {}
+    searched = read_json(paths.status) or {}
+    search = _stored(record, searched)
+    stage = record.get("stage")
+    if not isinstance(stage, dict):
+        return search
+    status = read_json(paths.sweep_dir / str(stage["name"]) / STATUS_FILE) or {}
+    total = len(stage.get("configs", [])) * len(stage.get("seeds", []))
+    found = _stored(record, {"objectives": search.objectives, "total": total, "driver": searched.get("driver"), **status})
+    found.stage, found.search = str(stage["name"]), search.summary
+    return found
+
+
+def _stored(record: Mapping[str, Any], status: Mapping[str, Any]) -> StoredSweep:
+    from clsweep.storage import driver_alive
+
     objectives = status.get("objectives") or [{"metric": "?", "mode": "max"}]
     rows = status.get("trials", [])
     alive = driver_alive(status.get("driver"))
@@ -142,4 +161,4 @@ def stored_sweep(storage: Any, name: str) -> StoredSweep:
     summary = summarize(rows, [o["mode"] for o in objectives], int(status.get("total", 0)))
     state = ("complete" if record.get("complete") else "ended (incomplete)" if status.get("ended")
              else "running" if alive else "interrupted" if alive is False else "driver on another host")
-    return StoredSweep(record, summary, objectives, state)
+    return StoredSweep(dict(record), summary, objectives, state)
