@@ -279,9 +279,9 @@ class BestTrial:
 
 
 def best_experiment(sweep: SweepTrials) -> BestTrial:
-    """The best configuration (finished trials of the ``confirm`` stage when there are any, else of
-    the search; ranked by the mean over seeds of the first objective) and, among its seeds, the
-    best trial, with its experiment rebuilt from the sweep's plan."""
+    """The best configuration (finished trials of the ``confirm`` or ``final`` stage when there are
+    any, else of the search; ranked by the mean over seeds of the first objective) and, among its
+    seeds, the best trial, with its experiment rebuilt from the sweep's plan."""
     plan, trials = sweep.plan, sweep.data.trials
     metric, mode = plan.objectives[0].metric, str(plan.objectives[0].mode)
     rows = []

@@ -209,6 +209,8 @@ def _finish_sweep(outcome: Any, no_report: bool, started: float) -> tuple[int, P
     if outcome.signal is not None or outcome.stopped:
         why = outcome.stopped or f"stopped by {signal.Signals(outcome.signal).name}"
         print(f"stopped:   {why}; running trials were stopped and marked KILLED", file=sys.stderr)
+    if outcome.stage:
+        print(f"winner:    the best mean over the {outcome.stage} runs (the search: `clsweep status {plan.spec.name} --storage {plan.paths.storage}`)")
     if not outcome.complete:
         print(f"not complete: continue with `clsweep resume {plan.spec.name} --storage {plan.paths.storage}`")
     print(f"runs:      {plan.paths.sweep_dir}")

@@ -103,6 +103,12 @@ def test_confirmation_reruns_the_top_k_on_new_seeds_and_picks_the_winner_on_thei
     assert confirm_mean[json.dumps(winner["config"], sort_keys=True)] == pytest.approx(best)
     assert set(winner["test_metrics"]) >= {"avg_acc_test"}
 
+    from clsweep.api import best_experiment, load
+
+    best_trial = best_experiment(load("conf", storage=tmp_path).attrs["sweep"])  # clsweep best
+    assert best_trial.stage == "confirm" and best_trial.mean == pytest.approx(best)
+    assert best_trial.seed in (1, 2)
+
 
 def _drive(path: Path, storage: Path, ray_address: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
