@@ -220,3 +220,62 @@ def test_first_task_protocol_searches_on_task_one_then_runs_the_whole_stream(
     assert (
         parent[0].info.status == "FINISHED" and read_json(SweepPaths.at(tmp_path, "first").record)["complete"]
     )
+
+
+def _plan(extra: str) -> Any:
+    import yaml
+
+    from clsweep.spec.sweep import parse_sweep
+
+    return parse_sweep(yaml.safe_load(SWEEP.format(name="plan", extra=extra)))
+
+
+def _problems(extra: str) -> list[tuple[tuple[object, ...], str]]:
+    from clsweep.spec.errors import SpecError
+
+    with pytest.raises(SpecError) as err:
+        _plan(extra)
+    return [(tuple(p.path), p.message) for p in err.value.problems]
+
+
+def test_the_confirm_section_is_checked_before_anything_runs():
+    assert any(path[:1] == ("confirm",) for path, _ in _problems("confirm: {top_k: 0}"))
+    assert any(path[:1] == ("confirm",) for path, _ in _problems("confirm: {seeds: 0}"))
+    assert any(path[:1] == ("confirm",) for path, _ in _problems("confirm: {top_k: 2, size: 3}"))
+    two = "objective: [{metric: avg_acc_val}, {metric: bwt_val}]\nconfirm: {top_k: 2}"
+    assert ("confirm",) in [path for path, _ in _problems(two)]
+    assert ("confirm",) in [
+        path for path, _ in _problems("protocol: {name: first_task}\nconfirm: {top_k: 2}")
+    ]
+    assert ("scheduler", "grace_period") in [
+        path for path, _ in _problems("protocol: {name: first_task}\nscheduler: {name: asha}")
+    ]
+    plan = _plan("seeds: [3, 7]\nconfirm: {top_k: 2, seeds: 2}")
+    assert plan.later_stage == "confirm" and _plan("").later_stage is None
+    assert _plan("protocol: {name: first_task}").later_stage == "final"
+
+
+def test_the_stage_takes_the_search_ranking_and_new_seeds():
+    from clsweep.sweep.stages import choose, stage_points
+
+    plan = _plan("seeds: [3, 7]\nconfirm: {top_k: 2, seeds: 2}")
+    rows = [
+        {"state": "finished", "config": {"lr": 0.1}, "seed": 3, "objective": [0.5]},
+        {"state": "finished", "config": {"lr": 0.1}, "seed": 7, "objective": [0.7]},  # mean 0.6
+        {"state": "finished", "config": {"lr": 0.2}, "seed": 3, "objective": [0.9]},
+        {"state": "failed", "config": {"lr": 0.2}, "seed": 7, "objective": None},  # mean 0.9 (one seed)
+        {"state": "finished", "config": {"lr": 0.3}, "seed": 3, "objective": [0.55]},
+        {"state": "pruned", "config": {"lr": 0.4}, "seed": 3, "objective": [0.99]},  # never ranked
+    ]
+    stage = choose(plan, rows)
+    assert stage["configs"] == [{"lr": 0.2}, {"lr": 0.1}] and stage["seeds"] == [8, 9]
+    assert [e["mean"] for e in stage["search_ranking"]] == pytest.approx([0.9, 0.6, 0.55])
+    points = stage_points(stage)
+    assert [(p["lr"], p["seed"], p["stage"]) for p in points] == [
+        (0.2, 8, "confirm"),
+        (0.2, 9, "confirm"),
+        (0.1, 8, "confirm"),
+        (0.1, 9, "confirm"),
+    ]
+    final = choose(_plan("seeds: 2\nprotocol: {name: first_task}"), rows)
+    assert final["name"] == "final" and final["configs"] == [{"lr": 0.2}] and final["seeds"] == [0, 1]
