@@ -333,11 +333,13 @@ def _pruned_failed(a: Analysis) -> list[Section]:
 
 def _all_trials(a: Analysis) -> Section:
     metric = a.objective[0]
-    rows = [[t["trial_id"], t["state"], str(t["seed"]), config_text(t["config"]),
-             f"{t['tasks_done']}/{t['tasks_total']}", fmt(t["metrics"].get(metric)),
+    staged = a.confirmation is not None  # a stage column only when a later stage ran
+    rows = [[t["trial_id"], *([t.get("stage", "search")] if staged else []), t["state"], str(t["seed"]),
+             config_text(t["config"]), f"{t['tasks_done']}/{t['tasks_total']}", fmt(t["metrics"].get(metric)),
              fmt(t["metrics"].get("avg_acc_test")), fmt(t["compute_s"], 1)] for t in a.trials]
-    return Section("trials", "All trials", [Table(["trial", "state", "seed", "configuration", "tasks", metric,
-                                                   "avg_acc_test", "compute s"], rows)] if rows else ["No trial ran."])
+    header = ["trial", *(["stage"] if staged else []), "state", "seed", "configuration", "tasks", metric,
+              "avg_acc_test", "compute s"]
+    return Section("trials", "All trials", [Table(header, rows)] if rows else ["No trial ran."])
 
 
 def _confirmation(a: Analysis) -> Section | None:

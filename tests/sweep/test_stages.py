@@ -221,6 +221,18 @@ def test_first_task_protocol_searches_on_task_one_then_runs_the_whole_stream(
         parent[0].info.status == "FINISHED" and read_json(SweepPaths.at(tmp_path, "first").record)["complete"]
     )
 
+    code, _, err = cli("report", "first", "--storage", str(tmp_path), "--out", str(tmp_path / "report"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert (
+        summary["setup"]["protocol"] == "first_task"
+        and "Lee et al. 2024" in summary["setup"]["protocol_note"]
+    )
+    section = summary["confirmation"]
+    assert section["stage"] == "final" and section["seeds"] == [0, 1]
+    assert [json.dumps(c, sort_keys=True) for c in section["configs"]] == [chosen]
+    assert summary["best_trial"]["run_id"] in {r.info.run_id for r in stages["final"]}
+
 
 def _plan(extra: str) -> Any:
     import yaml
