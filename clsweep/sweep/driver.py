@@ -371,11 +371,11 @@ def _run(
         search_over = outcome.summary.done >= plan.spec.num_trials and not signals.STATE.stopping
         if plan.spec.later_stage and search_over:
             stages.begin(plan.spec, record, outcome.rows, plan.paths.record)
-    if record.get(stages.RECORD_KEY, {}).get("configs") and not signals.STATE.stopping:
+    if stages.RECORD_KEY in record and not signals.STATE.stopping:
         tuner = stages.stage_tuner(plan, record[stages.RECORD_KEY], tracker, callbacks, display, forkserver)
         outcome = _fit(plan, record, tracker, tuner)
         outcome.lost_records += lost
-    assert outcome is not None
+    outcome = outcome or _outcome(plan, record, lost)  # a stop came before the stage's trials
     record["complete"] = outcome.complete
     write_json(plan.paths.record, record)
     return outcome

@@ -62,10 +62,14 @@ def choose(spec: SweepPlan, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]
 def begin(
     spec: SweepPlan, record: dict[str, Any], rows: Sequence[Mapping[str, Any]], path: Path
 ) -> dict[str, Any]:
-    """Choose the stage's configurations and seeds and store them in the record (``path``)."""
-    record[RECORD_KEY] = choose(spec, rows)
-    write_json(path, record)
-    return dict(record[RECORD_KEY])
+    """Choose the stage's configurations and seeds and store them in the record (``path``). With
+    no finished configuration there is nothing to run: nothing is stored and the sweep stays
+    incomplete (a resume tries again once its failed trials are re-run)."""
+    stage = choose(spec, rows)
+    if stage["configs"]:
+        record[RECORD_KEY] = stage
+        write_json(path, record)
+    return stage
 
 
 def stage_points(stage: Mapping[str, Any]) -> list[dict[str, Any]]:
