@@ -279,9 +279,9 @@ class BestTrial:
 
 
 def best_experiment(sweep: SweepTrials) -> BestTrial:
-    """The best configuration (finished trials of the ``confirm`` stage when there are any, else of
-    the search; ranked by the mean over seeds of the first objective) and, among its seeds, the
-    best trial, with its experiment rebuilt from the sweep's plan."""
+    """The best configuration (finished trials of the ``confirm`` or ``final`` stage when there are
+    any, else of the search; ranked by the mean over seeds of the first objective) and, among its
+    seeds, the best trial, with its experiment rebuilt from the sweep's plan."""
     plan, trials = sweep.plan, sweep.data.trials
     metric, mode = plan.objectives[0].metric, str(plan.objectives[0].mode)
     rows = []
@@ -290,7 +290,7 @@ def best_experiment(sweep: SweepTrials) -> BestTrial:
         if value is not None and math.isfinite(value):
             tags = sweep.tags.get(trial["run_id"], {})
             rows.append((tags.get(STAGE_TAG) or "search", trial["config_key"], float(value), trial, tags))
-    confirmed = [r for r in rows if r[0] == "confirm"]
+    confirmed = [r for r in rows if r[0] in ("confirm", "final")]
     rows = confirmed or rows
     if not rows:
         raise SpecError([Problem(("name",), f"sweep {plan.name!r} has no finished trial with {metric}")])

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from clsweep.common import better, pareto_front
+from clsweep.report.confirmation import STAGES, confirmation_summary
 from clsweep.report.honesty import leak_gap, rung_fidelity, test_counterpart
 from clsweep.report.importance import param_importance, rung_importance
 from clsweep.report.load import SweepData
@@ -55,6 +56,8 @@ class Analysis:
     rung_importance: list[dict[str, Any]] = field(default_factory=list)
     rung_fidelity: dict[str, Any] = field(default_factory=dict)
     leak_gap: dict[str, Any] = field(default_factory=dict)
+    confirmation: dict[str, Any] | None = None
+    """The stage after the search (clsweep.report.confirmation); None when there was none."""
 
     @property
     def objective(self) -> tuple[str, str]:
@@ -79,6 +82,7 @@ class Analysis:
             "pruned": self.pruned, "failed": self.failed,
             "objective_curves": {k: [list(p) for p in v] for k, v in self.curves.items()},
             "rung_importance": self.rung_importance, "rung_fidelity": self.rung_fidelity, "leak_gap": self.leak_gap,
+            "confirmation": self.confirmation,
         })
 
 
@@ -91,7 +95,8 @@ def _trial_record(row: pd.Series, setup: Setup) -> dict[str, Any]:
     metrics = {m: _final(row, m) for m, _ in setup.objectives}
     metrics.update({m: _final(row, m) for m in EXTRA_METRICS if m in row["metrics"]})
     return {"run_id": row["run_id"], "trial_id": row["trial_id"], "state": row["state"], "seed": row["seed"],
-            "algorithm": row["algorithm"], "benchmark": row["benchmark"], "config": row["config"],
+            "stage": row.get("stage", "search"), "algorithm": row["algorithm"], "benchmark": row["benchmark"],
+            "config": row["config"],
             "tasks_done": int(row["tasks_done"]), "tasks_total": row["tasks_total"], "metrics": metrics,
             "compute_s": row["compute_s"], "wall_s": row["wall_s"]}
 
@@ -213,7 +218,11 @@ def _last_line(text: str | None) -> str:
 
 
 def analyze(data: SweepData, *, top_k: int = 5) -> Analysis:
-    trials = data.trials
+    """Everything but the ``confirmation`` section is of the search's runs; the best trial is the
+    stage winner's best seed when a later stage ran (its numbers are the ones to report)."""
+    everything = data.trials
+    later = everything.stage.isin(STAGES) if len(everything) else pd.Series([], dtype=bool)
+    trials, staged = everything[~later], everything[later]
     setup = read_setup(data.plan)
     metric, _mode = setup.objectives[0]
     finished = trials[trials.state == "finished"]
@@ -230,9 +239,15 @@ def analyze(data: SweepData, *, top_k: int = 5) -> Analysis:
     importance = param_importance([g["config"] for g in ranked],
                                   [[g["objectives"][m]["mean"] for m, _ in setup.objectives] for g in ranked],
                                   setup.objectives, setup.params)
+    confirmed = _rank(_groups(staged[staged.state == "finished"], setup), setup) if len(staged) else []
+    confirmation = None
+    if len(staged):
+        stage = str(staged.iloc[0]["stage"])
+        confirmation = confirmation_summary(stage, ranked, confirmed, metric)
     best_row = None
-    if ranked:
-        group = finished[finished.run_id.isin(ranked[0]["run_ids"])]
+    chosen, pool = (confirmed, staged[staged.state == "finished"]) if confirmed else (ranked, finished)
+    if chosen:
+        group = pool[pool.run_id.isin(chosen[0]["run_ids"])]
         values = [(_final(r, metric), i) for i, r in group.iterrows()]
         pick = max if setup.objectives[0][1] == "max" else min
         best_row = group.loc[pick(v for v in values if v[0] is not None)[1]]
@@ -251,11 +266,11 @@ def analyze(data: SweepData, *, top_k: int = 5) -> Analysis:
               for _, r in trials[trials.state == "failed"].iterrows()]
     return Analysis(
         data=data, setup=setup, versions=recorded_versions(parent["tags"]), counts=counts, compute=compute,
-        trials=[_trial_record(r, setup) for _, r in trials.iterrows()], top=ranked[:top_k],
+        trials=[_trial_record(r, setup) for _, r in everything.iterrows()], top=ranked[:top_k],
         history=_history(trials, setup), importance=importance,
         best=_trial_detail(data, best_row, setup) if best_row is not None else None,
         capacity=_capacity(data, cap_row), benchmark=_benchmark(finished, setup) if len(finished) else None,
-        pruned=pruned, failed=failed, curves=curves, **honesty)
+        pruned=pruned, failed=failed, curves=curves, confirmation=confirmation, **honesty)
 
 
 def _honesty(trials: pd.DataFrame, finished: pd.DataFrame, ranked: list[dict[str, Any]],

@@ -15,6 +15,7 @@ import yaml
 
 from clsweep.common import format_duration
 from clsweep.report.analysis import Analysis, config_text
+from clsweep.report.confirmation import ranking_rows
 from clsweep.report.figures import Figure
 from clsweep.report.setup import seed_scope
 
@@ -332,16 +333,41 @@ def _pruned_failed(a: Analysis) -> list[Section]:
 
 def _all_trials(a: Analysis) -> Section:
     metric = a.objective[0]
-    rows = [[t["trial_id"], t["state"], str(t["seed"]), config_text(t["config"]),
-             f"{t['tasks_done']}/{t['tasks_total']}", fmt(t["metrics"].get(metric)),
+    staged = a.confirmation is not None  # a stage column only when a later stage ran
+    rows = [[t["trial_id"], *([t.get("stage", "search")] if staged else []), t["state"], str(t["seed"]),
+             config_text(t["config"]), f"{t['tasks_done']}/{t['tasks_total']}", fmt(t["metrics"].get(metric)),
              fmt(t["metrics"].get("avg_acc_test")), fmt(t["compute_s"], 1)] for t in a.trials]
-    return Section("trials", "All trials", [Table(["trial", "state", "seed", "configuration", "tasks", metric,
-                                                   "avg_acc_test", "compute s"], rows)] if rows else ["No trial ran."])
+    header = ["trial", *(["stage"] if staged else []), "state", "seed", "configuration", "tasks", metric,
+              "avg_acc_test", "compute s"]
+    return Section("trials", "All trials", [Table(header, rows)] if rows else ["No trial ran."])
+
+
+def _confirmation(a: Analysis) -> Section | None:
+    """The search ranking beside the later stage's (clsweep.report.confirmation)."""
+    c = a.confirmation
+    if c is None:
+        return None
+    header, rows = ranking_rows(c, config_text)
+    what = (f"The {len(c['configs'])} best configurations of the search were run again on {len(c['seeds'])} new "
+            f"seed(s) ({', '.join(map(str, c['seeds']))}), never used by the search" if c["stage"] == "confirm" else
+            f"The best configuration of the search (task 1 only) ran the whole stream on seed(s) "
+            f"{', '.join(map(str, c['seeds']))}")
+    blocks: list[Any] = [f"{what}. The winner is the best mean over these runs; means with Student's t 95% "
+                         "interval over seeds. Test metrics are shown for the record; they chose nothing.",
+                         Table(header, rows, bold={(0, i) for i in range(len(header))})]
+    if c["winner"]:
+        w = c["winner"]
+        tests = "; ".join(f"{m} {spread_text(s)}" for m, s in w["test_metrics"].items())
+        blocks.append(f"Winner: {config_text(w['config'])} (search rank {w['search_rank']}): "
+                      f"{c['metric']} {spread_text(w['objective'])}; {tests}.")
+    title = "Confirmation on new seeds" if c["stage"] == "confirm" else "Final runs on the whole stream"
+    return Section("confirmation", title, blocks)
 
 
 def build_document(a: Analysis, figs: dict[str, Figure]) -> Document:
     bench = _benchmark(a)  # a benchmark sweep's headline: right after what was run
-    sections = [_setup(a), *([bench] if bench else []), _top(a), _params(a, figs), _importance(a, figs), _honesty(a),
+    confirmation = _confirmation(a)
+    sections = [_setup(a), *([bench] if bench else []), *([confirmation] if confirmation else []), _top(a), _params(a, figs), _importance(a, figs), _honesty(a),
                 _history(figs), _best(a, figs), _capacity(a, figs), *_pruned_failed(a), _all_trials(a)]
     warning = None
     if a.setup.leaky:

@@ -32,7 +32,7 @@ __all__ = ["SweepData", "dedupe_by_step", "load_sweep_runs", "parse_matrix_csv"]
 
 COLUMNS = ["run_id", "trial_id", "run_name", "state", "mlflow_status", "seed", "algorithm", "backbone", "benchmark",
            "paradigm", "config", "config_key", "tasks_done", "tasks_total", "start", "end", "wall_s", "compute_s",
-           "metrics", "params"]
+           "metrics", "params", "stage"]
 MLFLOW_STATES = {"FINISHED": "finished", "KILLED": "pruned", "FAILED": "failed", "RUNNING": "running",
                  "SCHEDULED": "pending"}
 
@@ -179,7 +179,7 @@ def _trial_row(run: Any) -> dict[str, Any]:
         "tasks_total": int(float(tasks_total)) if tasks_total not in (None, "", "None") else None,
         "start": start, "end": end, "wall_s": end - start if end == end and start == start else math.nan,
         "compute_s": metrics.get("experiment_seconds", math.nan),
-        "metrics": metrics, "params": dict(params),
+        "metrics": metrics, "params": dict(params), "stage": tags.get("clsweep.stage") or "search",
     }
 
 

@@ -24,6 +24,9 @@ PROTOCOLS = {
     "task's validation split)",
     "first_k": "hyperparameters chosen on the validation splits of the first {k} tasks only (trials ran {k} "
     "tasks); the later tasks stayed unseen by the search",
+    "first_task": "first-task protocol (Lee et al. 2024): hyperparameters chosen on the validation split of "
+    "task 1 only (search trials ran 1 task); the chosen configuration then ran the whole stream once per seed "
+    "(the final runs), whose numbers are the ones reported",
     "test": "LEAKY: the objective reads the test split, so the best configuration's test numbers are optimistic",
 }
 

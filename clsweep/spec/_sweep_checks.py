@@ -169,6 +169,15 @@ def check_objectives(shape: SweepFile, problems: list[Problem]) -> tuple[Objecti
         problems.append(Problem(("protocol", "k"), "protocol first_k needs k (the number of tasks trials run)"))
     if protocol.k is not None and protocol.name != "first_k":
         problems.append(Problem(("protocol", "k"), "k applies to protocol first_k only"))
+    if shape.confirm is not None and len(given) > 1:
+        problems.append(Problem(("confirm",), "a confirmation stage ranks configurations on one objective; "
+                                              "with two (a Pareto front) leave confirm out"))
+    if shape.confirm is not None and protocol.name == "first_task":
+        problems.append(Problem(("confirm",), "protocol first_task has its own later stage (the full stream "
+                                              "once per seed); leave confirm out"))
+    if protocol.name == "first_task" and len(given) > 1:
+        problems.append(Problem(("protocol", "name"), "protocol first_task chooses one configuration: give "
+                                                      "one objective"))
     sched = shape.scheduler
     if len(given) > 1 and sched.name != "none":
         problems.append(Problem(("scheduler", "name"), "early stopping is not available with two objectives: a trial "
@@ -323,7 +332,9 @@ def check_configurations(
         if protocol.name == "first_k" and protocol.k and protocol.k > cfg.num_tasks:
             prob = Problem(("protocol", "k"), f"k={protocol.k} but the benchmark has only {cfg.num_tasks} tasks")
             found.setdefault((prob.path, prob.message), prob)
-        tasks.append(min(protocol.k, cfg.num_tasks) if protocol.name == "first_k" and protocol.k else cfg.num_tasks)
+        first = protocol.name == "first_task"
+        tasks.append(1 if first else min(protocol.k, cfg.num_tasks) if protocol.name == "first_k" and protocol.k
+                     else cfg.num_tasks)
         if "hat_family" not in cfg.algorithm.entry.tags:
             for i, obj in enumerate(objectives):
                 if obj.metric in HAT_METRICS:

@@ -14,7 +14,8 @@ unless marked)::
     searcher: {name: tpe, samples: 10, seed: 0}     # tpe | random | grid
     scheduler: {name: none}               # none | asha | median; time axis = tasks completed
     objective: {metric: avg_acc_val, mode: max}     # or a list of two: Pareto front, no early stopping
-    protocol: {name: validation}          # validation | first_k (k: N) | test (leaky: true)
+    protocol: {name: validation}          # validation | first_k (k: N) | first_task | test (leaky: true)
+    confirm: null                         # {top_k: 3, seeds: 5}: re-run the best on new seeds
     seeds: 1                              # a count (experiment.seed, +1, ...) or a list of seeds
     resources: {cpus: 1, gpus: 0, max_concurrent: null}
     retries: 1                            # re-runs of a failed trial from its last task checkpoint
@@ -70,7 +71,15 @@ from clsweep.spec.sweep_file import (
     merge_variants,
 )
 
-__all__ = ["SweepPlan", "apply_sweep_overrides", "load_sweep", "parse_sweep"]
+__all__ = ["STAGE_KEY", "SweepPlan", "apply_sweep_overrides", "load_sweep", "parse_sweep", "stage_of"]
+
+STAGE_KEY = "stage"
+"""The key of a trial's config naming its stage (search trials have none): ``confirm`` (the
+best configurations re-run on new seeds) or ``final`` (protocol first_task: the full stream)."""
+
+
+def stage_of(config: Mapping[str, Any]) -> str:
+    return str(config.get(STAGE_KEY, "search"))
 
 _PAYLOAD_FORMAT = 1
 
@@ -174,6 +183,29 @@ class SweepPlan:
         return self.samples * repeats * len(self.seeds)
 
     @property
+    def later_stage(self) -> str | None:
+        """The stage run after the search: ``confirm``, ``final`` (protocol first_task) or None."""
+        if self.protocol.name == "first_task":
+            return "final"
+        return "confirm" if self.file.confirm is not None else None
+
+    @property
+    def stages_text(self) -> str:
+        """What the sweep runs, stage by stage, in words (``clsweep validate``)."""
+        tasks = " (task 1 only)" if self.protocol.name == "first_task" else ""
+        search = f"search ({self.num_trials} trials{tasks})"
+        confirm = self.file.confirm
+        if self.later_stage == "confirm" and confirm is not None:
+            first = max(self.seeds) + 1
+            return (f"{search} -> confirm (the top {confirm.top_k} configurations x {confirm.seeds} new seeds "
+                    f"{first}..{first + confirm.seeds - 1} = {confirm.top_k * confirm.seeds} runs; the winner is "
+                    "the best confirmation mean)")
+        if self.later_stage == "final":
+            return (f"{search} -> final (the best configuration on the whole stream x {len(self.seeds)} "
+                    f"seed(s) = {len(self.seeds)} runs)")
+        return f"{search}; the winner is the best search mean"
+
+    @property
     def protocol_tag(self) -> str:
         """The protocol as stamped on every run: ``validation``, ``first_k:2``, ``test (leaky)``."""
         p = self.protocol
@@ -193,19 +225,22 @@ class SweepPlan:
         """The validated experiment of one trial (``config``: Tune's config of the trial)."""
         return parse_experiment(self.experiment_raw(config), prefix=("experiment",))
 
-    def trial_tasks(self, cfg: ExperimentConfig) -> int:
-        """How many tasks a trial of ``cfg`` runs under the protocol."""
-        if self.protocol.name == "first_k" and self.protocol.k:
-            return min(self.protocol.k, cfg.num_tasks)
-        return cfg.num_tasks
+    def trial_tasks(self, cfg: ExperimentConfig, stage: str = "search") -> int:
+        """How many tasks a trial of ``cfg`` runs under the protocol, in ``stage``."""
+        limit = self.max_tasks_per_trial(stage)
+        return cfg.num_tasks if limit is None else min(limit, cfg.num_tasks)
 
-    @property
-    def max_tasks_per_trial(self) -> int | None:
+    def max_tasks_per_trial(self, stage: str = "search") -> int | None:
+        """The task limit of a trial in ``stage`` (None: the whole stream). Later stages run the
+        stream a search trial of the protocol runs, except first_task's final stage: all of it."""
+        if self.protocol.name == "first_task":
+            return 1 if stage == "search" else None
         return self.protocol.k if self.protocol.name == "first_k" else None
 
     def searched(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """The values a trial's config varies (variant labels and searched paths), seed excluded."""
-        return {k: v for k, v in config.items() if k != "seed"}
+        """The values a trial's config varies (variant labels and searched paths), seed and stage
+        excluded."""
+        return {k: v for k, v in config.items() if k not in ("seed", STAGE_KEY)}
 
     # ---- travelling to workers ------------------------------------------------------------------
     def payload(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from clsweep.spec.search_space import SearchEntry, deep_merge
 
 __all__ = [
     "ClusterConfig",
+    "ConfirmConfig",
     "Objective",
     "ProtocolConfig",
     "ResourcesConfig",
@@ -57,9 +58,19 @@ class Objective(_Model):
 
 
 class ProtocolConfig(_Model):
-    name: Literal["validation", "first_k", "test"] = "validation"
+    name: Literal["validation", "first_k", "first_task", "test"] = "validation"
+    """first_task (Lee et al. 2024): the search trains task 1 only; the chosen configuration then
+    runs the whole stream once per seed (the ``final`` stage)."""
     k: int | None = Field(None, ge=1)
     leaky: bool = False
+
+
+class ConfirmConfig(_Model):
+    """After the search, re-run the ``top_k`` best configurations on ``seeds`` new seeds (never
+    used by the search); the sweep's winner is the best mean over those runs."""
+
+    top_k: int = Field(3, ge=1, le=100)
+    seeds: int = Field(5, ge=1, le=100)
 
 
 class ResourcesConfig(_Model):
@@ -95,6 +106,8 @@ class SweepFile(_Model):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     objective: Objective | list[Objective] = Field(default_factory=lambda: Objective(metric="avg_acc_val"))
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+    confirm: ConfirmConfig | None = None
+    """None: the search's best configuration is the winner."""
     seeds: int | list[int] = 1
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     retries: int = Field(1, ge=-1, le=100)

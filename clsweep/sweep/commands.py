@@ -152,6 +152,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{len(spec.seeds)} seed(s)); objective {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}; "
             f"protocol {spec.protocol.name}; scheduler {spec.scheduler.name}"
         )
+        print(f"  stages: {spec.stages_text}")
         for p in spec.params:
             print(
                 f"  {p.name}: {p.kind} {list(p.values) if p.finite else [p.low, p.high]}"
@@ -208,6 +209,8 @@ def _finish_sweep(outcome: Any, no_report: bool, started: float) -> tuple[int, P
     if outcome.signal is not None or outcome.stopped:
         why = outcome.stopped or f"stopped by {signal.Signals(outcome.signal).name}"
         print(f"stopped:   {why}; running trials were stopped and marked KILLED", file=sys.stderr)
+    if outcome.stage:
+        print(f"winner:    the best mean over the {outcome.stage} runs (the search: `clsweep status {plan.spec.name} --storage {plan.paths.storage}`)")
     if not outcome.complete:
         print(f"not complete: continue with `clsweep resume {plan.spec.name} --storage {plan.paths.storage}`")
     print(f"runs:      {plan.paths.sweep_dir}")
@@ -279,8 +282,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from clsweep.tracking.store import ui_command
 
     sweep = stored_sweep(args.storage, args.name)
-    for line in format_summary(sweep.summary, sweep.objectives, name=args.name):
+    if sweep.search is not None:
+        for line in format_summary(sweep.search, sweep.objectives, name=f"{args.name} (search)"):
+            print(line)
+    label = args.name if sweep.search is None else f"{args.name} ({sweep.stage})"
+    for line in format_summary(sweep.summary, sweep.objectives, name=label):
         print(line)
+    print(f"stage:     {sweep.stage}")
     hint = ": run `clsweep resume` to continue" if sweep.state == "interrupted" else ""
     print(f"state:     {sweep.state}{hint}")
     print(f"runs:      {SweepPaths.at(args.storage, args.name).sweep_dir}")

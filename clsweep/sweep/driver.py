@@ -57,6 +57,7 @@ class Outcome:
     """The signal (SIGINT, SIGTERM) that stopped the sweep; it can be resumed."""
     stopped: str | None = None
     """Why the sweep was stopped otherwise (no node could place a trial); it can be resumed."""
+    stage: str | None = None  # the later stage (confirm, final) the summary is of; None: the search's
 
     @property
     def failed(self) -> int:
@@ -209,7 +210,7 @@ def _tuner(
                 JsonLoggerCallback(),
                 CSVLoggerCallback(),
                 adoption,
-                MLflowCallback(tracker, spec.payload(), adoption),
+                MLflowCallback(tracker, spec.payload(), adoption, closes=spec.later_stage is None),
                 ProgressCallback(spec.payload(), plan.paths.status, display=display),
                 *callbacks,
             ],
@@ -219,32 +220,19 @@ def _tuner(
     )
 
 
-def _outcome(plan: Plan, parent: str | None, lost_records: int = 0) -> Outcome:
-    status = read_json(plan.paths.status) or {}
-    rows = list(status.get("trials", []))
-    spec = plan.spec
-    summary = summarize(rows, [str(o.mode) for o in spec.objectives], spec.num_trials)
-    return Outcome(plan, summary, parent, summary.done >= spec.num_trials, rows, lost_records)
+def _outcome(plan: Plan, record: Mapping[str, Any], lost_records: int = 0) -> Outcome:
+    """Where the sweep ended: the search's trials, or those of its later stage once it began."""
+    from clsweep.sweep.stages import RECORD_KEY, stage_points, stage_status
 
-
-def _lost_records(tuner: Any) -> int:
-    """The tracking records the sweep's MLflow and progress callbacks lost (their ``failures``), as
-    counted by the objects Tune called: those of the tuner's run config. For a new sweep they are
-    the ones :func:`_tuner` made; a restored tuner calls the copies pickled in its tuner.pkl, and a
-    tuner under Ray Client runs on the cluster (its run config comes back by value)."""
-    from clsweep.sweep.progress import ProgressCallback
-    from clsweep.sweep.tracking_callback import MLflowCallback
-
-    local = getattr(tuner, "_local_tuner", None)  # Ray 2.60's Tuner has no public accessor of its run config
-    if local is not None:
-        config = local.get_run_config()
-    else:
-        import ray
-
-        config = ray.get(tuner._remote_tuner.get_run_config.remote())
-    return sum(
-        c.failures for c in config.callbacks or [] if isinstance(c, (MLflowCallback, ProgressCallback))
-    )
+    spec, stage = plan.spec, record.get(RECORD_KEY)
+    path = plan.paths.status if stage is None else stage_status(plan.paths.sweep_dir, stage)
+    rows = list((read_json(path) or {}).get("trials", []))
+    total = spec.num_trials if stage is None else len(stage_points(stage))
+    summary = summarize(rows, [str(o.mode) for o in spec.objectives], total)
+    done = summary.done >= total and (stage is not None or spec.later_stage is None)
+    outcome = Outcome(plan, summary, record.get("parent_run_id"), done, rows, lost_records)
+    outcome.stage = None if stage is None else str(stage["name"])
+    return outcome
 
 
 def execute(
@@ -270,7 +258,7 @@ def execute(
         experiment=plan.experiment,
     )
     if record.get("complete"):
-        return _outcome(plan, record.get("parent_run_id"))
+        return _outcome(plan, record)
     from clsweep.sweep import signals
     from clsweep.sweep.lock import DriverLock
 
@@ -372,14 +360,35 @@ def _run(
     display: bool | None,
     forkserver: str | None,
 ) -> Outcome:
-    from clsweep.sweep import signals
+    """The search, then its later stage (clsweep.sweep.stages); a search the record says is over
+    is not run again."""
+    from clsweep.sweep import signals, stages
 
-    paths = plan.paths
-    tuner = _tuner(plan, tracker, callbacks, display, forkserver)
-    with ray_logs_to(paths.sweep_dir / "driver.log"), signals.fitting():
+    outcome, lost = None, 0
+    if stages.RECORD_KEY not in record:
+        outcome = _fit(plan, record, tracker, _tuner(plan, tracker, callbacks, display, forkserver))
+        lost = outcome.lost_records
+        search_over = outcome.summary.done >= plan.spec.num_trials and not signals.STATE.stopping
+        if plan.spec.later_stage and search_over:
+            stages.begin(plan.spec, record, outcome.rows, plan.paths.record)
+    if stages.RECORD_KEY in record and not signals.STATE.stopping:
+        tuner = stages.stage_tuner(plan, record[stages.RECORD_KEY], tracker, callbacks, display, forkserver)
+        outcome = _fit(plan, record, tracker, tuner)
+        outcome.lost_records += lost
+    outcome = outcome or _outcome(plan, record, lost)  # a stop came before the stage's trials
+    record["complete"] = outcome.complete
+    write_json(plan.paths.record, record)
+    return outcome
+
+
+def _fit(plan: Plan, record: dict[str, Any], tracker: Any, tuner: Any) -> Outcome:
+    from clsweep.sweep import signals
+    from clsweep.sweep.progress import lost_records
+
+    with ray_logs_to(plan.paths.sweep_dir / "driver.log"), signals.fitting():
         if not signals.STATE.stopping:  # else a signal came while Ray started: no trial starts
             tuner.fit()
-    outcome = _outcome(plan, record["parent_run_id"], _lost_records(tuner))
+    outcome = _outcome(plan, record, lost_records(tuner))
     if signals.STATE.stopping:
         outcome.signal, outcome.stopped = signals.STATE.signum, signals.STATE.reason
         try:
@@ -387,6 +396,4 @@ def _run(
         except Exception:  # noqa: BLE001 - a lost record, as in the callbacks
             logger.warning("could not mark the interrupted runs KILLED", exc_info=True)
             outcome.lost_records += 1
-    record["complete"] = outcome.complete
-    write_json(paths.record, record)
     return outcome

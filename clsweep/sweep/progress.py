@@ -19,9 +19,9 @@ from clsweep.spec.sweep import SweepPlan
 from clsweep.storage import driver_identity, write_json
 from clsweep.sweep.summary import format_summary, summarize
 from clsweep.sweep.tasks import plan_of
-from clsweep.sweep.tracking_callback import guarded, stopped_state, trial_state
+from clsweep.sweep.tracking_callback import MLflowCallback, guarded, stopped_state, trial_state
 
-__all__ = ["ProgressCallback", "mark_start", "trial_row"]
+__all__ = ["ProgressCallback", "lost_records", "mark_start", "trial_row"]
 
 _COMMAND_STARTED: float | None = None
 
@@ -38,7 +38,7 @@ def trial_row(trial: Any, spec: SweepPlan, state: str | None = None) -> dict[str
     return {
         "trial_id": trial.trial_id,
         "state": state or trial_state(trial),
-        "config": {k: v for k, v in trial.config.items() if k != "seed"},
+        "config": spec.searched(trial.config),
         "seed": trial.config.get("seed"),
         "tasks_done": last.get("tasks_done", 0),
         "tasks_total": last.get("tasks_total"),
@@ -50,7 +50,9 @@ class ProgressCallback(Callback):
     """Draws the display and writes ``status_path``. Picklable (Tune stores its callbacks)."""
 
     def __init__(self, plan: dict[str, Any], status_path: Path, *, display: bool | None = None,
-                 interval: float = 0.5) -> None:
+                 interval: float = 0.5, stage: str = "search", total: int | None = None) -> None:
+        self.stage, self.total = stage, total
+        """The stage this Tune experiment runs, and its trials (None: the search's)."""
         self.plan = plan
         """The sweep plan's payload (SweepPlan.payload())."""
         self.status_path = Path(status_path)
@@ -78,8 +80,14 @@ class ProgressCallback(Callback):
 
     def lines(self, rows: list[dict[str, Any]]) -> list[str]:
         objectives = [{"metric": o.metric, "mode": str(o.mode)} for o in self.spec.objectives]
-        summary = summarize(rows, [str(o.mode) for o in self.spec.objectives], self.spec.num_trials)
-        return format_summary(summary, objectives, elapsed=time.monotonic() - self._started, name=self.spec.name)
+        summary = summarize(rows, [str(o.mode) for o in self.spec.objectives], self._total)
+        name = self.spec.name if self.stage == "search" else f"{self.spec.name} ({self.stage})"
+        return format_summary(summary, objectives, elapsed=time.monotonic() - self._started, name=name)
+
+    @property
+    def _total(self) -> int:
+        total = getattr(self, "total", None)  # a callback pickled before stages existed has none
+        return self.spec.num_trials if total is None else int(total)
 
     def _write(self, rows: list[dict[str, Any]], *, done: bool, force: bool = False) -> None:
         now = time.monotonic()
@@ -88,7 +96,7 @@ class ProgressCallback(Callback):
         self._last_write = now
         write_json(self.status_path, {
             "sweep": self.spec.name, "updated": time.time(), "driver": driver_identity(), "ended": done,
-            "total": self.spec.num_trials, "elapsed_s": now - self._started,
+            "stage": getattr(self, "stage", "search"), "total": self._total, "elapsed_s": now - self._started,
             "objectives": [{"metric": o.metric, "mode": o.mode} for o in self.spec.objectives], "trials": rows,
         })
 
@@ -134,3 +142,20 @@ class ProgressCallback(Callback):
         self._write(rows, done=True, force=True)
         if self._tty:
             self._draw(self.lines(rows))
+
+
+def lost_records(tuner: Any) -> int:
+    """The tracking records the sweep's MLflow and progress callbacks lost (their ``failures``), as
+    counted by the objects Tune called: those of the tuner's run config. For a new sweep they are
+    the ones the driver made; a restored tuner calls the copies pickled in its tuner.pkl, and a
+    tuner under Ray Client runs on the cluster (its run config comes back by value)."""
+    local = getattr(tuner, "_local_tuner", None)  # Ray 2.60's Tuner has no public accessor of its run config
+    if local is not None:
+        config = local.get_run_config()
+    else:
+        import ray
+
+        config = ray.get(tuner._remote_tuner.get_run_config.remote())
+    return sum(
+        c.failures for c in config.callbacks or [] if isinstance(c, (MLflowCallback, ProgressCallback))
+    )

@@ -18,7 +18,7 @@ from typing import Any
 
 from clsweep.common import dominates, format_duration
 
-__all__ = ["STATES", "Best", "StoredSweep", "Summary", "format_summary", "stored_sweep", "summarize"]
+__all__ = ["STATES", "Best", "StoredSweep", "Summary", "format_summary", "ranking", "stored_sweep", "summarize"]
 
 STATES = ("finished", "running", "pending", "paused", "pruned", "failed")
 
@@ -47,22 +47,33 @@ def _key(config: Mapping[str, Any]) -> str:
     return json.dumps(dict(config), sort_keys=True, default=str)
 
 
-def summarize(rows: Iterable[Mapping[str, Any]], modes: Sequence[str], total: int) -> Summary:
-    summary = Summary(total=total)
+def _candidates(rows: Iterable[Mapping[str, Any]], n: int, summary: Summary | None = None) -> list[Best]:
+    """Each configuration with a finished trial: its mean objective values over those trials."""
     groups: dict[str, tuple[dict[str, Any], list[tuple[int, list[float]]]]] = {}
     for row in rows:
         state = row.get("state", "pending")
-        summary.counts[state] = summary.counts.get(state, 0) + 1
+        if summary is not None:
+            summary.counts[state] = summary.counts.get(state, 0) + 1
         values = row.get("objective")
         if state != "finished" or not values or any(v is None or not math.isfinite(v) for v in values):
             continue
         config = dict(row.get("config") or {})
         groups.setdefault(_key(config), (config, []))[1].append((int(row.get("seed", 0)), list(values)))
-    candidates = [
-        Best(config, tuple(sum(v[i] for _, v in runs) / len(runs) for i in range(len(modes))),
-             tuple(sorted(s for s, _ in runs)))
+    return [
+        Best(config, tuple(sum(v[i] for _, v in runs) / len(runs) for i in range(n)), tuple(sorted(s for s, _ in runs)))
         for config, runs in groups.values()
     ]
+
+
+def ranking(rows: Iterable[Mapping[str, Any]], mode: str) -> list[Best]:
+    """One objective: every configuration with a finished trial, best mean first (ties keep the
+    order of the rows, so the first is :func:`summarize`'s best)."""
+    return sorted(_candidates(rows, 1), key=lambda b: b.values[0], reverse=mode == "max")
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], modes: Sequence[str], total: int) -> Summary:
+    summary = Summary(total=total)
+    candidates = _candidates(rows, len(modes), summary)
     if len(modes) == 1 and candidates:
         pick = max if modes[0] == "max" else min
         summary.best = [pick(candidates, key=lambda b: b.values[0])]
@@ -110,19 +121,38 @@ class StoredSweep:
     objectives: list[dict[str, str]]
     state: str
     """complete / ended (incomplete) / running / interrupted / driver on another host"""
+    stage: str = "search"
+    """The stage the sweep is in (or ended with): search, confirm or final."""
+    search: Summary | None = None
+    """Once a later stage began: the search's summary (``summary`` is then the stage's)."""
 
 
 def stored_sweep(storage: Any, name: str) -> StoredSweep:
     """Read ``<storage>/<name>``; SpecError when there is no such sweep. Trials a dead driver left
-    "running" count as waiting (they resume with the sweep)."""
+    "running" count as waiting (they resume with the sweep). Once a later stage began (its entry in
+    the record, clsweep.sweep.stages), the summary and state are the stage's."""
     from clsweep.spec.errors import Problem, SpecError
-    from clsweep.storage import SweepPaths, driver_alive, read_json
+    from clsweep.storage import STATUS_FILE, SweepPaths, read_json
 
     paths = SweepPaths.at(storage, name)
     record = read_json(paths.record)
     if record is None:
         raise SpecError([Problem(("name",), f"no sweep {name!r} under {paths.storage}")])
-    status = read_json(paths.status) or {}
+    searched = read_json(paths.status) or {}
+    search = _stored(record, searched)
+    stage = record.get("stage")
+    if not isinstance(stage, dict):
+        return search
+    status = read_json(paths.sweep_dir / str(stage["name"]) / STATUS_FILE) or {}
+    total = len(stage.get("configs", [])) * len(stage.get("seeds", []))
+    found = _stored(record, {"objectives": search.objectives, "total": total, "driver": searched.get("driver"), **status})
+    found.stage, found.search = str(stage["name"]), search.summary
+    return found
+
+
+def _stored(record: Mapping[str, Any], status: Mapping[str, Any]) -> StoredSweep:
+    from clsweep.storage import driver_alive
+
     objectives = status.get("objectives") or [{"metric": "?", "mode": "max"}]
     rows = status.get("trials", [])
     alive = driver_alive(status.get("driver"))
@@ -131,4 +161,4 @@ def stored_sweep(storage: Any, name: str) -> StoredSweep:
     summary = summarize(rows, [o["mode"] for o in objectives], int(status.get("total", 0)))
     state = ("complete" if record.get("complete") else "ended (incomplete)" if status.get("ended")
              else "running" if alive else "interrupted" if alive is False else "driver on another host")
-    return StoredSweep(record, summary, objectives, state)
+    return StoredSweep(dict(record), summary, objectives, state)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clsweep.recovery import save_result
-from clsweep.spec.sweep import SweepPlan
+from clsweep.spec.sweep import SweepPlan, stage_of
 
 __all__ = ["Report", "plan_of", "quiet_environment", "run_tasks", "task_result"]
 
@@ -77,7 +77,7 @@ def run_tasks(
 
     spec = plan_of(plan)
     cfg = spec.experiment_for(config)
-    total = spec.trial_tasks(cfg)
+    total = spec.trial_tasks(cfg, stage_of(config))
 
     def on_task_end(task: Any) -> None:
         result = task_result(task, total, cpu_start, device)
@@ -91,7 +91,7 @@ def run_tasks(
             on_task_end=on_task_end,
             checkpoint_dir=scratch / "state",
             resume_from=resume_from,
-            max_tasks=spec.max_tasks_per_trial,
+            max_tasks=spec.max_tasks_per_trial(stage_of(config)),
             device=device,
         )
     finally:  # the actor is reused for the next trial: leave no GPU memory behind

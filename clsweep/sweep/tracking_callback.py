@@ -34,7 +34,7 @@ from ray.tune import Callback
 
 from clsweep.recovery import REPLAYED
 from clsweep.spec.experiment import ExperimentConfig, flatten
-from clsweep.spec.sweep import SweepPlan
+from clsweep.spec.sweep import SweepPlan, stage_of
 from clsweep.sweep.tasks import plan_of
 from clsweep.tracking.mlflow_ui import dataset_of
 from clsweep.tracking.store import TRIAL_ID, SweepTracker
@@ -119,8 +119,9 @@ def trial_device_of(trial: Any) -> str:
 
 
 def trial_tags(spec: SweepPlan, config: dict[str, Any], cfg: ExperimentConfig) -> dict[str, str]:
-    searched = {k: v for k, v in config.items() if k != "seed"}
+    searched = spec.searched(config)
     tags = {
+        "clsweep.stage": stage_of(config),
         "clsweep.algorithm": cfg.algorithm.name,
         "clsweep.backbone": cfg.backbone.name,
         "clsweep.benchmark": cfg.benchmark.name,
@@ -156,11 +157,22 @@ class Adoptions(Protocol):
 
 class MLflowCallback(Callback):
     """Maps trials to MLflow runs. ``adoption``: the callback (before this one in Tune's list) that
-    says which lost trial a new trial adopted; its run is then the new trial's."""
+    says which lost trial a new trial adopted; its run is then the new trial's. ``stage``: the
+    stage whose trials this Tune experiment runs (orphans are looked for among its runs only);
+    ``total``: its trials (default: the search's); ``closes``: whether its end ends the parent run
+    (not when a later stage follows)."""
 
     def __init__(
-        self, tracker: SweepTracker, plan: dict[str, Any], adoption: Adoptions | None = None
+        self,
+        tracker: SweepTracker,
+        plan: dict[str, Any],
+        adoption: Adoptions | None = None,
+        *,
+        stage: str = "search",
+        total: int | None = None,
+        closes: bool = True,
     ) -> None:
+        self.stage, self.total, self.closes = stage, total, closes
         self.tracker = tracker
         self.plan = plan
         """The sweep plan's payload (SweepPlan.payload())."""
@@ -207,7 +219,7 @@ class MLflowCallback(Callback):
             self.tracker.resume_trial(run_id)
         else:
             cfg = self.spec.experiment_for(trial.config)
-            params = {**flatten(cfg.to_dict()), "trial.tasks": self.spec.trial_tasks(cfg)}
+            params = {**flatten(cfg.to_dict()), "trial.tasks": self.spec.trial_tasks(cfg, stage_of(trial.config))}
             run_id = self.tracker.start_trial(
                 tid, f"{self.spec.name}-{tid}", params=params, tags=trial_tags(self.spec, trial.config, cfg)
             )
@@ -273,10 +285,12 @@ class MLflowCallback(Callback):
 
     @guarded
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self.tracker.delete_orphans(t.trial_id for t in trials)
+        stage, given = getattr(self, "stage", "search"), getattr(self, "total", None)  # older pickles
+        self.tracker.delete_orphans((t.trial_id for t in trials), stage=stage)
         states = [trial_state(t) for t in trials]
-        complete = (
-            all(s in ("finished", "pruned", "failed") for s in states) and len(trials) >= self.spec.num_trials
-        )
+        total = self.spec.num_trials if given is None else given
+        complete = all(s in ("finished", "pruned", "failed") for s in states) and len(trials) >= total
+        if complete and not getattr(self, "closes", True):
+            return
         counts = {f"clsweep.{s}": str(states.count(s)) for s in ("finished", "pruned", "failed")}
         self.tracker.close(tags=counts, status="FINISHED" if complete else "KILLED")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clsweep.recovery import resume_point, trial_checkpoints
+from clsweep.spec.sweep import stage_of
 from clsweep.sweep.tasks import Report, plan_of, quiet_environment, run_tasks
 
 __all__ = ["TrialIO", "train_trial", "trial_device"]
@@ -84,7 +85,7 @@ def train_trial(
     spec = plan_of(plan)
     cfg = spec.experiment_for(config)
     stored = trial_checkpoints(Path(sweep_dir), io.trial_id) if sweep_dir and io.trial_id else []
-    resume = resume_point(io.checkpoint, stored, spec.trial_tasks(cfg))
+    resume = resume_point(io.checkpoint, stored, spec.trial_tasks(cfg, stage_of(config)))
     for result in resume.replay:
         io.report(result, None)
     if resume.done:

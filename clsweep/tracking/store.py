@@ -210,10 +210,14 @@ class SweepTracker:
             self.client, [str(self.experiment_id)], f"tags.mlflow.parentRunId = '{self.parent_id}'"
         )
 
-    def delete_orphans(self, keep: Iterable[str]) -> list[str]:
+    def delete_orphans(self, keep: Iterable[str], *, stage: str | None = None) -> list[str]:
         """Delete the child runs of trials not in ``keep`` (the trials Tune knows: a run whose trial
-        Tune lost with a killed driver and nobody adopted); returns their run ids."""
-        runs = ((r.info.run_id, r.data.tags.get(TRIAL_ID)) for r in self.children())
+        Tune lost with a killed driver and nobody adopted); returns their run ids. ``stage``: look
+        among the runs of that stage only (runs without a stage tag are search runs)."""
+        children = [
+            r for r in self.children() if stage is None or r.data.tags.get("clsweep.stage", "search") == stage
+        ]
+        runs = ((r.info.run_id, r.data.tags.get(TRIAL_ID)) for r in children)
         gone = orphan_runs(runs, keep)
         for run_id in gone:
             self.client.delete_run(run_id)

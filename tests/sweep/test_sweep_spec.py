@@ -107,7 +107,7 @@ def test_non_scalar_choices_are_allowed(write_yaml, tiny):
 
 def test_first_k_runs_fewer_tasks(write_yaml, tiny):
     spec = load_sweep(write_yaml(tiny + "protocol: {name: first_k, k: 1}\n"))
-    assert spec.max_tasks_per_trial == 1 and spec.max_tasks == 1
+    assert spec.max_tasks_per_trial() == 1 and spec.max_tasks == 1
     assert spec.trial_tasks(spec.experiment_for({})) == 1
 
 
