@@ -45,6 +45,7 @@ __all__ = [
     "save_result",
     "saved_result",
     "trial_checkpoints",
+    "trial_folder_name",
     "write_adoption",
     "write_atomically",
 ]
@@ -61,6 +62,11 @@ CHECKPOINT_PATTERN = "checkpoint_*"
 """Tune's checkpoint folders in a trial's folder (their names sort in the order they were made)."""
 REPLAYED = "replayed"
 """Key of a stored result that a trial sends again (set to True): it was logged, or Tune missed it."""
+
+
+def trial_folder_name(trial: Any) -> str:
+    """A trial's folder is named by its Tune trial id only (short, filesystem- and S3-friendly)."""
+    return str(trial.trial_id)
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clsweep.common import versions
+from clsweep.recovery import trial_folder_name
 from clsweep.spec.errors import Problem, SpecError
 from clsweep.spec.sweep import SweepPlan
 from clsweep.storage import SweepPaths, check_owner, new_record, read_json, write_json
@@ -25,7 +26,7 @@ from clsweep.sweep.ray_setup import ray_environment, ray_logs_to
 from clsweep.sweep.summary import Summary, summarize
 from clsweep.tracking.store import check_tracking_uri
 
-__all__ = ["Outcome", "Plan", "execute", "prepare", "tracking_store", "trial_dirname"]
+__all__ = ["Outcome", "Plan", "execute", "prepare", "tracking_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +122,6 @@ def tracking_store(
     )
 
 
-def trial_dirname(trial: Any) -> str:
-    """Trial folders named by trial id only (short, filesystem- and S3-friendly)."""
-    return str(trial.trial_id)
-
-
 def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
     """Join ``plan.address``, or start an embedded local Ray; False if Ray was already up. On a
     multi-node cluster or through Ray Client (ray://), every node must see the storage folder
@@ -198,7 +194,7 @@ def _tuner(
             num_samples=spec.num_trials,
             reuse_actors=True,
             max_concurrent_trials=spec.resources.max_concurrent,
-            trial_dirname_creator=trial_dirname,
+            trial_dirname_creator=trial_folder_name,
             **({"scheduler": scheduler} if scheduler is not None else {}),
         ),
         run_config=tune.RunConfig(

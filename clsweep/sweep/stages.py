@@ -130,7 +130,7 @@ def stage_tuner(
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from clsweep.sweep.adoption import AdoptionCallback
-    from clsweep.sweep.driver import trial_dirname
+    from clsweep.recovery import trial_folder_name
     from clsweep.sweep.progress import ProgressCallback
     from clsweep.sweep.stopping import StopCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
@@ -155,7 +155,7 @@ def stage_tuner(
             num_samples=len(points),
             reuse_actors=True,
             max_concurrent_trials=spec.resources.max_concurrent,
-            trial_dirname_creator=trial_dirname,
+            trial_dirname_creator=trial_folder_name,
         ),
         run_config=tune.RunConfig(
             name=name,
