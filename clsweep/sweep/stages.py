@@ -129,8 +129,8 @@ def stage_tuner(
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from clsweep.sweep.adoption import AdoptionCallback
     from clsweep.recovery import trial_folder_name
+    from clsweep.sweep.adoption import AdoptionCallback
     from clsweep.sweep.progress import ProgressCallback
     from clsweep.sweep.stopping import StopCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
