@@ -256,6 +256,8 @@ class MLflowCallback(Callback):
             text = _csv(last.get(f"acc_matrix_{split}"))
             if text:
                 self.tracker.log_text(run_id, text, f"acc_matrix_{split}.csv")
+        if last.get("pbt_lineage"):  # clsweep.sweep.pbt: who trained each task, with which knobs
+            self.tracker.log_text(run_id, str(last["pbt_lineage"]), "pbt_lineage.json")
         if traceback:
             self.tracker.log_text(run_id, traceback, "traceback.txt")
         self.tracker.end_trial(run_id, state)
