@@ -24,6 +24,7 @@ OFFLINE = {  # the sets that make each offline sweep 2-4 trials of 2 tasks x 1 e
                               "hat: {algorithm: {name: hat}, backbone: {name: hat_mask_mlp, hidden_dims: [32]}}}"],
     "benchmark_digits_cil.yaml": ["seeds=1", "variants.method={finetuning: {}, er: {algorithm: {name: er}}}"],
     "baselines_tuned_digits.yaml": ["searcher.samples=3"],
+    "hat_pbt_digits.yaml": ["searcher.samples=3"],  # 3 trials, one PBT boundary
 }
 
 
