@@ -188,3 +188,49 @@ def test_pbt_sweep_copies_task_checkpoints(cli, ray_address, tmp_path, runs_of):
                 assert history[entry["task"]] == entry["knobs"]["experiment.train.lr"]
         logged = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert "pbt_lineage.json" in logged
+
+
+PBT_TINY = """
+searcher: {name: random, samples: 2}
+scheduler: {name: pbt, mutate: {experiment.train.lr: {log_uniform: [0.01, 0.1]}}}
+protocol: {name: current_task}
+"""
+
+
+def test_an_exploited_trial_trains_on_from_the_donors_checkpoint(write_yaml, tiny, tmp_path):
+    """The trial function itself (no Ray): trial b, which already stored both tasks under its own
+    config, is handed trial a's task-1 checkpoint with a new learning rate. It trains task 2 from
+    a's state (a's row 1 of R), replays none of its own results and inherits a's lineage."""
+    import shutil
+
+    from clsweep.sweep.trial import TrialIO, train_trial
+
+    spec = load_sweep(write_yaml(tiny + PBT_TINY))
+    sweep_dir = tmp_path / "sweep"
+    stored: dict[str, list[dict[str, Any]]] = {}
+
+    def storing(tid: str) -> TrialIO:
+        def store(result: dict[str, Any], checkpoint: Any) -> None:  # what tune.report does with it
+            stored.setdefault(tid, []).append(result)
+            shutil.copytree(checkpoint, sweep_dir / tid / f"checkpoint_{len(stored[tid]) - 1:06d}")
+
+        return TrialIO(store, trial_id=tid)
+
+    for tid, lr in (("a", 0.1), ("b", 0.01)):
+        config = {"experiment.train.lr": lr, "seed": 0 if tid == "a" else 1}
+        train_trial(config, plan=spec.payload(), sweep_dir=str(sweep_dir), io=storing(tid))
+    assert [r["tasks_done"] for r in stored["b"]] == [1, 2]
+
+    sent: list[dict[str, Any]] = []
+    handed = TrialIO(lambda r, c: sent.append(r), sweep_dir / "a" / "checkpoint_000000", "b")
+    exploit = {"experiment.train.lr": 0.08, "seed": 0}  # a's config, perturbed
+    train_trial(exploit, plan=spec.payload(), sweep_dir=str(sweep_dir), io=handed)
+    assert [(r["tasks_done"], r.get("replayed")) for r in sent] == [(2, None)]
+    for split in ("val", "test"):
+        assert (
+            json.loads(sent[0][f"acc_matrix_{split}"])[0]
+            == json.loads(stored["a"][0][f"acc_matrix_{split}"])[0]
+        )
+    lineage = json.loads(sent[0]["pbt_lineage"])
+    assert [(e["trial"], e["knobs"]["experiment.train.lr"]) for e in lineage] == [("a", 0.1), ("b", 0.08)]
+    assert sent[0]["pbt.train.lr"] == 0.08
