@@ -257,8 +257,8 @@ def all_figures(a: Analysis) -> dict[str, Figure]:
     from clsweep.report.pbt import lineage_figure
 
     out = {}
-    for make in (objective_vs_params, importance, history, objective_curves, accuracy_matrix, task_curves, capacity,
-                 lineage_figure):
+    makers = (objective_vs_params, importance, history, objective_curves, accuracy_matrix, task_curves)
+    for make in (*makers, capacity, lineage_figure):
         fig = make(a)
         if fig is not None:
             out[fig.name] = fig

@@ -25,9 +25,9 @@ PROTOCOLS = {
     "first_k": "hyperparameters chosen on the validation splits of the first {k} tasks only (trials ran {k} "
     "tasks); the later tasks stayed unseen by the search",
     "test": "LEAKY: the objective reads the test split, so the best configuration's test numbers are optimistic",
-    "current_task": "hyperparameters tuned along the stream by population-based training: at each task boundary "
-    "the weaker trials copied a stronger trial's checkpoint, judged on the validation splits of the tasks seen so "
-    "far; later tasks and the test splits were never used to choose",
+    "current_task": "hyperparameters tuned along the stream by population-based training: at each task "
+    "boundary the weaker trials copied a stronger trial's checkpoint, judged on the validation splits of the "
+    "tasks seen so far; later tasks and the test splits were never used to choose",
 }
 
 

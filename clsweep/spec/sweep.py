@@ -284,7 +284,9 @@ def apply_sweep_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> d
     return data
 
 
-def _set_entry(data: dict[str, Any], section: tuple[str, ...], rest: list[str], value: Any, text: str) -> None:
+def _set_entry(
+    data: dict[str, Any], section: tuple[str, ...], rest: list[str], value: Any, text: str
+) -> None:
     """Set ``rest`` (a dotted entry key, then keys inside the entry) in the mapping at ``section``."""
     holder: dict[str, Any] = data
     for key in section:

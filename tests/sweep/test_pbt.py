@@ -189,6 +189,17 @@ def test_pbt_sweep_copies_task_checkpoints(cli, ray_address, tmp_path, runs_of):
         logged = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert "pbt_lineage.json" in logged
 
+    code, _, err = cli(
+        "report", "hat_pbt_digits", "--storage", str(tmp_path), "--out", str(tmp_path / "report")
+    )
+    assert code == 0, err
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    best = final[summary["best_trial"]["trial_id"]]
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert (tmp_path / "report" / "figures" / "pbt_lineage.png").exists()
+    for entry in json.loads(best["pbt_lineage"]):  # the lineage table: task, trained by, knob values
+        assert f"| {entry['task']} | {entry['trial']} |" in readme
+
 
 PBT_TINY = """
 searcher: {name: random, samples: 2}
