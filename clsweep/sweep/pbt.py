@@ -16,7 +16,14 @@ learns nothing from the trials' values).
 A trial's knobs change at an exploit, so each result carries its lineage: for every task done so
 far, the trial that trained it and the knob values it used (:data:`LINEAGE`, JSON text, copied
 from the donor's checkpoint at an exploit), and the current knob values as numbers
-(``pbt.<knob>``, logged to MLflow per task). clsweep.report.pbt draws the best lineage.
+(``pbt.<knob>``, logged to MLflow per task). clsweep.report.pbt draws the best lineage. A trial's
+run ends tagged with the config it ended with (``clsweep.config``: the knobs of its last task).
+
+Limits: Ray's PBT draws its perturbations from Python's global ``random`` and compares trials in
+the order they arrive, so two runs of one sweep file agree on the first population only. All the
+population's trials exist at once (PBT refuses a Searcher, and a generator that held trials back
+would split the population): ``resources.max_concurrent`` does not apply, the CPUs and GPUs
+decide how many train together. Every task checkpoint is kept (a donor's must outlive the copy).
 """
 
 from __future__ import annotations
