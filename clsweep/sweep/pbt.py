@@ -116,12 +116,30 @@ class Bounds:
 
 
 class TaskPBT(PopulationBasedTraining):
-    """PBT that never perturbs a trial which has done its last task (it is about to end)."""
+    """Ray's synchronous PBT, with two changes. A trial which has done its last task is never
+    perturbed (it is about to end). And the barrier cannot dead-lock: Ray waits until every live
+    trial has reached the next boundary, but after a restored sweep (the scheduler's clock starts
+    again at 0 while the trials stand at their checkpoints) or when the trial that would complete
+    the barrier ends instead, every trial waits, paused, and none is chosen to run. Then the
+    barrier moves to one interval past the slowest waiting trial: that boundary goes without a
+    perturbation and the sweep runs on."""
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if int(result.get(TIME_ATTR, 0)) >= int(result.get("tasks_total", math.inf)):
             return str(self.CONTINUE)
         return str(super().on_trial_result(tune_controller, trial, result))
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        chosen = super().choose_trial_to_run(tune_controller)
+        if chosen is not None or not self._synch:
+            return chosen
+        trials = tune_controller.get_trials()
+        waiting = [t for t in trials if t.status in (t.PENDING, t.PAUSED)]
+        if not waiting or any(t.status == t.RUNNING for t in trials):
+            return None  # a running trial may still complete the barrier
+        slowest = min(self._trial_state[t].last_train_time for t in waiting)
+        self._next_perturbation_sync = slowest + self._perturbation_interval
+        return super().choose_trial_to_run(tune_controller)
 
 
 def make_pbt(spec: SweepPlan) -> TaskPBT:

@@ -245,3 +245,50 @@ def test_an_exploited_trial_trains_on_from_the_donors_checkpoint(write_yaml, tin
     lineage = json.loads(sent[0]["pbt_lineage"])
     assert [(e["trial"], e["knobs"]["experiment.train.lr"]) for e in lineage] == [("a", 0.1), ("b", 0.08)]
     assert sent[0]["pbt.train.lr"] == 0.08
+
+
+def test_an_interrupted_pbt_sweep_resumes_to_the_end(cli, ray_address, tmp_path, runs_of):
+    """SIGTERM the driver once some trial has done two tasks (PBT has copied at the first
+    boundary); `clsweep resume` finishes the population: every trial ends after 3 tasks, its
+    lineage covers them and each copied prefix of R is its donor's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sets = [a for s in SHRINK for a in ("--set", s)]
+    argv = ["run", str(SPACE), "--storage", str(tmp_path), "--address", ray_address, "--no-report", *sets]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "clsweep", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    sweep = tmp_path / "hat_pbt_digits"
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and not any(sweep.glob("*/checkpoint_000001")):
+        time.sleep(0.1)
+    os.kill(driver.pid, signal.SIGTERM)
+    assert driver.wait(timeout=60) == 143
+    assert not all(len(list(d.glob("checkpoint_*"))) >= 3 for d in sweep.glob("*_0000*")), "nothing was left"
+
+    code, _, err = cli(
+        "resume", "hat_pbt_digits", "--storage", str(tmp_path), "--address", ray_address, "--no-report"
+    )
+    assert code == 0, err
+    trials = sorted(d.name for d in sweep.iterdir() if (d / "params.json").exists())
+    assert len(trials) == 4
+    for tid in trials:
+        final = _results(sweep / tid)[3]
+        lineage = json.loads(final["pbt_lineage"])
+        assert [e["task"] for e in lineage] == [1, 2, 3] and lineage[-1]["trial"] == tid
+        copied = [e["task"] for e in lineage if e["trial"] != tid]
+        if copied:
+            k = max(copied)
+            donor = _results(sweep / lineage[k - 1]["trial"])[k]
+            assert json.loads(final["acc_matrix_val"])[:k] == json.loads(donor["acc_matrix_val"])
+    runs = [
+        r
+        for r in runs_of(f"sqlite:///{tmp_path}/mlflow.db", "hat_pbt_digits")
+        if r.data.tags.get("clsweep.role") == "trial"
+    ]
+    assert sorted(r.data.tags["clsweep.trial_id"] for r in runs) == trials
+    assert all(r.info.status == "FINISHED" and r.data.metrics["tasks_done"] == 3 for r in runs)
