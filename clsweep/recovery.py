@@ -38,6 +38,7 @@ __all__ = [
     "TUNE_PARAMS_FILE",
     "Resume",
     "complete_checkpoints",
+    "foreign_checkpoint",
     "orphan_runs",
     "orphan_trial",
     "read_adoption",
@@ -134,6 +135,16 @@ def trial_checkpoints(sweep_dir: Path, trial_id: str) -> list[Path]:
     own = sorted((sweep_dir / trial_id).glob(CHECKPOINT_PATTERN))
     adopted = read_adoption(sweep_dir / trial_id)
     return own + (sorted((sweep_dir / adopted).glob(CHECKPOINT_PATTERN)) if adopted else [])
+
+
+def foreign_checkpoint(given: Path | None, sweep_dir: Path, trial_id: str) -> bool:
+    """Whether the checkpoint a trial is handed lies in another trial's folder than its own or the
+    one it adopts: population-based training handed it a donor's checkpoint (with the donor's
+    config), which then wins over the trial's own stored checkpoints, newer or not."""
+    if given is None:
+        return False
+    owners = {trial_id, read_adoption(sweep_dir / trial_id)}
+    return Path(given).parent.name not in owners
 
 
 def orphan_trial(sweep_dir: Path, config: Mapping[str, Any], known: Iterable[str]) -> str | None:

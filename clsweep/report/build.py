@@ -21,7 +21,7 @@ from clsweep.spec.errors import Problem, SpecError
 __all__ = ["FIGURE_NAMES", "report_sweep", "resolve_store"]
 
 FIGURE_NAMES = ("objective_vs_params", "importance", "history", "objective_curves", "accuracy_matrix",
-                "task_curves", "capacity")
+                "task_curves", "capacity", "pbt_lineage")
 
 
 @contextlib.contextmanager

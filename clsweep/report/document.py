@@ -364,11 +364,19 @@ def _confirmation(a: Analysis) -> Section | None:
     return Section("confirmation", title, blocks)
 
 
+def _lineage(a: Analysis, figs: dict[str, Figure]) -> list[Section]:
+    from clsweep.report.pbt import lineage_section
+
+    section = lineage_section(a, figs)
+    return [section] if section else []
+
+
 def build_document(a: Analysis, figs: dict[str, Figure]) -> Document:
     bench = _benchmark(a)  # a benchmark sweep's headline: right after what was run
     confirmation = _confirmation(a)
-    sections = [_setup(a), *([bench] if bench else []), *([confirmation] if confirmation else []), _top(a), _params(a, figs), _importance(a, figs), _honesty(a),
-                _history(figs), _best(a, figs), _capacity(a, figs), *_pruned_failed(a), _all_trials(a)]
+    sections = [_setup(a), *([bench] if bench else []), *([confirmation] if confirmation else []), _top(a),
+                _params(a, figs), _importance(a, figs), _honesty(a), _history(figs), _best(a, figs),
+                *_lineage(a, figs), _capacity(a, figs), *_pruned_failed(a), _all_trials(a)]
     warning = None
     if a.setup.leaky:
         warning = "Leaky protocol: the objective reads the test split; test numbers here are optimistic."

@@ -254,8 +254,11 @@ def objective_curves(a: Analysis) -> Figure | None:
 
 
 def all_figures(a: Analysis) -> dict[str, Figure]:
+    from clsweep.report.pbt import lineage_figure
+
     out = {}
-    for make in (objective_vs_params, importance, history, objective_curves, accuracy_matrix, task_curves, capacity):
+    makers = (objective_vs_params, importance, history, objective_curves, accuracy_matrix, task_curves)
+    for make in (*makers, capacity, lineage_figure):
         fig = make(a)
         if fig is not None:
             out[fig.name] = fig

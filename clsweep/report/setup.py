@@ -28,6 +28,9 @@ PROTOCOLS = {
     "task 1 only (search trials ran 1 task); the chosen configuration then ran the whole stream once per seed "
     "(the final runs), whose numbers are the ones reported",
     "test": "LEAKY: the objective reads the test split, so the best configuration's test numbers are optimistic",
+    "current_task": "hyperparameters tuned along the stream by population-based training: at each task "
+    "boundary the weaker trials copied a stronger trial's checkpoint, judged on the validation splits of the "
+    "tasks seen so far; later tasks and the test splits were never used to choose",
 }
 
 

@@ -122,7 +122,7 @@ def check_search(shape: SweepFile, problems: list[Problem]) -> tuple[Param, ...]
                 elif not grid_searcher and params[j].kind == "grid":
                     problems.append(Problem(where, "under searcher tpe/random grid entries are repeated for every "
                                                  "configuration; a condition cannot depend on one (use choice)"))
-    sampled = bool(shape.variants) or any(p.kind != "grid" for p in params)
+    sampled = bool(shape.variants) or any(p.kind != "grid" for p in params) or bool(shape.scheduler.mutate)
     if not grid_searcher and not sampled and shape.searcher.samples not in (None, 1):
         problems.append(Problem(("searcher", "samples"), "nothing is sampled (no search entry other than grid ones, "
                                                          "no variants): every sample would repeat the same trials"))
@@ -347,7 +347,7 @@ def check_configurations(
             found.setdefault((prob.path, prob.message), prob)
     problems.extend(found.values())
     max_tasks = max(tasks, default=0)
-    if shape.scheduler.name != "none" and tasks and shape.scheduler.grace_period > min(tasks):
+    if shape.scheduler.name not in ("none", "pbt") and tasks and shape.scheduler.grace_period > min(tasks):
         problems.append(Problem(("scheduler", "grace_period"),
                                 f"{shape.scheduler.grace_period} tasks, but trials run only {min(tasks)}: nothing to stop"))
     grid: tuple[dict[str, Any], ...] = ()

@@ -12,9 +12,10 @@ unless marked)::
     search:                               # dotted path -> distribution (clsweep.spec.search_space)
       experiment.algorithm.s_max: {log_uniform: [25, 800]}          # (example)
     searcher: {name: tpe, samples: 10, seed: 0}     # tpe | random | grid
-    scheduler: {name: none}               # none | asha | median; time axis = tasks completed
+    scheduler: {name: none}               # none | asha | median | pbt; time axis = tasks completed
     objective: {metric: avg_acc_val, mode: max}     # or a list of two: Pareto front, no early stopping
     protocol: {name: validation}          # validation | first_k (k: N) | first_task | test (leaky: true)
+                                          # | current_task (with scheduler pbt)
     confirm: null                         # {top_k: 3, seeds: 5}: re-run the best on new seeds
     seeds: 1                              # a count (experiment.seed, +1, ...) or a list of seeds
     resources: {cpus: 1, gpus: 0, max_concurrent: null}
@@ -54,6 +55,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from clsweep.spec import _pbt_checks as pbt_checks
 from clsweep.spec import _sweep_checks as checks
 from clsweep.spec.errors import Problem, SpecError
 from clsweep.spec.experiment import ExperimentConfig, parse_experiment, pydantic_problems
@@ -270,12 +272,16 @@ class SweepPlan:
 def fingerprint_of(file: SweepFile) -> str:
     """What identifies a sweep: every section but ``cluster`` (where it runs does not matter)."""
     canon = file.model_dump(mode="json", by_alias=True, exclude={"cluster"})
+    if file.scheduler.name != "pbt":  # the fingerprints of sweeps written before pbt existed stay
+        for key in pbt_checks.PBT_ONLY:
+            canon["scheduler"].pop(key, None)
     return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _derive(file: SweepFile, problems: list[Problem]) -> tuple[tuple[Param, ...], tuple[Objective, ...], tuple[int, ...]]:
     checks.check_name(file, problems)
     params = checks.check_search(file, problems)
+    params += pbt_checks.check_pbt(file, params, problems)
     objectives = checks.check_objectives(file, problems)
     seeds = checks.check_seeds(file, problems)
     return params, objectives, seeds
@@ -300,31 +306,43 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = (), *, name: str | N
 
 def apply_sweep_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """``--set`` for sweep files. ``search.<dotted path>[.<key>]=value`` addresses a search entry
-    by its dotted key (``--set search.experiment.train.lr.uniform=[0.01,0.1]``)."""
+    by its dotted key (``--set search.experiment.train.lr.uniform=[0.01,0.1]``); so does
+    ``scheduler.mutate.<dotted path>[.<key>]=value`` a mutated knob."""
     data: dict[str, Any] = apply_overrides(raw, [])
     for text in overrides:
         parts, value = parse_override(text)
-        if parts[0] != "search" or len(parts) < 2:
-            data = apply_overrides(data, [text])
-            continue
-        search = data.get("search")
-        if not isinstance(search, dict):
-            search = LineDict()
-            data["search"] = search
-        rest = parts[1:]
-        split = next((i for i in range(len(rest), 0, -1) if ".".join(rest[:i]) in search), None)
-        if split is None:  # a new entry: the value is the whole distribution
-            search[".".join(rest)] = value
-            continue
-        entry = search[".".join(rest[:split])]
-        if split == len(rest):
-            search[".".join(rest)] = value
-        elif isinstance(entry, dict):
-            set_path(entry, rest[split:], value)
+        if parts[0] == "search" and len(parts) >= 2:
+            _set_entry(data, ("search",), parts[1:], value, text)
+        elif parts[:2] == ["scheduler", "mutate"] and len(parts) >= 3:
+            _set_entry(data, ("scheduler", "mutate"), parts[2:], value, text)
         else:
-            where = ("search", ".".join(rest[:split]))
-            raise SpecError([Problem(where, f"--set {text!r}: the entry is not a mapping")])
+            data = apply_overrides(data, [text])
     return data
+
+
+def _set_entry(
+    data: dict[str, Any], section: tuple[str, ...], rest: list[str], value: Any, text: str
+) -> None:
+    """Set ``rest`` (a dotted entry key, then keys inside the entry) in the mapping at ``section``."""
+    holder: dict[str, Any] = data
+    for key in section:
+        nxt = holder.get(key)
+        if not isinstance(nxt, dict):
+            nxt = LineDict()
+            holder[key] = nxt
+        holder = nxt
+    split = next((i for i in range(len(rest), 0, -1) if ".".join(rest[:i]) in holder), None)
+    if split is None:  # a new entry: the value is the whole distribution
+        holder[".".join(rest)] = value
+        return
+    entry = holder[".".join(rest[:split])]
+    if split == len(rest):
+        holder[".".join(rest)] = value
+    elif isinstance(entry, dict):
+        set_path(entry, rest[split:], value)
+    else:
+        where = (*section, ".".join(rest[:split]))
+        raise SpecError([Problem(where, f"--set {text!r}: the entry is not a mapping")])
 
 
 def parse_sweep(raw: Any, *, source: str | None = None) -> SweepPlan:
@@ -339,6 +357,7 @@ def parse_sweep(raw: Any, *, source: str | None = None) -> SweepPlan:
     problems: list[Problem] = []
     checks.check_name(file, problems)
     params = checks.check_search(file, problems)
+    params += pbt_checks.check_pbt(file, params, problems)
     search_ok = not problems  # configurations are enumerated only from valid entries
     objectives = checks.check_objectives(file, problems)
     seeds = checks.check_seeds(file, problems)

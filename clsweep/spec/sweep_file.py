@@ -44,12 +44,21 @@ class SearcherConfig(_Model):
 
 
 class SchedulerConfig(_Model):
-    name: Literal["none", "asha", "median"] = "none"
+    name: Literal["none", "asha", "median", "pbt"] = "none"
     grace_period: int = Field(2, ge=1)
     """Tasks a trial always completes before it may be stopped (2: task 1 alone measures
     plasticity only and would favour finetuning-like settings)."""
     reduction_factor: float = Field(2.0, gt=1.0)  # asha only
     min_samples_required: int = Field(3, ge=1)  # median only
+    quantile: float = Field(0.25, gt=0.0, le=0.5)
+    """pbt only: the bottom fraction of the population that copies a top-fraction trial at each
+    task boundary (0.25: Jaderberg et al. 2017's truncation selection, Ray Tune's default)."""
+    resample_probability: float = Field(0.25, ge=0.0, le=1.0)
+    """pbt only: chance that a copied knob is drawn afresh from its distribution instead of being
+    scaled by 0.8 or 1.2 (a choice moves to a neighbouring value); Ray Tune's default."""
+    mutate: dict[str, SearchEntry] = Field(default_factory=dict)
+    """pbt only: the knobs PBT perturbs at task boundaries, dotted path -> distribution (the
+    ``search`` syntax, no ``when``); clsweep.spec._pbt_checks says which knobs may change."""
 
 
 class Objective(_Model):
@@ -58,9 +67,11 @@ class Objective(_Model):
 
 
 class ProtocolConfig(_Model):
-    name: Literal["validation", "first_k", "first_task", "test"] = "validation"
+    name: Literal["validation", "first_k", "first_task", "test", "current_task"] = "validation"
     """first_task (Lee et al. 2024): the search trains task 1 only; the chosen configuration then
-    runs the whole stream once per seed (the ``final`` stage)."""
+    runs the whole stream once per seed (the ``final`` stage). current_task: population-based
+    training over the task stream (needs scheduler pbt): at each task boundary choices use only the
+    validation splits of the tasks seen so far."""
     k: int | None = Field(None, ge=1)
     leaky: bool = False
 

@@ -158,6 +158,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 f"  {p.name}: {p.kind} {list(p.values) if p.finite else [p.low, p.high]}"
                 + (f" when {dict((k, list(v)) for k, v in p.when)}" if p.when else "")
             )
+        sched = spec.scheduler
+        if sched.name == "pbt":  # clsweep.sweep.pbt
+            print(
+                f"  scheduler pbt: at every task boundary the bottom {sched.quantile:g} copy a top trial's "
+                f"checkpoint and perturb {', '.join(sched.mutate)} "
+                f"(resampled with p={sched.resample_probability:g}, else x0.8 or x1.2)"
+            )
         return EXIT_OK
     from clsweep.spec import load_experiment
 

@@ -211,7 +211,8 @@ def _tuner(
                 *callbacks,
             ],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # pbt: a donor's task checkpoint must outlive the copy that an exploit hands another trial
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.name == "pbt" else 2),
         ),
     )
 

@@ -11,7 +11,8 @@ dimension becomes an Optuna distribution in :mod:`clsweep.optuna_space` (the one
   order, so sweeps are reproducible and easy to follow.
 - The seed of a trial travels as the Optuna user attribute ``clsweep.seed``, never as a parameter:
   the sampler must not learn from it.
-- Schedulers use ``tasks_done`` as their time axis.
+- Schedulers use ``tasks_done`` as their time axis; pbt (clsweep.sweep.pbt) proposes later values
+  itself, from a population of random draws.
 """
 
 from __future__ import annotations
@@ -76,7 +77,13 @@ def _enqueue_repeats(trial: Any, spec: SweepPlan, config: dict[str, Any]) -> Non
             trial.study.enqueue_trial(params, user_attrs={SEED_ATTR: seed})
 
 
-def make_searcher(spec: SweepPlan) -> CLOptunaSearch:
+def make_searcher(spec: SweepPlan) -> Any:
+    """The Optuna searcher of a sweep; under scheduler pbt, its fixed first population
+    (clsweep.sweep.pbt: PBT proposes every later config itself and refuses a searcher)."""
+    if spec.scheduler.name == "pbt":
+        from clsweep.sweep.pbt import Population, population
+
+        return Population(population(spec))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,10 +110,15 @@ def make_searcher(spec: SweepPlan) -> CLOptunaSearch:
 
 
 def make_scheduler(spec: SweepPlan) -> Any:
-    """ASHA or median stopping on ``tasks_done``; None for no early stopping (FIFO)."""
+    """ASHA or median stopping on ``tasks_done``, population-based training over tasks
+    (clsweep.sweep.pbt); None for no early stopping (FIFO)."""
     sched = spec.scheduler
     if sched.name == "none":
         return None
+    if sched.name == "pbt":
+        from clsweep.sweep.pbt import make_pbt
+
+        return make_pbt(spec)
     metric, mode = spec.objectives[0].metric, spec.objectives[0].mode
     if sched.name == "asha":
         from ray.tune.schedulers import ASHAScheduler

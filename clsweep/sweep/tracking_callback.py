@@ -266,6 +266,11 @@ class MLflowCallback(Callback):
             text = _csv(last.get(f"acc_matrix_{split}"))
             if text:
                 self.tracker.log_text(run_id, text, f"acc_matrix_{split}.csv")
+        if last.get("pbt_lineage"):  # clsweep.sweep.pbt: who trained each task, with which knobs
+            self.tracker.log_text(run_id, str(last["pbt_lineage"]), "pbt_lineage.json")
+            # the config the trial ended with (an exploit replaced the one it started with)
+            ended_with = trial_tags(self.spec, trial.config, cfg)["clsweep.config"]
+            self.tracker.set_tags(run_id, {"clsweep.config": ended_with})
         if traceback:
             self.tracker.log_text(run_id, traceback, "traceback.txt")
         self.tracker.end_trial(run_id, state)

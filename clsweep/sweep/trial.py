@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clsweep.recovery import resume_point, trial_checkpoints
+from clsweep.recovery import foreign_checkpoint, resume_point, trial_checkpoints
 from clsweep.spec.sweep import stage_of
 from clsweep.sweep.tasks import Report, plan_of, quiet_environment, run_tasks
 
 __all__ = ["TrialIO", "train_trial", "trial_device"]
+
 
 @dataclass(frozen=True)
 class TrialIO:
@@ -85,9 +86,16 @@ def train_trial(
     spec = plan_of(plan)
     cfg = spec.experiment_for(config)
     stored = trial_checkpoints(Path(sweep_dir), io.trial_id) if sweep_dir and io.trial_id else []
+    if sweep_dir and io.trial_id and foreign_checkpoint(io.checkpoint, Path(sweep_dir), io.trial_id):
+        stored = []  # a PBT exploit: the donor's checkpoint and config, not this trial's past
     resume = resume_point(io.checkpoint, stored, spec.trial_tasks(cfg, stage_of(config)))
+    report = io.report
+    if spec.scheduler.name == "pbt":
+        from clsweep.sweep.pbt import lineage_reporter
+
+        report = lineage_reporter(io.report, spec, config, io.trial_id, resume.start_from)
     for result in resume.replay:
-        io.report(result, None)
+        report(result, None)
     if resume.done:
         return
     scratch = _scratch_dir(io.workdir)
@@ -103,12 +111,10 @@ def train_trial(
                 "resume_from": str(resume.start_from) if resume.start_from else None,
             }
             if run_forked(
-                forkserver, request, lambda result, path: io.report(result, Path(path) if path else None)
+                forkserver, request, lambda result, path: report(result, Path(path) if path else None)
             ):
                 return
-        run_tasks(
-            plan, config, io.report, scratch, resume.start_from, cpu_start=cpu_start, device=device
-        )
+        run_tasks(plan, config, report, scratch, resume.start_from, cpu_start=cpu_start, device=device)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

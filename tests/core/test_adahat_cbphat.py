@@ -16,8 +16,8 @@ from clsweep.algorithms.cbphat import CBPHAT, min_max_normalise
 from clsweep.backbones.hat import HATMaskBackbone, LayerInput, apply_gate
 from clsweep.experiment import run_experiment
 from clsweep.spec import parse_experiment
-from clsweep.spec.methods.hat import ADAHAT_DEFAULT_ALPHA
 from clsweep.spec.experiment import TrainConfig
+from clsweep.spec.methods.hat import ADAHAT_DEFAULT_ALPHA
 
 
 class TwoPaths(HATMaskBackbone):

@@ -25,6 +25,7 @@ OFFLINE = {  # the sets that make each offline sweep 2-4 trials of 2 tasks x 1 e
     "benchmark_digits_cil.yaml": ["seeds=1", "variants.method={finetuning: {}, er: {algorithm: {name: er}}}"],
     # strengths kept where no method diverges on this shrunk run (a diverged trial is a failed one)
     "baselines_tuned_digits.yaml": ["searcher.samples=3", "search.experiment.algorithm.strength.log_uniform=[0.1,10]"],
+    "hat_pbt_digits.yaml": ["searcher.samples=3"],  # 3 trials, one PBT boundary
 }
 
 
