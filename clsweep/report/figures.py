@@ -9,25 +9,16 @@ from __future__ import annotations
 import io
 import math
 import random
-from dataclasses import dataclass
 from typing import Any
 
 from clsweep.report.analysis import Analysis
+from clsweep.report.blocks import Figure
 from clsweep.spec.search_space import Param
 
 __all__ = ["DPI", "Figure", "all_figures"]
 
 DPI = 90
 FINISHED, PRUNED, BEST = "#1f77b4", "#999999", "#d62728"
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str
-    """File stem: the PNG is ``figures/<name>.png``."""
-    title: str
-    caption: str
-    png: bytes
 
 
 def _new(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Any, Any]:
@@ -253,8 +244,42 @@ def objective_curves(a: Analysis) -> Figure | None:
                   "them.", _png(fig))
 
 
+def lineage_figure(a: Analysis) -> Figure | None:
+    """Each mutated knob of the best lineage per task; a marker where the lineage changes trial
+    (an exploit copied another trial's checkpoint there)."""
+    from clsweep.report.pbt import best_lineage
+    from clsweep.report.pbt import knobs as lineage_knobs
+
+    rows = best_lineage(a)
+    mutated = [k for k in lineage_knobs(rows) if all(isinstance(r.get(k), (int, float)) for r in rows)]
+    if not mutated:
+        return None
+    fig, axes = _new(3.4 * len(mutated), 3.0, 1, len(mutated))
+    tasks = [r["task"] for r in rows]
+    copied = [r["task"] for prev, r in zip(rows, rows[1:], strict=False) if r["trial"] != prev["trial"]]
+    for ax, knob in zip(axes[0], mutated, strict=True):
+        values = [float(r[knob]) for r in rows]
+        ax.step(tasks, values, where="mid", color="C0")
+        ax.plot(tasks, values, "o", ms=3, color="C0")
+        for t in copied:
+            ax.axvline(t - 0.5, color="#d62728", lw=0.8, ls=":")
+        if min(values) > 0 and max(values) / min(values) > 5:
+            ax.set_yscale("log")
+        ax.set_title(knob.removeprefix("experiment."), fontsize=9)
+        ax.set_xlabel("task", fontsize=8)
+        ax.tick_params(labelsize=7)
+        _whole_numbers(ax)
+    return Figure(
+        "pbt_lineage",
+        "Knob values of the best lineage, per task",
+        "The value each mutated knob had while the best trial's lineage trained each task; a red "
+        "dotted line where the lineage continues from another trial's checkpoint (a PBT exploit).",
+        _png(fig),
+    )
+
+
+
 def all_figures(a: Analysis) -> dict[str, Figure]:
-    from clsweep.report.pbt import lineage_figure
 
     out = {}
     makers = (objective_vs_params, importance, history, objective_curves, accuracy_matrix, task_curves)

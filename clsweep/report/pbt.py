@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from clsweep.report.blocks import Block, Section, Table, fmt
+
 if TYPE_CHECKING:
     from clsweep.report.analysis import Analysis
-    from clsweep.report.document import Section
-    from clsweep.report.figures import Figure
+    from clsweep.report.blocks import Figure
 
-__all__ = ["LINEAGE_ARTIFACT", "best_lineage", "lineage_figure", "lineage_rows", "lineage_section"]
+__all__ = ["LINEAGE_ARTIFACT", "best_lineage", "knobs", "lineage_rows", "lineage_section"]
 
 LINEAGE_ARTIFACT = "pbt_lineage.json"
 
@@ -41,56 +42,21 @@ def best_lineage(a: Analysis) -> list[dict[str, Any]]:
     return lineage_rows(a.data.artifact_text(best["run_id"], LINEAGE_ARTIFACT))
 
 
-def _knobs(rows: list[dict[str, Any]]) -> list[str]:
+def knobs(rows: list[dict[str, Any]]) -> list[str]:
     return [k for k in rows[0] if k not in ("task", "trial")] if rows else []
-
-
-def lineage_figure(a: Analysis) -> Figure | None:
-    """Each mutated knob of the best lineage per task; a marker where the lineage changes trial
-    (an exploit copied another trial's checkpoint there)."""
-    from clsweep.report.figures import Figure, _new, _png, _whole_numbers
-
-    rows = best_lineage(a)
-    knobs = [k for k in _knobs(rows) if all(isinstance(r.get(k), (int, float)) for r in rows)]
-    if not knobs:
-        return None
-    fig, axes = _new(3.4 * len(knobs), 3.0, 1, len(knobs))
-    tasks = [r["task"] for r in rows]
-    copied = [r["task"] for prev, r in zip(rows, rows[1:], strict=False) if r["trial"] != prev["trial"]]
-    for ax, knob in zip(axes[0], knobs, strict=True):
-        values = [float(r[knob]) for r in rows]
-        ax.step(tasks, values, where="mid", color="C0")
-        ax.plot(tasks, values, "o", ms=3, color="C0")
-        for t in copied:
-            ax.axvline(t - 0.5, color="#d62728", lw=0.8, ls=":")
-        if min(values) > 0 and max(values) / min(values) > 5:
-            ax.set_yscale("log")
-        ax.set_title(knob.removeprefix("experiment."), fontsize=9)
-        ax.set_xlabel("task", fontsize=8)
-        ax.tick_params(labelsize=7)
-        _whole_numbers(ax)
-    return Figure(
-        "pbt_lineage",
-        "Knob values of the best lineage, per task",
-        "The value each mutated knob had while the best trial's lineage trained each task; a red "
-        "dotted line where the lineage continues from another trial's checkpoint (a PBT exploit).",
-        _png(fig),
-    )
 
 
 def lineage_section(a: Analysis, figs: dict[str, Figure]) -> Section | None:
     """The section of a PBT sweep's report; None for other sweeps."""
-    from clsweep.report.document import Block, Section, Table, fmt
-
     rows = best_lineage(a)
     if not rows:
         return None
-    knobs = _knobs(rows)
+    names = knobs(rows)
     table = Table(
-        ["task", "trained by trial"] + [k.removeprefix("experiment.") for k in knobs],
+        ["task", "trained by trial"] + [k.removeprefix("experiment.") for k in names],
         [
             [str(r["task"]), r["trial"]]
-            + [fmt(r.get(k)) if isinstance(r.get(k), float) else str(r.get(k)) for k in knobs]
+            + [fmt(r.get(k)) if isinstance(r.get(k), float) else str(r.get(k)) for k in names]
             for r in rows
         ],
         caption=f"The best trial's lineage (artifact {LINEAGE_ARTIFACT}): who trained each task, with "

@@ -12,8 +12,7 @@ import base64
 import html
 from collections.abc import Sequence
 
-from clsweep.report.document import Code, Document, Facts, Table
-from clsweep.report.figures import Figure
+from clsweep.report.blocks import Code, Document, Facts, Figure, Table
 
 __all__ = ["to_html", "to_latex", "to_markdown"]
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -159,17 +159,15 @@ def make_pbt(spec: SweepPlan) -> TaskPBT:
     )
 
 
-def population(spec: SweepPlan) -> list[dict[str, Any]]:
+def population(spec: SweepPlan, space: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
     """The first configs of the population: ``spec.num_trials`` draws of Optuna's RandomSampler
-    (seeded by ``searcher.seed``) through the sweep's define-by-run space, the same translation a
-    random sweep uses (conditions followed, each draw repeated for every seed)."""
+    (seeded by ``searcher.seed``) through ``space``, the sweep's define-by-run space
+    (clsweep.sweep.space.DefineByRun), the same translation a random sweep uses (conditions
+    followed, each draw repeated for every seed)."""
     import optuna
-
-    from clsweep.sweep.space import DefineByRun
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.searcher.seed))
-    space = DefineByRun(spec)
     return [space(study.ask()) for _ in range(spec.num_trials)]
 
 

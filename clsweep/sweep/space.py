@@ -83,7 +83,7 @@ def make_searcher(spec: SweepPlan) -> Any:
     if spec.scheduler.name == "pbt":
         from clsweep.sweep.pbt import Population, population
 
-        return Population(population(spec))
+        return Population(population(spec, DefineByRun(spec)))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

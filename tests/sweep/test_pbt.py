@@ -89,6 +89,7 @@ def test_training_and_numeric_algorithm_knobs_may_change():
 
 def test_perturbed_values_stay_inside_their_distribution():
     from clsweep.sweep.pbt import Bounds, population
+    from clsweep.sweep.space import DefineByRun
 
     spec = load_sweep(SPACE, [*SHRINK, "scheduler.mutate.experiment.train.epochs={int: [1, 3]}"])
     clip = Bounds(spec)
@@ -102,9 +103,9 @@ def test_perturbed_values_stay_inside_their_distribution():
     )
     assert out["experiment.train.lr"] == 0.1 and out["experiment.algorithm.sparsity_strength"] == 0.1
     assert out["experiment.train.epochs"] == 3 and isinstance(out["experiment.train.epochs"], int)
-    first = population(spec)
+    first = population(spec, DefineByRun(spec))
     assert len(first) == 4 and len({c["experiment.train.lr"] for c in first}) == 4
-    assert first == population(spec)  # seeded by searcher.seed
+    assert first == population(spec, DefineByRun(spec))  # seeded by searcher.seed
 
 
 def _checkpoint(folder: Path, tasks_done: int, rows: list[list[float | None]]) -> Path:
