@@ -47,7 +47,9 @@ resources: {{cpus: 1, max_concurrent: 2}}
 
 
 def load_local_cluster() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("clsweep_local_cluster", REPO / "tests" / "clusters" / "local_cluster.py")
+    spec = importlib.util.spec_from_file_location(
+        "clsweep_local_cluster", REPO / "tests" / "clusters" / "local_cluster.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -100,17 +102,23 @@ class Result:
         reasons = []
         startup = self.first_trial_s / self.wall_s
         if startup > 0.25:
-            reasons.append(f"start-up ({startup:.0%} of the command before the first trial: Ray join, actor and torch import)")
+            reasons.append(
+                f"start-up ({startup:.0%} of the command before the first trial: Ray join, actor and torch import)"
+            )
         if self.slot_use > 0.75:
             reasons.append(f"trial slots ({self.slots} x 1 CPU busy {self.slot_use:.0%} of the time)")
         else:
             reasons.append(f"per-trial overhead between trials (slots busy only {self.slot_use:.0%})")
         if self.load > cores:
-            reasons.append(f"CPU contention (load {self.load:.1f} on {cores} cores, other processes included)")
+            reasons.append(
+                f"CPU contention (load {self.load:.1f} on {cores} cores, other processes included)"
+            )
         return "; ".join(reasons)
 
 
-def run_sweep(lc: ModuleType, label: str, nodes: int, cpus: int, trials: int, epochs: int, work: Path) -> Result:
+def run_sweep(
+    lc: ModuleType, label: str, nodes: int, cpus: int, trials: int, epochs: int, work: Path
+) -> Result:
     folder = work / label.replace(" ", "_")
     folder.mkdir()
     space = folder / "space.yaml"
@@ -123,9 +131,24 @@ def run_sweep(lc: ModuleType, label: str, nodes: int, cpus: int, trials: int, ep
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         sampler.start()
         began, began_ms = time.monotonic(), time.time() * 1000
-        done = subprocess.run([str(Path(sys.executable).with_name("clsweep")), "run", str(space), "--address", cluster.address,
-                               "--storage", str(folder / "runs"), "--tracking-uri", uri, "--no-report"],
-                              env=cluster.env(), capture_output=True, text=True, timeout=1800)
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("clsweep")),
+                "run",
+                str(space),
+                "--address",
+                cluster.address,
+                "--storage",
+                str(folder / "runs"),
+                "--tracking-uri",
+                uri,
+                "--no-report",
+            ],
+            env=cluster.env(),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         wall = time.monotonic() - began
         sampler.stop_event.set()
         if done.returncode not in (0, 1):
@@ -147,14 +170,25 @@ def run_sweep(lc: ModuleType, label: str, nodes: int, cpus: int, trials: int, ep
     for _, step in events:
         running += step
         peak = max(peak, running)
-    return Result(label=label, slots=nodes * cpus, start_s=start_s, wall_s=wall, first_trial_s=(first - began_ms) / 1000,
-                  busy_s=(last - first) / 1000, trial_s=[(e - s) / 1000 for s, e in spans], max_running=peak,
-                  nodes=len({r.data.tags.get("clsweep.node") for r in runs}), load=sampler.mean(),
-                  failed=sum(r.info.status == "FAILED" for r in runs))
+    return Result(
+        label=label,
+        slots=nodes * cpus,
+        start_s=start_s,
+        wall_s=wall,
+        first_trial_s=(first - began_ms) / 1000,
+        busy_s=(last - first) / 1000,
+        trial_s=[(e - s) / 1000 for s, e in spans],
+        max_running=peak,
+        nodes=len({r.data.tags.get("clsweep.node") for r in runs}),
+        load=sampler.mean(),
+        failed=sum(r.info.status == "FAILED" for r in runs),
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=50, help="epochs per task (trial length)")
     parser.add_argument("--also-2cpu-node", action="store_true", help="also one node with 2 CPUs")
@@ -170,17 +204,25 @@ def main() -> None:
         for label, nodes, cpus in plans:
             results.append(run_sweep(lc, label, nodes, cpus, args.trials, args.epochs, Path(tmp)))
             r = results[-1]
-            print(f"\n{r.label}: {len(r.trial_s)} trials ({r.failed} failed) on {r.nodes} node(s), "
-                  f"cluster start {r.start_s:.1f} s")
-            print(f"  command {r.wall_s:.1f} s -> {r.per_min:.1f} trials/min; first trial start -> last trial end "
-                  f"{r.busy_s:.1f} s -> {r.per_min_steady:.1f} trials/min")
-            print(f"  trial time median {sorted(r.trial_s)[len(r.trial_s) // 2]:.1f} s, at most {r.max_running} at once, "
-                  f"slots busy {r.slot_use:.0%}, first trial after {r.first_trial_s:.1f} s, mean load {r.load:.1f}")
+            print(
+                f"\n{r.label}: {len(r.trial_s)} trials ({r.failed} failed) on {r.nodes} node(s), "
+                f"cluster start {r.start_s:.1f} s"
+            )
+            print(
+                f"  command {r.wall_s:.1f} s -> {r.per_min:.1f} trials/min; first trial start -> last trial end "
+                f"{r.busy_s:.1f} s -> {r.per_min_steady:.1f} trials/min"
+            )
+            print(
+                f"  trial time median {sorted(r.trial_s)[len(r.trial_s) // 2]:.1f} s, at most {r.max_running} at once, "
+                f"slots busy {r.slot_use:.0%}, first trial after {r.first_trial_s:.1f} s, mean load {r.load:.1f}"
+            )
             print(f"  limited by: {r.limit(cores)}")
     base = results[0]
     for r in results[1:]:
-        print(f"\n{r.label} vs {base.label}: {r.per_min / base.per_min:.2f}x trials/min (command), "
-              f"{r.per_min_steady / base.per_min_steady:.2f}x (steady)")
+        print(
+            f"\n{r.label} vs {base.label}: {r.per_min / base.per_min:.2f}x trials/min (command), "
+            f"{r.per_min_steady / base.per_min_steady:.2f}x (steady)"
+        )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,18 @@ from clsweep.spec import parse_experiment
 
 def config(algorithm: str, epochs: int) -> dict:
     backbone = "hat_mask_mlp" if algorithm == "hat" else "mlp"
-    algo = {"name": "hat", "s_max": 400, "sparsity_strength": 0.75} if algorithm == "hat" else {"name": algorithm}
-    return {"seed": 0, "benchmark": {"name": "permuted", "source": "digits", "num_tasks": 5},
-            "backbone": {"name": backbone, "hidden_dims": [256, 256]}, "algorithm": algo,
-            "train": {"epochs": epochs, "batch_size": 64, "optimizer": "sgd", "lr": 0.05}}
+    algo = (
+        {"name": "hat", "s_max": 400, "sparsity_strength": 0.75}
+        if algorithm == "hat"
+        else {"name": algorithm}
+    )
+    return {
+        "seed": 0,
+        "benchmark": {"name": "permuted", "source": "digits", "num_tasks": 5},
+        "backbone": {"name": backbone, "hidden_dims": [256, 256]},
+        "algorithm": algo,
+        "train": {"epochs": epochs, "batch_size": 64, "optimizer": "sgd", "lr": 0.05},
+    }
 
 
 def plain_loop(tasks: list, algorithm: str, epochs: int, seed: int = 0) -> list[list[float]]:
@@ -83,7 +91,7 @@ def plain_loop(tasks: list, algorithm: str, epochs: int, seed: int = 0) -> list[
         for _ in range(epochs):
             order = torch.randperm(n)
             for b in range(B):
-                idx = order[b * 64:(b + 1) * 64]
+                idx = order[b * 64 : (b + 1) * 64]
                 x, y = task.train_x[idx], task.train_y[idx]
                 if hat:
                     s = 1 / s_max + (s_max - 1 / s_max) * b / max(1, B - 1) if B > 1 else s_max
@@ -123,7 +131,9 @@ def plain_loop(tasks: list, algorithm: str, epochs: int, seed: int = 0) -> list[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--algorithms", default="finetuning,hat")
@@ -157,8 +167,11 @@ def same_loop_rows(args: argparse.Namespace) -> None:
             base.append(_timed(fixed))
             ours.append(_timed(cfg))
         a, b = statistics.median(ours), statistics.median(base)
-        print(f"{name:<17} {a:6.2f}s  finetuning {b:6.2f}s  ratio {a / b:4.2f}  "
-              f"(same loop; {args.epochs} epochs x 5 tasks, median of {args.repeats})", flush=True)
+        print(
+            f"{name:<17} {a:6.2f}s  finetuning {b:6.2f}s  ratio {a / b:4.2f}  "
+            f"(same loop; {args.epochs} epochs x 5 tasks, median of {args.repeats})",
+            flush=True,
+        )
 
 
 def plain_rows(args: argparse.Namespace) -> None:
@@ -180,8 +193,11 @@ def plain_rows(args: argparse.Namespace) -> None:
             plain.append(time.perf_counter() - t0)
         a, b = statistics.median(ours), statistics.median(plain)
         acc = result.to_dict()["acc"]
-        print(f"{algorithm:<11} clsweep {a:6.2f}s  plain {b:6.2f}s  ratio {a / b:4.2f}  "
-              f"(clsweep ACC {acc:.3f}; {args.epochs} epochs x 5 tasks, median of {args.repeats})", flush=True)
+        print(
+            f"{algorithm:<11} clsweep {a:6.2f}s  plain {b:6.2f}s  ratio {a / b:4.2f}  "
+            f"(clsweep ACC {acc:.3f}; {args.epochs} epochs x 5 tasks, median of {args.repeats})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

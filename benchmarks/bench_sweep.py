@@ -82,8 +82,12 @@ def timed_sweep(spec: SweepPlan, storage: Path) -> dict[str, Any]:
     outcome = execute(prepare(spec, storage=storage), callbacks=[times], display=False, num_cpus=2)
     wall = time.perf_counter() - start
     assert outcome.complete and outcome.failed == 0, outcome.summary.counts
-    return {"wall": wall, "phase": times.last_end - (times.first_start or times.last_end),
-            "trials": list(times.seconds.values()), "cpu": list(times.cpu.values())}
+    return {
+        "wall": wall,
+        "phase": times.last_end - (times.first_start or times.last_end),
+        "trials": list(times.seconds.values()),
+        "cpu": list(times.cpu.values()),
+    }
 
 
 def _list(values: list[float]) -> str:
@@ -91,7 +95,9 @@ def _list(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=20, help="epochs per task (the quickstart's: 20)")
     parser.add_argument("--tasks", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=2, help="repetitions of the 4-trial sweeps (default 2)")
@@ -124,13 +130,19 @@ def main() -> None:
         root = Path(tmp)
         one = timed_sweep(sweep_spec("one", 1, 1, args.epochs, args.tasks), root)
         print(f"sweep, 1 trial, new store:     {one['wall']:6.1f} s   (the trial: {one['trials'][0]:.1f} s)")
-        for rep in range(args.repeat):  # interleaved: a burst of load on the shared cores hits one of each, not all
+        for rep in range(
+            args.repeat
+        ):  # interleaved: a burst of load on the shared cores hits one of each, not all
             seqs.append(timed_sweep(sweep_spec(f"seq{rep}", 4, 1, args.epochs, args.tasks), root))
-            print(f"sweep, 4 trials, 1 at a time:  {seqs[-1]['wall']:6.1f} s   (trials {_list(seqs[-1]['trials'])} s; "
-                  f"CPU {_list(seqs[-1]['cpu'])} s)")
+            print(
+                f"sweep, 4 trials, 1 at a time:  {seqs[-1]['wall']:6.1f} s   (trials {_list(seqs[-1]['trials'])} s; "
+                f"CPU {_list(seqs[-1]['cpu'])} s)"
+            )
             direct_run(", again")
             pars.append(timed_sweep(sweep_spec(f"par{rep}", 4, 2, args.epochs, args.tasks), root))
-            print(f"sweep, 4 trials, 2 at a time:  {pars[-1]['wall']:6.1f} s   (trials {_list(pars[-1]['trials'])} s)")
+            print(
+                f"sweep, 4 trials, 2 at a time:  {pars[-1]['wall']:6.1f} s   (trials {_list(pars[-1]['trials'])} s)"
+            )
             agains.append(timed_sweep(sweep_spec(f"again{rep}", 1, 1, args.epochs, args.tasks), root))
             print(f"sweep, 1 trial, store exists:  {agains[-1]['wall']:6.1f} s")
             direct_run(", again")
@@ -142,14 +154,22 @@ def main() -> None:
     startup = statistics.median(a["wall"] for a in agains) - per_trial
     startup_new = one["wall"] - per_trial
     print()
-    print(f"per-trial cost in a sweep:     {per_trial:6.1f} s   overhead ratio {per_trial / direct:.2f}x over the "
-          f"direct median {direct:.1f} s (target < 1.15x; medians of {len(reused)} and {len(directs)} runs)")
-    print(f"  fastest against fastest:     {min(reused):6.1f} s vs {min(directs):.1f} s direct = "
-          f"{min(reused) / min(directs):.2f}x")
-    print(f"  in CPU time:                 {cpu_trial:6.1f} s vs {cpu_direct:.1f} s direct = {cpu_trial / cpu_direct:.2f}x "
-          "(medians)")
-    print(f"fixed start-up:                {startup:6.1f} s   store exists; {startup_new:.1f} s creating the MLflow "
-          "store (target < 15 s)")
+    print(
+        f"per-trial cost in a sweep:     {per_trial:6.1f} s   overhead ratio {per_trial / direct:.2f}x over the "
+        f"direct median {direct:.1f} s (target < 1.15x; medians of {len(reused)} and {len(directs)} runs)"
+    )
+    print(
+        f"  fastest against fastest:     {min(reused):6.1f} s vs {min(directs):.1f} s direct = "
+        f"{min(reused) / min(directs):.2f}x"
+    )
+    print(
+        f"  in CPU time:                 {cpu_trial:6.1f} s vs {cpu_direct:.1f} s direct = {cpu_trial / cpu_direct:.2f}x "
+        "(medians)"
+    )
+    print(
+        f"fixed start-up:                {startup:6.1f} s   store exists; {startup_new:.1f} s creating the MLflow "
+        "store (target < 15 s)"
+    )
 
     def ratios(key: Any) -> str:
         each = [key(seq) / key(par) for seq, par in zip(seqs, pars, strict=True)]
@@ -157,7 +177,9 @@ def main() -> None:
 
     print("speed-up of 2 concurrent over 1 (target >= 1.6x), median over repetitions:")
     print(f"  beyond the fixed start-up:   {ratios(lambda sweep: sweep['wall'] - startup)}")
-    print(f"  trial phase:                 {ratios(lambda sweep: sweep['phase'])}  first trial start to last trial end")
+    print(
+        f"  trial phase:                 {ratios(lambda sweep: sweep['phase'])}  first trial start to last trial end"
+    )
     print(f"  whole sweep:                 {ratios(lambda sweep: sweep['wall'])}")
     print(f"load average after: {os.getloadavg()}")
 

@@ -52,29 +52,41 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     def progress(report) -> None:  # type: ignore[no-untyped-def]
         m = report.metrics
-        print(f"task {report.task}/{report.num_tasks}: avg acc (val) {m['avg_acc_val']:.4f}, "
-              f"avg acc (test) {m['avg_acc_test']:.4f}, BWT (test) {m['bwt_test']:+.4f}  [{report.seconds:.1f}s]",
-              flush=True)
+        print(
+            f"task {report.task}/{report.num_tasks}: avg acc (val) {m['avg_acc_val']:.4f}, "
+            f"avg acc (test) {m['avg_acc_test']:.4f}, BWT (test) {m['bwt_test']:+.4f}  [{report.seconds:.1f}s]",
+            flush=True,
+        )
 
     from clsweep.training import NonFiniteLossError
 
     try:
-        result = run_experiment(cfg, on_task_end=progress,
-                                checkpoint_dir=out / "checkpoint" if args.checkpoint else None)
+        result = run_experiment(
+            cfg, on_task_end=progress, checkpoint_dir=out / "checkpoint" if args.checkpoint else None
+        )
     except NonFiniteLossError as err:  # diverged: keep what the completed tasks measured
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps({**err.result.to_dict(), "diverged": str(err)}, indent=2))
-        print(f"error: diverged: {err} ({err.task - 1} task(s) completed; their results: "
-              f"{out / 'results.json'})", file=sys.stderr)
+        (out / "results.json").write_text(
+            json.dumps({**err.result.to_dict(), "diverged": str(err)}, indent=2)
+        )
+        print(
+            f"error: diverged: {err} ({err.task - 1} task(s) completed; their results: "
+            f"{out / 'results.json'})",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     data = result.to_dict()
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(data, indent=2))
     print()
-    print(_format_matrix("test accuracy R[t, j] (after training task t, on task j):", data["test_acc_matrix"]))
+    print(
+        _format_matrix("test accuracy R[t, j] (after training task t, on task j):", data["test_acc_matrix"])
+    )
     print()
-    print(f"ACC {data['acc']:.4f}   BWT {data['bwt']:+.4f}   forgetting {data['forgetting']:.4f}   "
-          f"({data['seconds']:.1f}s on {data['device']})")
+    print(
+        f"ACC {data['acc']:.4f}   BWT {data['bwt']:+.4f}   forgetting {data['forgetting']:.4f}   "
+        f"({data['seconds']:.1f}s on {data['device']})"
+    )
     print(f"results: {out / 'results.json'}")
     return EXIT_OK
 
@@ -101,8 +113,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def _where(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="sweep name")
-    p.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow tracking URI (default: the one the sweep recorded, else sqlite in --storage)")
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: the one the sweep recorded, else sqlite in --storage)",
+    )
     p.add_argument("--storage", metavar="DIR", help="root folder of sweeps (default: ./clsweep_runs)")
 
 
@@ -117,8 +132,11 @@ def cmd_best(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    print(f"{out}: trial {best.trial_id}, {best.objective} = {best.value:.4f}; run it with "
-          f"`clsweep experiment {out}`", file=sys.stderr)
+    print(
+        f"{out}: trial {best.trial_id}, {best.objective} = {best.value:.4f}; run it with "
+        f"`clsweep experiment {out}`",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -129,24 +147,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     sweep = open_sweep(args.name, tracking_uri=args.tracking_uri, storage=args.storage)
     study, written, skipped = export_optuna(sweep, args.optuna_storage, study_name=args.study)
     left = f" ({skipped} running or pending left out)" if skipped else ""
-    print(f"study {study!r} in {args.optuna_storage}: {written} trials{left}; view it with "
-          f"`optuna-dashboard {args.optuna_storage}`")
+    print(
+        f"study {study!r} in {args.optuna_storage}: {written} trials{left}; view it with "
+        f"`optuna-dashboard {args.optuna_storage}`"
+    )
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="clsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="clsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"clsweep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("experiment", help="run one CL experiment (no Ray) and write results.json",
-                       description="Run one continual-learning experiment from a config file (an experiment "
-                                   "mapping, or a sweep file's `experiment` section) and write OUT/results.json.")
+    p = sub.add_parser(
+        "experiment",
+        help="run one CL experiment (no Ray) and write results.json",
+        description="Run one continual-learning experiment from a config file (an experiment "
+        "mapping, or a sweep file's `experiment` section) and write OUT/results.json.",
+    )
     p.add_argument("config", help="experiment config YAML")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=1 (repeatable; value read as YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=1 (repeatable; value read as YAML)",
+    )
     p.add_argument("--out", default="out/experiment", help="output folder (default: out/experiment)")
-    p.add_argument("--checkpoint", action="store_true", help="also write the per-task checkpoint under OUT/checkpoint")
+    p.add_argument(
+        "--checkpoint", action="store_true", help="also write the per-task checkpoint under OUT/checkpoint"
+    )
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("ls", help="list registered benchmarks, backbones, heads, algorithms and data sources")
@@ -154,19 +185,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'resnet*'")
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("best", help="the winning configuration of a sweep as an experiment config",
-                       description="Write the best trial's experiment (the confirmed winner when a confirm "
-                                   "stage ran), read back from MLflow, as a config `clsweep experiment` runs.")
+    p = sub.add_parser(
+        "best",
+        help="the winning configuration of a sweep as an experiment config",
+        description="Write the best trial's experiment (the confirmed winner when a confirm "
+        "stage ran), read back from MLflow, as a config `clsweep experiment` runs.",
+    )
     _where(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write the config here (default: stdout)")
     p.set_defaults(func=cmd_best)
 
-    p = sub.add_parser("export", help="write a sweep's trials as an Optuna study (for optuna-dashboard)",
-                       description="Copy the sweep's trials, read back from MLflow, into a new Optuna study: "
-                                   "states, parameters, objective values, per-task intermediate values.")
+    p = sub.add_parser(
+        "export",
+        help="write a sweep's trials as an Optuna study (for optuna-dashboard)",
+        description="Copy the sweep's trials, read back from MLflow, into a new Optuna study: "
+        "states, parameters, objective values, per-task intermediate values.",
+    )
     _where(p)
-    p.add_argument("--optuna-storage", required=True, metavar="URL",
-                   help="Optuna RDB storage, e.g. sqlite:////abs/path/study.db")
+    p.add_argument(
+        "--optuna-storage",
+        required=True,
+        metavar="URL",
+        help="Optuna RDB storage, e.g. sqlite:////abs/path/study.db",
+    )
     p.add_argument("--study", metavar="NAME", help="study name (default: the sweep name)")
     p.set_defaults(func=cmd_export)
 

@@ -76,7 +76,9 @@ def build(cfg: ExperimentConfig) -> tuple[Any, CLAlgorithm]:
     registry.import_plugins(cfg.imports)
     stream = registry.create("benchmark", cfg.benchmark.name, cfg.paradigm, params=cfg.benchmark.params)
     torch.manual_seed(cfg.seed)
-    backbone = registry.create("backbone", cfg.backbone.name, tuple(stream.input_shape), params=cfg.backbone.params)
+    backbone = registry.create(
+        "backbone", cfg.backbone.name, tuple(stream.input_shape), params=cfg.backbone.params
+    )
     heads = registry.create("heads", cfg.heads.name, backbone.output_dim, params=cfg.heads.params)
     algorithm = registry.create("algorithm", cfg.algorithm.name, backbone, heads, params=cfg.algorithm.params)
     algorithm.train_config = cfg.train
@@ -190,8 +192,14 @@ def run_experiment(
         try:
             trained = train_task(fabric, module, algorithm, task, t, cfg.train, generator)
         except NonFiniteLossError as err:
-            err.result = ExperimentResult(cfg.to_dict(), val_rows, test_rows, per_task,
-                                          elapsed_before + time.perf_counter() - started, str(dev))
+            err.result = ExperimentResult(
+                cfg.to_dict(),
+                val_rows,
+                test_rows,
+                per_task,
+                elapsed_before + time.perf_counter() - started,
+                str(dev),
+            )
             raise
         algorithm.on_task_end(t)
 

@@ -69,8 +69,16 @@ def _validation_loss(algorithm: CLAlgorithm, x: Tensor, y: Tensor, task_id: int,
 class _Epochs:
     """Runs epochs of one task: batches by index from the device tensors, in a seeded order."""
 
-    def __init__(self, fabric: Any, module: Any, algorithm: CLAlgorithm, data: Any, task_id: int,
-                 train: TrainConfig, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        fabric: Any,
+        module: Any,
+        algorithm: CLAlgorithm,
+        data: Any,
+        task_id: int,
+        train: TrainConfig,
+        generator: torch.Generator,
+    ) -> None:
         self.fabric, self.module, self.algorithm = fabric, module, algorithm
         self.task_id, self.batch_size, self.generator = task_id, train.batch_size, generator
         self.x, self.y, self.task_ids = algorithm.training_set(task_id, data)
@@ -108,8 +116,15 @@ class _Epochs:
         return float(epoch_loss.item()) / self.num_batches
 
 
-def train_task(fabric: Any, module: Any, algorithm: CLAlgorithm, data: Any, task_id: int, train: TrainConfig,
-               generator: torch.Generator) -> TaskTraining:
+def train_task(
+    fabric: Any,
+    module: Any,
+    algorithm: CLAlgorithm,
+    data: Any,
+    task_id: int,
+    train: TrainConfig,
+    generator: torch.Generator,
+) -> TaskTraining:
     """Train task ``task_id`` (its device-resident data ``data``) under ``train.schedule``."""
     epochs = _Epochs(fabric, module, algorithm, data, task_id, train, generator)
     lr = train.lr
@@ -131,8 +146,9 @@ def train_task(fabric: Any, module: Any, algorithm: CLAlgorithm, data: Any, task
     return TaskTraining(epochs.done, loss, best_epoch, lr)
 
 
-def _plateau(epochs: _Epochs, schedule: PlateauSchedule, train: TrainConfig, data: Any,
-             task_id: int) -> tuple[float, int | None, float]:
+def _plateau(
+    epochs: _Epochs, schedule: PlateauSchedule, train: TrainConfig, data: Any, task_id: int
+) -> tuple[float, int | None, float]:
     algorithm = epochs.algorithm
     lr, patience = train.lr, schedule.patience
     optimizer = epochs.optimizer(lr)

@@ -25,7 +25,9 @@ def held_out_count(n: int, fraction: float) -> int:
     return min(max(int(round(fraction * n)), 1), n - 1)
 
 
-def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Split sample indices into (kept, held out), class by class.
 
     Each class contributes :func:`held_out_count` random samples to the held-out part. Both index

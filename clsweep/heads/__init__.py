@@ -7,4 +7,13 @@ from clsweep.heads._base import MASKING_VALUE, TaskHeads
 from clsweep.heads.heads import HeadDIL, HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
 from clsweep.heads.masked import MaskedMultiHead
 
-__all__ = ["MASKING_VALUE", "HeadDIL", "HeadSTL", "HeadsCIL", "HeadsMTL", "HeadsTIL", "MaskedMultiHead", "TaskHeads"]
+__all__ = [
+    "MASKING_VALUE",
+    "HeadDIL",
+    "HeadSTL",
+    "HeadsCIL",
+    "HeadsMTL",
+    "HeadsTIL",
+    "MaskedMultiHead",
+    "TaskHeads",
+]

@@ -20,8 +20,16 @@ from clsweep.spec.errors import Problem, SpecError
 
 __all__ = ["FIGURE_NAMES", "report_sweep", "resolve_store"]
 
-FIGURE_NAMES = ("objective_vs_params", "importance", "history", "objective_curves", "accuracy_matrix",
-                "task_curves", "capacity", "pbt_lineage")
+FIGURE_NAMES = (
+    "objective_vs_params",
+    "importance",
+    "history",
+    "objective_curves",
+    "accuracy_matrix",
+    "task_curves",
+    "capacity",
+    "pbt_lineage",
+)
 
 
 @contextlib.contextmanager
@@ -39,8 +47,14 @@ def _quiet_downloads() -> Iterator[None]:
             os.environ[key] = old
 
 
-def resolve_store(name: str, *, tracking_uri: str | None, experiment: str | None, parent_run_id: str | None,
-                  storage: str | Path | None) -> tuple[str, str | None, str | None]:
+def resolve_store(
+    name: str,
+    *,
+    tracking_uri: str | None,
+    experiment: str | None,
+    parent_run_id: str | None,
+    storage: str | Path | None,
+) -> tuple[str, str | None, str | None]:
     """Where the sweep's runs are: (tracking URI, experiment, parent run id).
 
     The sweep folder ``STORAGE/NAME`` (when it exists) records all three; otherwise the default is
@@ -59,19 +73,28 @@ def resolve_store(name: str, *, tracking_uri: str | None, experiment: str | None
     return uri, exp, parent
 
 
-def report_sweep(name: str, *, tracking_uri: str | None = None, experiment: str | None = None,
-                 parent_run_id: str | None = None, storage: str | Path | None = None,
-                 out: str | Path | None = None, top_k: int = 5) -> Path:
+def report_sweep(
+    name: str,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
+    storage: str | Path | None = None,
+    out: str | Path | None = None,
+    top_k: int = 5,
+) -> Path:
     """Write the report of sweep ``name`` to ``out`` (default ``reports/NAME``); returns its
     ``index.html``. Raises SpecError when the sweep cannot be found."""
     from clsweep.report.analysis import analyze
-    from clsweep.report.document import benchmark_tables, build_document
+    from clsweep.report.document import build_document
     from clsweep.report.figures import all_figures
     from clsweep.report.load import load_sweep_runs
     from clsweep.report.render import to_html, to_latex, to_markdown
+    from clsweep.report.sections_benchmark import benchmark_tables
 
-    uri, exp, parent = resolve_store(name, tracking_uri=tracking_uri, experiment=experiment,
-                                     parent_run_id=parent_run_id, storage=storage)
+    uri, exp, parent = resolve_store(
+        name, tracking_uri=tracking_uri, experiment=experiment, parent_run_id=parent_run_id, storage=storage
+    )
     folder = Path(out) if out is not None else Path("reports") / name
     if folder.exists() and not folder.is_dir():
         raise SpecError([Problem(("--out",), f"{folder} exists and is not a folder")])
@@ -89,8 +112,9 @@ def report_sweep(name: str, *, tracking_uri: str | None = None, experiment: str 
         (figure_dir / f"{fig.name}.png").write_bytes(fig.png)
     (folder / "index.html").write_text(to_html(document), encoding="utf-8")
     (folder / "README.md").write_text(to_markdown(document), encoding="utf-8")
-    (folder / "summary.json").write_text(json.dumps(analysis.summary(), indent=1, allow_nan=False) + "\n",
-                                         encoding="utf-8")
+    (folder / "summary.json").write_text(
+        json.dumps(analysis.summary(), indent=1, allow_nan=False) + "\n", encoding="utf-8"
+    )
     tables = benchmark_tables(analysis)
     latex = folder / "benchmark_table.tex"
     if tables:

@@ -16,9 +16,11 @@ from clsweep.common import format_duration
 from clsweep.report.analysis import Analysis, config_text
 from clsweep.report.blocks import Block, Code, Document, Facts, Figure, Section, Table, fmt, spread_text
 from clsweep.report.confirmation import ranking_rows
+from clsweep.report.sections_benchmark import benchmark_section
+from clsweep.report.sections_trust import honesty_section, importance_section
 from clsweep.report.setup import seed_scope
 
-__all__ = ["benchmark_tables", "build_document"]
+__all__ = ["build_document"]
 
 
 def _ci(stats: dict[str, Any] | None) -> str:
@@ -39,8 +41,11 @@ def _scheduler_text(scheduler: dict[str, Any]) -> str:
 def _setup(a: Analysis) -> Section:
     s, d, c = a.setup, a.data, a.counts
     exp = s.experiment or {}
-    component = {k: (v.get("name") if isinstance(v, dict) else v) for k, v in exp.items()
-                 if k in ("benchmark", "backbone", "algorithm", "heads")}
+    component = {
+        k: (v.get("name") if isinstance(v, dict) else v)
+        for k, v in exp.items()
+        if k in ("benchmark", "backbone", "algorithm", "heads")
+    }
     facts = [
         ("sweep", f"{d.name}" + (f": {s.description}" if s.description else "")),
         ("experiment", ", ".join(f"{k} {v}" for k, v in component.items()) or "-"),
@@ -51,112 +56,108 @@ def _setup(a: Analysis) -> Section:
         ("budget", f"{s.budget} trials planned" if s.budget is not None else "unknown"),
         ("seeds", ", ".join(map(str, s.seeds)) or "-"),
         ("seed varies", seed_scope(exp)),
-        ("trials", f"{c['runs']} runs: {c['finished']} finished, {c['pruned']} pruned, {c['failed']} failed"
-                   + (f", {c['other']} not ended" if c["other"] else "")),
-        ("compute", f"{format_duration(a.compute['trial_compute_s'])} training in trials "
-                    f"({a.compute['trial_compute_s']:.1f} s); {format_duration(a.compute['trial_wall_s'])} trial wall "
-                    f"time; sweep wall time {format_duration(a.compute['sweep_wall_s'])}"),
-        ("tracking", f"{d.tracking_uri}, experiment {d.experiment!r}, parent run {d.parent['run_id']} "
-                     f"({d.parent['status']})"),
+        (
+            "trials",
+            f"{c['runs']} runs: {c['finished']} finished, {c['pruned']} pruned, {c['failed']} failed"
+            + (f", {c['other']} not ended" if c["other"] else ""),
+        ),
+        (
+            "compute",
+            f"{format_duration(a.compute['trial_compute_s'])} training in trials "
+            f"({a.compute['trial_compute_s']:.1f} s); {format_duration(a.compute['trial_wall_s'])} trial wall "
+            f"time; sweep wall time {format_duration(a.compute['sweep_wall_s'])}",
+        ),
+        (
+            "tracking",
+            f"{d.tracking_uri}, experiment {d.experiment!r}, parent run {d.parent['run_id']} "
+            f"({d.parent['status']})",
+        ),
     ]
-    for who, libs in (("versions (sweep)", a.versions.get("sweep")), ("versions (report)", a.versions.get("report"))):
+    for who, libs in (
+        ("versions (sweep)", a.versions.get("sweep")),
+        ("versions (report)", a.versions.get("report")),
+    ):
         if libs:
             facts.append((who, ", ".join(f"{k} {v}" for k, v in libs.items())))
     blocks: list[Block] = [Facts(facts)]
     if s.params:
-        blocks.append(Table(["searched parameter", "distribution", "range / values"],
-                            [[p.label, p.kind + (" (log)" if p.log and p.kind != "log_uniform" else ""),
-                              ", ".join(map(str, p.values)) if p.categorical else f"{p.low:g} .. {p.high:g}"
-                              if p.low is not None and p.high is not None else "-"] for p in s.params]))
+        blocks.append(
+            Table(
+                ["searched parameter", "distribution", "range / values"],
+                [
+                    [
+                        p.label,
+                        p.kind + (" (log)" if p.log and p.kind != "log_uniform" else ""),
+                        ", ".join(map(str, p.values))
+                        if p.categorical
+                        else f"{p.low:g} .. {p.high:g}"
+                        if p.low is not None and p.high is not None
+                        else "-",
+                    ]
+                    for p in s.params
+                ],
+            )
+        )
     else:
         blocks.append("No parameter was searched: every trial runs the fixed experiment (seeds repeat it).")
-    blocks.append(Code(yaml.safe_dump(d.plan["sweep"], sort_keys=False), "the sweep file (sweep.yaml of the parent run)"))
+    blocks.append(
+        Code(
+            yaml.safe_dump(d.plan["sweep"], sort_keys=False), "the sweep file (sweep.yaml of the parent run)"
+        )
+    )
     return Section("setup", "What was run", blocks)
 
 
 def _top(a: Analysis) -> Section:
     if not a.top:
-        return Section("top", "Best configurations", ["No trial finished, so no configuration can be ranked."])
+        return Section(
+            "top", "Best configurations", ["No trial finished, so no configuration can be ranked."]
+        )
     objectives = [m for m, _ in a.setup.objectives]
     extra = [m for m in a.top[0]["metrics"]]
-    header = ["rank", "configuration", "seeds"] + [f"{m} mean ± std" for m in objectives] + \
-        [f"{m} 95% CI" for m in objectives] + [f"{m} (mean)" for m in extra]
+    header = (
+        ["rank", "configuration", "seeds"]
+        + [f"{m} mean ± std" for m in objectives]
+        + [f"{m} 95% CI" for m in objectives]
+        + [f"{m} (mean)" for m in extra]
+    )
     rows = []
     for g in a.top:
-        rows.append([str(g["rank"]) + (" (Pareto)" if g.get("pareto") else ""), config_text(g["config"]),
-                     ", ".join(map(str, g["seeds"]))]
-                    + [spread_text(g["objectives"][m]) for m in objectives]
-                    + [_ci(g["objectives"][m]) for m in objectives]
-                    + [fmt(g["metrics"][m]["mean"]) for m in extra])
+        rows.append(
+            [
+                str(g["rank"]) + (" (Pareto)" if g.get("pareto") else ""),
+                config_text(g["config"]),
+                ", ".join(map(str, g["seeds"])),
+            ]
+            + [spread_text(g["objectives"][m]) for m in objectives]
+            + [_ci(g["objectives"][m]) for m in objectives]
+            + [fmt(g["metrics"][m]["mean"]) for m in extra]
+        )
     multi = len(a.setup.seeds) > 1
-    note = ("Mean and sample standard deviation over seeds; the 95% interval is Student's t interval of the "
-            "mean." if multi else "One seed per configuration: no spread over seeds.")
-    return Section("top", "Best configurations", [
-        f"The {len(a.top)} best configurations by {', '.join(objectives)}, ranked on the mean over their finished "
-        f"seeds (pruned trials saw fewer tasks and are not ranked). {note} Test metrics are shown for information; "
-        f"they were not used to choose.", Table(header, rows, bold={(0, i) for i in range(len(header))})])
+    note = (
+        "Mean and sample standard deviation over seeds; the 95% interval is Student's t interval of the mean."
+        if multi
+        else "One seed per configuration: no spread over seeds."
+    )
+    return Section(
+        "top",
+        "Best configurations",
+        [
+            f"The {len(a.top)} best configurations by {', '.join(objectives)}, ranked on the mean over their finished "
+            f"seeds (pruned trials saw fewer tasks and are not ranked). {note} Test metrics are shown for information; "
+            f"they were not used to choose.",
+            Table(header, rows, bold={(0, i) for i in range(len(header))}),
+        ],
+    )
 
 
 def _params(a: Analysis, figs: dict[str, Figure]) -> Section:
-    blocks: list[Block] = [figs["objective_vs_params"]] if "objective_vs_params" in figs else \
-        ["No searched parameter has a finished or pruned trial to plot."]
+    blocks: list[Block] = (
+        [figs["objective_vs_params"]]
+        if "objective_vs_params" in figs
+        else ["No searched parameter has a finished or pruned trial to plot."]
+    )
     return Section("parameters", "Objective against each searched parameter", blocks)
-
-
-def _importance(a: Analysis, figs: dict[str, Figure]) -> Section:
-    imp = a.importance
-    metric = a.objective[0]
-    blocks: list[Block] = []
-    if imp.get("values", {}).get(metric):
-        second = imp.get("second", {}).get(metric, {})
-        blocks.append(Table(["parameter", "fANOVA", "mean decrease impurity"],
-                            [[k, f"{v:.3f}", fmt(second.get(k), 3)] for k, v in imp["values"][metric].items()],
-                            caption=f"Importance for {metric}: {imp['evaluator']} (the default), beside "
-                                    f"{imp['second_evaluator']}. Each column sums to 1."))
-        if "importance" in figs:
-            blocks.append(figs["importance"])
-    for sentence in imp.get("disagreement", {}).values():
-        blocks.append(f"Note: {sentence}.")
-    rungs = [r for r in a.rung_importance if r["values"]]
-    if rungs:
-        names = list(dict.fromkeys(k for r in rungs for k in r["values"]))
-        blocks.append(Table(["after task", "configurations", *names],
-                            [[str(r["after_task"]), str(r["configurations"]),
-                              *[fmt(r["values"].get(n), 3) for n in names]] for r in rungs],
-                            caption=f"fANOVA importance of {metric} after each task, over every configuration "
-                                    "that reached it: which knobs matter early and which late."))
-    if imp.get("reason"):
-        blocks.append(f"Note: {imp['reason']}.")
-    if imp.get("available") and imp.get("rough"):
-        blocks.append(f"Only {imp['configurations']} finished configurations: read the importance as a rough hint.")
-    if not blocks:
-        blocks.append("Not available.")
-    return Section("importance", "Parameter importance", blocks)
-
-
-def _honesty(a: Analysis) -> Section:
-    """Rung fidelity and the leak gap."""
-    blocks: list[Block] = []
-    fid = a.rung_fidelity
-    if fid.get("available"):
-        blocks.append(Table(["after task", "finished trials", "Spearman vs final", "scheduler rung"],
-                            [[str(r["after_task"]), str(r["trials"]), fmt(r["spearman"], 2),
-                              "yes" if r["scheduler_rung"] else "no"] for r in fid["rungs"]],
-                            caption="Rung fidelity: how well the objective after task k ranks the finished "
-                                    "trials as their final objective does (1: the same order)."))
-        blocks += [f"Warning: {w}." for w in fid.get("warnings", [])]
-    elif fid.get("reason"):
-        blocks.append(f"Rung fidelity: {fid['reason']}.")
-    gap = a.leak_gap
-    if gap.get("available"):
-        rows = [("all configurations", gap["overall"])] + [(m, g) for m, g in gap["per_method"].items() if g]
-        blocks.append(Table(
-            ["", f"chosen on {gap['objective']}: {rows[0][1]['test_metric']}", "chosen on test", "leak gap"],
-            [[name, fmt(g["honest"]["test"]), fmt(g["test_tuned"]["test"]), fmt(g["gap"])] for name, g in rows],
-            caption="The leak gap: the test score of the configuration the sweep chose (publishable) beside the "
-                    "one a search tuned on the test split would have chosen."))
-        blocks.append(gap["note"])
-    return Section("honesty", "How far to trust it: rung fidelity and the leak gap", blocks or ["Not available."])
 
 
 def _history(figs: dict[str, Figure]) -> Section:
@@ -168,109 +169,106 @@ def _best(a: Analysis, figs: dict[str, Figure]) -> Section:
     b = a.best
     if not b:
         return Section("best", "Best trial", ["No trial finished."])
-    facts = [("trial", f"{b['trial_id']} (MLflow run {b['run_id']})"), ("configuration", config_text(b["config"])),
-             ("seed", str(b["seed"])), ("algorithm / benchmark", f"{b['algorithm']} / {b['benchmark']}")]
+    facts = [
+        ("trial", f"{b['trial_id']} (MLflow run {b['run_id']})"),
+        ("configuration", config_text(b["config"])),
+        ("seed", str(b["seed"])),
+        ("algorithm / benchmark", f"{b['algorithm']} / {b['benchmark']}"),
+    ]
     facts += [(m, fmt(v)) for m, v in b["objectives"].items()]
     blocks: list[Block] = [Facts(facts)]
     blocks += [figs[k] for k in ("accuracy_matrix", "task_curves") if k in figs]
-    keys = [k for k in ("avg_acc_test", "bwt_test", "forgetting_test", "avg_acc_val", "bwt_val", "forgetting_val",
-                        "epochs_run") if k in b["per_task"]]
+    keys = [
+        k
+        for k in (
+            "avg_acc_test",
+            "bwt_test",
+            "forgetting_test",
+            "avg_acc_val",
+            "bwt_val",
+            "forgetting_val",
+            "epochs_run",
+        )
+        if k in b["per_task"]
+    ]
     steps = sorted({p[0] for k in keys for p in b["per_task"][k]})
     if steps:
         lookup = {k: dict((int(s), v) for s, v in b["per_task"][k]) for k in keys}
-        blocks.append(Table(["after task"] + keys, [[str(s)] + [fmt(lookup[k].get(s)) for k in keys] for s in steps],
-                            caption="Metrics after each task (MLflow metric histories, step = tasks done; "
-                                    "epochs_run: the epochs task t trained under its schedule)."))
+        blocks.append(
+            Table(
+                ["after task"] + keys,
+                [[str(s)] + [fmt(lookup[k].get(s)) for k in keys] for s in steps],
+                caption="Metrics after each task (MLflow metric histories, step = tasks done; "
+                "epochs_run: the epochs task t trained under its schedule).",
+            )
+        )
     matrix = (b.get("matrices") or {}).get("test")
     if matrix:
-        blocks.append(Table(["after task \\ on task"] + [str(j + 1) for j in range(len(matrix[0]))],
-                            [[str(t + 1)] + [fmt(v) for v in row] for t, row in enumerate(matrix)],
-                            caption="Test accuracy matrix R[t, j] (artifact acc_matrix_test.csv)."))
+        blocks.append(
+            Table(
+                ["after task \\ on task"] + [str(j + 1) for j in range(len(matrix[0]))],
+                [[str(t + 1)] + [fmt(v) for v in row] for t, row in enumerate(matrix)],
+                caption="Test accuracy matrix R[t, j] (artifact acc_matrix_test.csv).",
+            )
+        )
     return Section("best", "Best trial", blocks)
 
 
 def _capacity(a: Analysis, figs: dict[str, Figure]) -> Section:
     cap = a.capacity
     if not cap or not cap["layers"]:
-        return Section("capacity", "Capacity used per layer", ["No HAT-family trial reported capacity metrics."])
+        return Section(
+            "capacity", "Capacity used per layer", ["No HAT-family trial reported capacity metrics."]
+        )
     steps = sorted({p[0] for pts in cap["layers"].values() for p in pts})
     lookup = {layer: dict((int(s), v) for s, v in pts) for layer, pts in cap["layers"].items()}
-    table = Table(["layer"] + [f"after task {s}" for s in steps],
-                  [[layer] + [fmt(lookup[layer].get(s), 3) for s in steps] for layer in lookup],
-                  caption="Metrics capacity/<layer> of the trial.")
+    table = Table(
+        ["layer"] + [f"after task {s}" for s in steps],
+        [[layer] + [fmt(lookup[layer].get(s), 3) for s in steps] for layer in lookup],
+        caption="Metrics capacity/<layer> of the trial.",
+    )
     blocks: list[Block] = [figs["capacity"]] if "capacity" in figs else []
     return Section("capacity", "Capacity used per layer", [*blocks, table])
-
-
-def _cell(stats: dict[str, Any] | None) -> str:
-    if not stats:
-        return "-"
-    if stats["n"] > 1 and stats.get("ci95"):
-        low, high = stats["ci95"]
-        return f"{100 * stats['mean']:.1f} ± {100 * (high - low) / 2:.1f}"
-    return f"{100 * stats['mean']:.1f}"
-
-
-def benchmark_tables(a: Analysis) -> list[tuple[str, Table]]:
-    """One paper-style table per metric: rows x columns, mean ± 95% CI half-width over seeds in %,
-    best per column bold, the upper reference (joint) in the last rows, apart."""
-    bench = a.benchmark
-    out: list[tuple[str, Table]] = []
-    if not bench:
-        return out
-    references = bench.get("references", [])
-    order = [r for r in bench["rows"] if r not in references] + [r for r in bench["rows"] if r in references]
-    for metric in bench["metrics"]:
-        rows, bold = [], set()
-        for i, row in enumerate(order):
-            cells = bench["cells"][metric].get(row, {})
-            line = [f"{row} (upper reference)" if row in references else row]
-            for j, col in enumerate(bench["columns"]):
-                line.append(_cell(cells.get(col)))
-                if bench["best"][metric].get(col) == row:
-                    bold.add((i, j + 1))
-            rows.append(line)
-        mode = bench["modes"].get(metric)
-        caption = (f"{metric} in % (mean ± 95% CI half-width over seeds; {'higher' if mode == 'max' else 'lower'} "
-                   f"is better, best per column in bold; an upper reference, which sees every past task's data, "
-                   f"is listed last and never marked). Each cell is the best configuration of its "
-                   f"{bench['row_axis']} and {bench['col_axis']} by the objective.")
-        out.append((metric, Table([f"{bench['row_axis']} \\ {bench['col_axis']}"] + bench["columns"], rows,
-                                  bold, caption)))
-    return out
-
-
-def _benchmark(a: Analysis) -> Section | None:
-    tables = benchmark_tables(a)
-    if not tables:
-        return None
-    blocks: list[Block] = [t for _, t in tables]
-    bench = a.benchmark or {}
-    first = bench["metrics"][0]
-    hyper = [[row, col, config_text(cell["config"])] for row in bench["rows"]
-             for col, cell in bench["cells"][first].get(row, {}).items()]
-    blocks.append(Table([bench["row_axis"], bench["col_axis"], "hyperparameters it ran with"], hyper,
-                        caption="The searched values of each cell's configuration (the rest: the sweep file's "
-                                "experiment and each method's cited defaults)."))
-    blocks.append("The same tables as LaTeX (booktabs): benchmark_table.tex.")
-    return Section("benchmark", "Algorithms x benchmarks", blocks)
 
 
 def _pruned_failed(a: Analysis) -> list[Section]:
     metric = a.objective[0]
     sched = a.setup.scheduler.get("name", "?")
     if a.pruned:
-        pruned: list[Block] = [Table(["trial", "seed", "configuration", "stopped after", f"{metric} at stop"],
-                                     [[p["trial_id"], str(p["seed"]), config_text(p["config"]),
-                                       f"{p['stopped_after']} of {p['tasks_total']} tasks", fmt(p["value_at_stop"])]
-                                      for p in a.pruned])]
+        pruned: list[Block] = [
+            Table(
+                ["trial", "seed", "configuration", "stopped after", f"{metric} at stop"],
+                [
+                    [
+                        p["trial_id"],
+                        str(p["seed"]),
+                        config_text(p["config"]),
+                        f"{p['stopped_after']} of {p['tasks_total']} tasks",
+                        fmt(p["value_at_stop"]),
+                    ]
+                    for p in a.pruned
+                ],
+            )
+        ]
     else:
         pruned = [f"No trial was pruned (scheduler: {sched})."]
     if a.failed:
-        failed: list[Block] = [Table(["trial", "seed", "configuration", "tasks done", "error"],
-                                     [[f["trial_id"], str(f["seed"]), config_text(f["config"]), str(f["tasks_done"]),
-                                       f["error"]] for f in a.failed],
-                                     caption="The full traceback is the artifact traceback.txt of each run.")]
+        failed: list[Block] = [
+            Table(
+                ["trial", "seed", "configuration", "tasks done", "error"],
+                [
+                    [
+                        f["trial_id"],
+                        str(f["seed"]),
+                        config_text(f["config"]),
+                        str(f["tasks_done"]),
+                        f["error"],
+                    ]
+                    for f in a.failed
+                ],
+                caption="The full traceback is the artifact traceback.txt of each run.",
+            )
+        ]
     else:
         failed = ["No trial failed."]
     return [Section("pruned", "Pruned trials", pruned), Section("failed", "Failed trials", failed)]
@@ -279,11 +277,31 @@ def _pruned_failed(a: Analysis) -> list[Section]:
 def _all_trials(a: Analysis) -> Section:
     metric = a.objective[0]
     staged = a.confirmation is not None  # a stage column only when a later stage ran
-    rows = [[t["trial_id"], *([t.get("stage", "search")] if staged else []), t["state"], str(t["seed"]),
-             config_text(t["config"]), f"{t['tasks_done']}/{t['tasks_total']}", fmt(t["metrics"].get(metric)),
-             fmt(t["metrics"].get("avg_acc_test")), fmt(t["compute_s"], 1)] for t in a.trials]
-    header = ["trial", *(["stage"] if staged else []), "state", "seed", "configuration", "tasks", metric,
-              "avg_acc_test", "compute s"]
+    rows = [
+        [
+            t["trial_id"],
+            *([t.get("stage", "search")] if staged else []),
+            t["state"],
+            str(t["seed"]),
+            config_text(t["config"]),
+            f"{t['tasks_done']}/{t['tasks_total']}",
+            fmt(t["metrics"].get(metric)),
+            fmt(t["metrics"].get("avg_acc_test")),
+            fmt(t["compute_s"], 1),
+        ]
+        for t in a.trials
+    ]
+    header = [
+        "trial",
+        *(["stage"] if staged else []),
+        "state",
+        "seed",
+        "configuration",
+        "tasks",
+        metric,
+        "avg_acc_test",
+        "compute s",
+    ]
     return Section("trials", "All trials", [Table(header, rows)] if rows else ["No trial ran."])
 
 
@@ -293,18 +311,25 @@ def _confirmation(a: Analysis) -> Section | None:
     if c is None:
         return None
     header, rows = ranking_rows(c, config_text)
-    what = (f"The {len(c['configs'])} best configurations of the search were run again on {len(c['seeds'])} new "
-            f"seed(s) ({', '.join(map(str, c['seeds']))}), never used by the search" if c["stage"] == "confirm" else
-            f"The best configuration of the search (task 1 only) ran the whole stream on seed(s) "
-            f"{', '.join(map(str, c['seeds']))}")
-    blocks: list[Any] = [f"{what}. The winner is the best mean over these runs; means with Student's t 95% "
-                         "interval over seeds. Test metrics are shown for the record; they chose nothing.",
-                         Table(header, rows, bold={(0, i) for i in range(len(header))})]
+    what = (
+        f"The {len(c['configs'])} best configurations of the search were run again on {len(c['seeds'])} new "
+        f"seed(s) ({', '.join(map(str, c['seeds']))}), never used by the search"
+        if c["stage"] == "confirm"
+        else f"The best configuration of the search (task 1 only) ran the whole stream on seed(s) "
+        f"{', '.join(map(str, c['seeds']))}"
+    )
+    blocks: list[Any] = [
+        f"{what}. The winner is the best mean over these runs; means with Student's t 95% "
+        "interval over seeds. Test metrics are shown for the record; they chose nothing.",
+        Table(header, rows, bold={(0, i) for i in range(len(header))}),
+    ]
     if c["winner"]:
         w = c["winner"]
         tests = "; ".join(f"{m} {spread_text(s)}" for m, s in w["test_metrics"].items())
-        blocks.append(f"Winner: {config_text(w['config'])} (search rank {w['search_rank']}): "
-                      f"{c['metric']} {spread_text(w['objective'])}; {tests}.")
+        blocks.append(
+            f"Winner: {config_text(w['config'])} (search rank {w['search_rank']}): "
+            f"{c['metric']} {spread_text(w['objective'])}; {tests}."
+        )
     title = "Confirmation on new seeds" if c["stage"] == "confirm" else "Final runs on the whole stream"
     return Section("confirmation", title, blocks)
 
@@ -317,16 +342,31 @@ def _lineage(a: Analysis, figs: dict[str, Figure]) -> list[Section]:
 
 
 def build_document(a: Analysis, figs: dict[str, Figure]) -> Document:
-    bench = _benchmark(a)  # a benchmark sweep's headline: right after what was run
+    bench = benchmark_section(a)  # a benchmark sweep's headline: right after what was run
     confirmation = _confirmation(a)
-    sections = [_setup(a), *([bench] if bench else []), *([confirmation] if confirmation else []), _top(a),
-                _params(a, figs), _importance(a, figs), _honesty(a), _history(figs), _best(a, figs),
-                *_lineage(a, figs), _capacity(a, figs), *_pruned_failed(a), _all_trials(a)]
+    sections = [
+        _setup(a),
+        *([bench] if bench else []),
+        *([confirmation] if confirmation else []),
+        _top(a),
+        _params(a, figs),
+        importance_section(a, figs),
+        honesty_section(a),
+        _history(figs),
+        _best(a, figs),
+        *_lineage(a, figs),
+        _capacity(a, figs),
+        *_pruned_failed(a),
+        _all_trials(a),
+    ]
     warning = None
     if a.setup.leaky:
         warning = "Leaky protocol: the objective reads the test split; test numbers here are optimistic."
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return Document(f"Sweep report: {a.data.name}",
-                    f"protocol {a.setup.protocol}; objective "
-                    f"{', '.join(f'{m} ({mode})' for m, mode in a.setup.objectives)}; written {stamp}",
-                    warning, sections)
+    return Document(
+        f"Sweep report: {a.data.name}",
+        f"protocol {a.setup.protocol}; objective "
+        f"{', '.join(f'{m} ({mode})' for m, mode in a.setup.objectives)}; written {stamp}",
+        warning,
+        sections,
+    )

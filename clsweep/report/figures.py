@@ -83,8 +83,13 @@ def objective_vs_params(a: Analysis) -> Figure | None:
             labels += sorted({str(x) for x, _ in done + stopped} - set(labels))
             groups = [[y for x, y in done if str(x) == lab] for lab in labels]
             if any(groups):
-                ax.boxplot([g if g else [math.nan] for g in groups], positions=range(len(labels)), widths=0.5,
-                           showfliers=False, medianprops={"color": FINISHED})
+                ax.boxplot(
+                    [g if g else [math.nan] for g in groups],
+                    positions=range(len(labels)),
+                    widths=0.5,
+                    showfliers=False,
+                    medianprops={"color": FINISHED},
+                )
             for points, color, marker in ((done, FINISHED, "o"), (stopped, PRUNED, "x")):
                 xs = [labels.index(str(x)) + jitter.uniform(-0.15, 0.15) for x, _ in points]
                 ax.scatter(xs, [y for _, y in points], c=color, marker=marker, s=22, zorder=3)
@@ -92,8 +97,14 @@ def objective_vs_params(a: Analysis) -> Figure | None:
         else:
             ax.scatter([x for x, _ in done], [y for _, y in done], c=FINISHED, s=22, label="finished")
             if stopped:
-                ax.scatter([x for x, _ in stopped], [y for _, y in stopped], c=PRUNED, marker="x", s=22,
-                           label="pruned (value at stop)")
+                ax.scatter(
+                    [x for x, _ in stopped],
+                    [y for _, y in stopped],
+                    c=PRUNED,
+                    marker="x",
+                    s=22,
+                    label="pruned (value at stop)",
+                )
             if param.log:
                 _log_axis(ax, param)
         ax.set_title(f"{param.label} ({param.kind}{', log axis' if param.log else ''})", fontsize=9)
@@ -101,9 +112,13 @@ def objective_vs_params(a: Analysis) -> Figure | None:
         ax.tick_params(labelsize=7)
     for j in range(len(params), rows * cols):
         axes[j // cols][j % cols].set_visible(False)
-    return Figure("objective_vs_params", f"{metric} against each searched parameter",
-                  "One point per trial (blue: finished; grey x: pruned, at the value where it stopped). Boxes "
-                  "summarise the finished trials of each categorical value.", _png(fig))
+    return Figure(
+        "objective_vs_params",
+        f"{metric} against each searched parameter",
+        "One point per trial (blue: finished; grey x: pruned, at the value where it stopped). Boxes "
+        "summarise the finished trials of each categorical value.",
+        _png(fig),
+    )
 
 
 def importance(a: Analysis) -> Figure | None:
@@ -130,7 +145,9 @@ def history(a: Analysis) -> Figure | None:
     ax = axes[0][0]
     for state, color, marker in (("finished", FINISHED, "o"), ("pruned", PRUNED, "x")):
         sel = [h for h in points if h["state"] == state]
-        ax.scatter([h["order"] for h in sel], [h["value"] for h in sel], c=color, marker=marker, s=22, label=state)
+        ax.scatter(
+            [h["order"] for h in sel], [h["value"] for h in sel], c=color, marker=marker, s=22, label=state
+        )
     best = [(h["order"], h["best_so_far"]) for h in points if h["best_so_far"] is not None]
     if best:
         ax.step([o for o, _ in best], [v for _, v in best], where="post", color=BEST, label="best so far")
@@ -139,8 +156,12 @@ def history(a: Analysis) -> Figure | None:
     ax.set_ylabel(metric, fontsize=8)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
-    return Figure("history", "Optimisation history", f"Final {metric} of each trial in the order trials ended.",
-                  _png(fig))
+    return Figure(
+        "history",
+        "Optimisation history",
+        f"Final {metric} of each trial in the order trials ended.",
+        _png(fig),
+    )
 
 
 def accuracy_matrix(a: Analysis) -> Figure | None:
@@ -154,8 +175,15 @@ def accuracy_matrix(a: Analysis) -> Figure | None:
         for t, row in enumerate(matrix):
             for j, v in enumerate(row):
                 if v is not None and len(matrix) <= 12:
-                    ax.text(j, t, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                            color="black" if v > 0.6 else "white")
+                    ax.text(
+                        j,
+                        t,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if v > 0.6 else "white",
+                    )
         n_rows, n_cols = len(matrix), len(matrix[0]) if matrix else 0
         ax.set_xticks(range(n_cols), [str(j + 1) for j in range(n_cols)])
         ax.set_yticks(range(n_rows), [str(t + 1) for t in range(n_rows)])
@@ -163,9 +191,12 @@ def accuracy_matrix(a: Analysis) -> Figure | None:
         ax.set_ylabel("after training task t", fontsize=8)
         ax.set_title(f"R[t, j], {split} split", fontsize=9)
         fig.colorbar(image, ax=ax, shrink=0.8)
-    return Figure("accuracy_matrix", "Accuracy matrix of the best trial",
-                  "Accuracy on task j after training task t (test split, and the validation split the search "
-                  "used).", _png(fig))
+    return Figure(
+        "accuracy_matrix",
+        "Accuracy matrix of the best trial",
+        "Accuracy on task j after training task t (test split, and the validation split the search used).",
+        _png(fig),
+    )
 
 
 def task_curves(a: Analysis) -> Figure | None:
@@ -188,8 +219,15 @@ def task_curves(a: Analysis) -> Figure | None:
         for split, style in (("test", "-"), ("val", "--")):
             pts = per_task.get(f"{key}_{split}") or []
             if pts:
-                right.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, marker="o", ms=3,
-                           label=f"{key} ({split})")
+                right.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    style,
+                    color=color,
+                    marker="o",
+                    ms=3,
+                    label=f"{key} ({split})",
+                )
     right.axhline(0.0, color="#cccccc", lw=0.8)
     right.set_xlabel("tasks trained", fontsize=8)
     right.set_title("average accuracy, BWT and forgetting after each task", fontsize=9)
@@ -197,9 +235,13 @@ def task_curves(a: Analysis) -> Figure | None:
     for ax in (left, right):
         ax.tick_params(labelsize=7)
         _whole_numbers(ax)
-    return Figure("task_curves", "Per-task curves of the best trial",
-                  "Left: test accuracy of each task after every task trained. Right: the metrics logged after "
-                  "each task (solid: test, dashed: validation).", _png(fig))
+    return Figure(
+        "task_curves",
+        "Per-task curves of the best trial",
+        "Left: test accuracy of each task after every task trained. Right: the metrics logged after "
+        "each task (solid: test, dashed: validation).",
+        _png(fig),
+    )
 
 
 def capacity(a: Analysis) -> Figure | None:
@@ -216,8 +258,12 @@ def capacity(a: Analysis) -> Figure | None:
     _whole_numbers(ax)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
-    return Figure("capacity", f"Capacity used per layer ({cap['algorithm']}, trial {cap['trial_id']})",
-                  "Share of each layer's units in the cumulative mask after each task.", _png(fig))
+    return Figure(
+        "capacity",
+        f"Capacity used per layer ({cap['algorithm']}, trial {cap['trial_id']})",
+        "Share of each layer's units in the cumulative mask after each task.",
+        _png(fig),
+    )
 
 
 def objective_curves(a: Analysis) -> Figure | None:
@@ -231,17 +277,26 @@ def objective_curves(a: Analysis) -> Figure | None:
         if not pts:
             continue
         pruned = state.get(run_id) == "pruned"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=PRUNED if pruned else FINISHED,
-                alpha=0.8, lw=1, ls="--" if pruned else "-")
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            color=PRUNED if pruned else FINISHED,
+            alpha=0.8,
+            lw=1,
+            ls="--" if pruned else "-",
+        )
         if pruned:
             ax.scatter([pts[-1][0]], [pts[-1][1]], marker="x", c=BEST, s=30, zorder=3)
     ax.set_xlabel("tasks done", fontsize=8)
     _whole_numbers(ax)
     ax.set_ylabel(metric, fontsize=8)
     ax.tick_params(labelsize=7)
-    return Figure("objective_curves", f"{metric} after each task, every trial",
-                  "Blue: finished trials; grey dashed: pruned trials, with a red x where the scheduler stopped "
-                  "them.", _png(fig))
+    return Figure(
+        "objective_curves",
+        f"{metric} after each task, every trial",
+        "Blue: finished trials; grey dashed: pruned trials, with a red x where the scheduler stopped them.",
+        _png(fig),
+    )
 
 
 def lineage_figure(a: Analysis) -> Figure | None:
@@ -276,7 +331,6 @@ def lineage_figure(a: Analysis) -> Figure | None:
         "dotted line where the lineage continues from another trial's checkpoint (a PBT exploit).",
         _png(fig),
     )
-
 
 
 def all_figures(a: Analysis) -> dict[str, Figure]:

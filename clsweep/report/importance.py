@@ -46,8 +46,9 @@ def _evaluator(name: str) -> Any:
     return MeanDecreaseImpurityImportanceEvaluator(seed=SEED)
 
 
-def importances(configs: Sequence[dict[str, Any]], scores: Sequence[float], mode: str,
-                params: Sequence[Param]) -> tuple[dict[str, dict[str, float]], str | None]:
+def importances(
+    configs: Sequence[dict[str, Any]], scores: Sequence[float], mode: str, params: Sequence[Param]
+) -> tuple[dict[str, dict[str, float]], str | None]:
     """``{evaluator: {param label: importance}}`` for configurations ``configs`` scored ``scores``,
     or ``({}, reason)`` when importance means nothing here."""
     import optuna
@@ -65,13 +66,17 @@ def importances(configs: Sequence[dict[str, Any]], scores: Sequence[float], mode
         return {}, "every configuration has the same value: no parameter explains anything"
     if len(varying) == 1:
         one = {varying[0].label: 1.0}
-        return {name: dict(one) for name in EVALUATORS}, f"only {varying[0].label} varies: its importance is 1"
+        return {
+            name: dict(one) for name in EVALUATORS
+        }, f"only {varying[0].label} varies: its importance is 1"
     distributions = {p.label: distribution(p) for p in varying}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for config, score in pairs:
         chosen = {p.label: to_optuna_value(p, config[p.name]) for p in varying if p.name in config}
-        study.add_trial(create_trial(params=chosen, distributions={k: distributions[k] for k in chosen}, value=score))
+        study.add_trial(
+            create_trial(params=chosen, distributions={k: distributions[k] for k in chosen}, value=score)
+        )
     out: dict[str, dict[str, float]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -85,16 +90,28 @@ def _top(values: dict[str, float]) -> str | None:
     return max(values, key=lambda k: values[k]) if values else None
 
 
-def param_importance(configs: Sequence[dict[str, Any]], values: Sequence[Sequence[float]],
-                     objectives: Sequence[tuple[str, str]], params: Sequence[Param]) -> dict[str, Any]:
+def param_importance(
+    configs: Sequence[dict[str, Any]],
+    values: Sequence[Sequence[float]],
+    objectives: Sequence[tuple[str, str]],
+    params: Sequence[Param],
+) -> dict[str, Any]:
     """``configs[i]`` (searched values of configuration i) scored ``values[i]`` (one mean per objective).
 
     Returns ``{"available", "reason", "evaluator", "second_evaluator", "configurations", "rough",
     "values": {metric: {param: fANOVA importance}}, "second": {metric: {param: MDI importance}},
     "disagreement": {metric: sentence}}``."""
-    out: dict[str, Any] = {"available": False, "reason": None, "evaluator": EVALUATORS["fanova"],
-                           "second_evaluator": EVALUATORS["mean_decrease_impurity"], "configurations": len(configs),
-                           "rough": len(configs) < FEW, "values": {}, "second": {}, "disagreement": {}}
+    out: dict[str, Any] = {
+        "available": False,
+        "reason": None,
+        "evaluator": EVALUATORS["fanova"],
+        "second_evaluator": EVALUATORS["mean_decrease_impurity"],
+        "configurations": len(configs),
+        "rough": len(configs) < FEW,
+        "values": {},
+        "second": {},
+        "disagreement": {},
+    }
     for index, (metric, mode) in enumerate(objectives):
         found, reason = importances(configs, [v[index] for v in values], mode, params)
         out["reason"] = out["reason"] or reason
@@ -107,17 +124,25 @@ def param_importance(configs: Sequence[dict[str, Any]], values: Sequence[Sequenc
                 out["disagreement"][metric] = (
                     f"the two evaluators disagree on what matters most for {metric}: fANOVA ranks {first} "
                     f"first, mean decrease impurity {second}; with this few configurations neither ranking "
-                    "is firm")
+                    "is firm"
+                )
     return out
 
 
-def rung_importance(rungs: dict[int, tuple[list[dict[str, Any]], list[float]]], mode: str,
-                    params: Sequence[Param]) -> list[dict[str, Any]]:
+def rung_importance(
+    rungs: dict[int, tuple[list[dict[str, Any]], list[float]]], mode: str, params: Sequence[Param]
+) -> list[dict[str, Any]]:
     """fANOVA importance of the metric after task k, for each ``k -> (configs, mean values)``."""
     out = []
     for k in sorted(rungs):
         configs, scores = rungs[k]
         found, reason = importances(configs, scores, mode, params)
-        out.append({"after_task": k, "configurations": len(configs), "values": found.get("fanova", {}),
-                    "reason": reason})
+        out.append(
+            {
+                "after_task": k,
+                "configurations": len(configs),
+                "values": found.get("fanova", {}),
+                "reason": reason,
+            }
+        )
     return out

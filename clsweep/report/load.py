@@ -30,11 +30,36 @@ from clsweep.tracking.store import search_all_runs
 
 __all__ = ["SweepData", "dedupe_by_step", "load_sweep_runs", "parse_matrix_csv"]
 
-COLUMNS = ["run_id", "trial_id", "run_name", "state", "mlflow_status", "seed", "algorithm", "backbone", "benchmark",
-           "paradigm", "config", "config_key", "tasks_done", "tasks_total", "start", "end", "wall_s", "compute_s",
-           "metrics", "params", "stage"]
-MLFLOW_STATES = {"FINISHED": "finished", "KILLED": "pruned", "FAILED": "failed", "RUNNING": "running",
-                 "SCHEDULED": "pending"}
+COLUMNS = [
+    "run_id",
+    "trial_id",
+    "run_name",
+    "state",
+    "mlflow_status",
+    "seed",
+    "algorithm",
+    "backbone",
+    "benchmark",
+    "paradigm",
+    "config",
+    "config_key",
+    "tasks_done",
+    "tasks_total",
+    "start",
+    "end",
+    "wall_s",
+    "compute_s",
+    "metrics",
+    "params",
+    "stage",
+]
+MLFLOW_STATES = {
+    "FINISHED": "finished",
+    "KILLED": "pruned",
+    "FAILED": "failed",
+    "RUNNING": "running",
+    "SCHEDULED": "pending",
+}
 
 
 def dedupe_by_step(points: list[tuple[int, int, float]]) -> list[tuple[int, float]]:
@@ -125,15 +150,18 @@ def _read_artifact(client: Any, run_id: str, path: str) -> str | None:
         return Path(local).read_text(encoding="utf-8", errors="replace")
 
 
-def _find_parent(client: Any, name: str, experiment: str | None, parent_run_id: str | None) -> tuple[Any, Any]:
+def _find_parent(
+    client: Any, name: str, experiment: str | None, parent_run_id: str | None
+) -> tuple[Any, Any]:
     from mlflow.exceptions import MlflowException
 
     if parent_run_id:
         try:
             run = client.get_run(parent_run_id)
         except MlflowException:
-            raise SpecError([Problem(("name",), f"no MLflow run {parent_run_id} (the parent run of sweep {name!r})")]) \
-                from None
+            raise SpecError(
+                [Problem(("name",), f"no MLflow run {parent_run_id} (the parent run of sweep {name!r})")]
+            ) from None
         return client.get_experiment(run.info.experiment_id), run
     if experiment is not None:
         exp = client.get_experiment_by_name(experiment)
@@ -143,11 +171,15 @@ def _find_parent(client: Any, name: str, experiment: str | None, parent_run_id: 
         experiments = [exp] if exp is not None else list(client.search_experiments())
     query = f"tags.`clsweep.role` = 'sweep' and tags.`clsweep.sweep` = '{name}'"
     for exp in experiments:
-        runs = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+        runs = client.search_runs(
+            [exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
+        )
         if runs:
             return exp, runs[0]
     where = f"experiment {experiment!r}" if experiment else "any experiment"
-    raise SpecError([Problem(("name",), f"no sweep {name!r} in {where} of the MLflow store {client.tracking_uri}")])
+    raise SpecError(
+        [Problem(("name",), f"no sweep {name!r} in {where} of the MLflow store {client.tracking_uri}")]
+    )
 
 
 def _trial_row(run: Any) -> dict[str, Any]:
@@ -167,24 +199,33 @@ def _trial_row(run: Any) -> dict[str, Any]:
     source = tags.get("clsweep.source") or params.get("benchmark.source") or ""
     benchmark = tags.get("clsweep.benchmark") or params.get("benchmark.name") or "?"
     return {
-        "run_id": info.run_id, "trial_id": tags.get("clsweep.trial_id", info.run_name or info.run_id),
-        "run_name": info.run_name, "state": state, "mlflow_status": info.status,
+        "run_id": info.run_id,
+        "trial_id": tags.get("clsweep.trial_id", info.run_name or info.run_id),
+        "run_name": info.run_name,
+        "state": state,
+        "mlflow_status": info.status,
         "seed": int(seed) if seed not in (None, "") and str(seed).lstrip("-").isdigit() else None,
         "algorithm": tags.get("clsweep.algorithm") or params.get("algorithm.name") or "?",
         "backbone": tags.get("clsweep.backbone") or params.get("backbone.name") or "?",
         "benchmark": f"{benchmark}/{source}" if source and source != "None" else benchmark,
         "paradigm": tags.get("clsweep.paradigm") or params.get("paradigm") or "?",
-        "config": config, "config_key": json.dumps(config, sort_keys=True, default=str),
+        "config": config,
+        "config_key": json.dumps(config, sort_keys=True, default=str),
         "tasks_done": int(metrics["tasks_done"]) if "tasks_done" in metrics else 0,
         "tasks_total": int(float(tasks_total)) if tasks_total not in (None, "", "None") else None,
-        "start": start, "end": end, "wall_s": end - start if end == end and start == start else math.nan,
+        "start": start,
+        "end": end,
+        "wall_s": end - start if end == end and start == start else math.nan,
         "compute_s": metrics.get("experiment_seconds", math.nan),
-        "metrics": metrics, "params": dict(params), "stage": tags.get("clsweep.stage") or "search",
+        "metrics": metrics,
+        "params": dict(params),
+        "stage": tags.get("clsweep.stage") or "search",
     }
 
 
-def load_sweep_runs(name: str, *, tracking_uri: str, experiment: str | None = None,
-                    parent_run_id: str | None = None) -> SweepData:
+def load_sweep_runs(
+    name: str, *, tracking_uri: str, experiment: str | None = None, parent_run_id: str | None = None
+) -> SweepData:
     """Read sweep ``name`` from the MLflow store at ``tracking_uri``. Raises SpecError when the
     store holds no such sweep."""
     import logging
@@ -199,21 +240,40 @@ def load_sweep_runs(name: str, *, tracking_uri: str, experiment: str | None = No
             raise SpecError([Problem(("--tracking-uri",), f"no MLflow store at {path}")])
     client = MlflowClient(tracking_uri=tracking_uri)
     exp, parent = _find_parent(client, name, experiment, parent_run_id)
-    children = search_all_runs(client, [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = search_all_runs(
+        client, [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     rows = [_trial_row(r) for r in children]
     trials = pd.DataFrame(rows) if rows else pd.DataFrame(columns=COLUMNS)
     if len(trials):
         trials = trials.sort_values(["start", "trial_id"], kind="stable").reset_index(drop=True)
     info = parent.info
     data = SweepData(
-        name=name, tracking_uri=tracking_uri, experiment=exp.name, experiment_id=exp.experiment_id,
-        parent={"run_id": info.run_id, "status": info.status, "tags": dict(parent.data.tags),
-                "start": info.start_time / 1000 if info.start_time else None,
-                "end": info.end_time / 1000 if info.end_time else None},
-        plan={}, trials=trials, client=client)
+        name=name,
+        tracking_uri=tracking_uri,
+        experiment=exp.name,
+        experiment_id=exp.experiment_id,
+        parent={
+            "run_id": info.run_id,
+            "status": info.status,
+            "tags": dict(parent.data.tags),
+            "start": info.start_time / 1000 if info.start_time else None,
+            "end": info.end_time / 1000 if info.end_time else None,
+        },
+        plan={},
+        trials=trials,
+        client=client,
+    )
     text = data.artifact_text(info.run_id, PLAN_ARTIFACT)
     if text is None:
-        raise SpecError([Problem(("name",), f"the parent run {info.run_id} of sweep {name!r} holds no "
-                                            f"{PLAN_ARTIFACT}: it was not written by clsweep run")])
+        raise SpecError(
+            [
+                Problem(
+                    ("name",),
+                    f"the parent run {info.run_id} of sweep {name!r} holds no "
+                    f"{PLAN_ARTIFACT}: it was not written by clsweep run",
+                )
+            ]
+        )
     data.plan = json.loads(text)
     return data

@@ -31,7 +31,7 @@ def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experime
     overrides = list(overrides)
     if not nested:
         # `--set experiment.train.epochs=1` also works on a plain experiment file
-        overrides = [o[len("experiment."):] if o.startswith("experiment.") else o for o in overrides]
+        overrides = [o[len("experiment.") :] if o.startswith("experiment.") else o for o in overrides]
     try:
         data: Any = apply_overrides(raw, overrides)
         section, prefix = (data["experiment"], ("experiment",)) if nested else (data, ())

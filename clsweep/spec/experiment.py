@@ -83,8 +83,10 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _epochs_or_plateau(self) -> TrainConfig:
         if self.schedule.name == "plateau" and "epochs" in self.model_fields_set:
-            raise ValueError("epochs applies to schedule fixed; the plateau schedule stops by itself "
-                             "(set schedule.max_epochs instead)")
+            raise ValueError(
+                "epochs applies to schedule fixed; the plateau schedule stops by itself "
+                "(set schedule.max_epochs instead)"
+            )
         return self
 
     @property
@@ -158,7 +160,9 @@ class ExperimentConfig:
             "heads": self.heads.to_dict(),
             "algorithm": self.algorithm.to_dict(),
             # the plateau schedule refuses `epochs`, so the resolved config leaves it out
-            "train": self.train.model_dump(mode="json", exclude={"epochs"} if self.train.schedule.name != "fixed" else None),
+            "train": self.train.model_dump(
+                mode="json", exclude={"epochs"} if self.train.schedule.name != "fixed" else None
+            ),
             "evaluate_future": self.evaluate_future,
         }
 
@@ -191,10 +195,14 @@ def pydantic_problems(err: ValidationError, prefix: tuple[object, ...]) -> list[
     return problems
 
 
-def _component(kind: str, raw: Mapping[str, Any], prefix: tuple[object, ...]) -> tuple[Component | None, list[Problem]]:
+def _component(
+    kind: str, raw: Mapping[str, Any], prefix: tuple[object, ...]
+) -> tuple[Component | None, list[Problem]]:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        return None, [Problem(prefix + ("name",), f"required: the {kind}'s registered name (see `clsweep ls`)")]
+        return None, [
+            Problem(prefix + ("name",), f"required: the {kind}'s registered name (see `clsweep ls`)")
+        ]
     try:
         entry = registry.get(kind, name)
     except registry.RegistryError as err:
@@ -204,7 +212,9 @@ def _component(kind: str, raw: Mapping[str, Any], prefix: tuple[object, ...]) ->
         params = entry.params.model_validate(values)
     except ValidationError as err:
         return None, pydantic_problems(err, prefix)
-    bad = [Problem(prefix + path, f"must be a finite number, got {value}") for path, value in _non_finite(params)]
+    bad = [
+        Problem(prefix + path, f"must be a finite number, got {value}") for path, value in _non_finite(params)
+    ]
     return (None, bad) if bad else (Component(kind, name, params), [])
 
 
@@ -232,7 +242,9 @@ def _import_plugins(modules: list[str], prefix: tuple[object, ...]) -> list[Prob
         except ImportError as err:
             problems.append(Problem(prefix + ("imports", i), f"cannot import {module!r}: {err}"))
         except Exception as err:  # noqa: BLE001 - a plugin that fails while importing is bad input too
-            problems.append(Problem(prefix + ("imports", i), f"importing {module!r} failed: {type(err).__name__}: {err}"))
+            problems.append(
+                Problem(prefix + ("imports", i), f"importing {module!r} failed: {type(err).__name__}: {err}")
+            )
     return problems
 
 
@@ -278,44 +290,78 @@ def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> Experiment
     for key, comp in (("benchmark", bench), ("algorithm", algo), ("heads", heads)):
         if paradigm not in comp.entry.paradigms:
             supported = ", ".join(sorted(comp.entry.paradigms))
-            problems.append(Problem(prefix + ("paradigm",),
-                                    f"{key} {comp.name!r} does not support paradigm {paradigm!r} (supports: {supported})"))
+            problems.append(
+                Problem(
+                    prefix + ("paradigm",),
+                    f"{key} {comp.name!r} does not support paradigm {paradigm!r} (supports: {supported})",
+                )
+            )
     hat_family = "hat_family" in algo.entry.tags
     hat_backbone = "hat_mask" in backbone.entry.tags
     if hat_family and not hat_backbone:
-        problems.append(Problem(prefix + ("backbone", "name"),
-                                f"algorithm {algo.name!r} needs a HAT-mask backbone (hat_mask_*), got {backbone.name!r}"))
+        problems.append(
+            Problem(
+                prefix + ("backbone", "name"),
+                f"algorithm {algo.name!r} needs a HAT-mask backbone (hat_mask_*), got {backbone.name!r}",
+            )
+        )
     if hat_backbone and not hat_family:
-        problems.append(Problem(prefix + ("backbone", "name"),
-                                f"backbone {backbone.name!r} is gated by HAT masks and needs a HAT-family algorithm "
-                                f"(hat, adahat), got {algo.name!r}; use the plain backbone instead"))
+        problems.append(
+            Problem(
+                prefix + ("backbone", "name"),
+                f"backbone {backbone.name!r} is gated by HAT masks and needs a HAT-family algorithm "
+                f"(hat, adahat), got {algo.name!r}; use the plain backbone instead",
+            )
+        )
     if (hat_family or "frozen_weights" in algo.entry.tags) and shape.train.weight_decay > 0:
-        problems.append(Problem(prefix + ("train", "weight_decay"),
-                                f"must be 0 for {algo.name}: decay moves the weights old tasks rely on"))
+        problems.append(
+            Problem(
+                prefix + ("train", "weight_decay"),
+                f"must be 0 for {algo.name}: decay moves the weights old tasks rely on",
+            )
+        )
     if shape.evaluate_future and paradigm != "dil":
-        problems.append(Problem(prefix + ("evaluate_future",),
-                                "future tasks can be evaluated only in paradigm 'dil' (TIL and CIL have no "
-                                "output units for classes not yet seen)"))
+        problems.append(
+            Problem(
+                prefix + ("evaluate_future",),
+                "future tasks can be evaluated only in paradigm 'dil' (TIL and CIL have no "
+                "output units for classes not yet seen)",
+            )
+        )
     if heads.name == "stl" and getattr(bench.params, "num_tasks", 1) != 1:
-        problems.append(Problem(prefix + ("heads", "name"), "heads 'stl' serve a single task; set benchmark.num_tasks: 1"))
+        problems.append(
+            Problem(prefix + ("heads", "name"), "heads 'stl' serve a single task; set benchmark.num_tasks: 1")
+        )
     source = getattr(bench.params, "source", None)  # a registered name: checked by the params model
     info = registry.get("source", source).source if isinstance(source, str) else None
     if info is not None and info.needs_root and getattr(bench.params, "root", None) is None:
-        problems.append(Problem(prefix + ("benchmark", "root"), f"source {source!r} reads files: give the folder "
-                                "that holds them (with `download: true` they are fetched there)"))
+        problems.append(
+            Problem(
+                prefix + ("benchmark", "root"),
+                f"source {source!r} reads files: give the folder "
+                "that holds them (with `download: true` they are fetched there)",
+            )
+        )
     if bench.name == "split" and info is not None:
-        p = bench.params
-        need = p.num_tasks * p.classes_per_task  # type: ignore[attr-defined]
-        have = info.num_classes
+        p: Any = bench.params
+        need, have = p.num_tasks * p.classes_per_task, info.num_classes
         if need > have:
-            problems.append(Problem(prefix + ("benchmark", "num_tasks"),
-                                    f"{p.num_tasks} tasks x {p.classes_per_task} classes need {need} classes; "  # type: ignore[attr-defined]
-                                    f"source {p.source!r} has {have}"))  # type: ignore[attr-defined]
+            message = f"{p.num_tasks} tasks x {p.classes_per_task} classes need {need} classes; "
+            problems.append(
+                Problem(prefix + ("benchmark", "num_tasks"), message + f"source {p.source!r} has {have}")
+            )
     if problems:
         raise SpecError(problems)
     return ExperimentConfig(
-        benchmark=bench, backbone=backbone, heads=heads, algorithm=algo, train=shape.train,
-        paradigm=paradigm, seed=shape.seed, device=shape.device, evaluate_future=shape.evaluate_future,
+        benchmark=bench,
+        backbone=backbone,
+        heads=heads,
+        algorithm=algo,
+        train=shape.train,
+        paradigm=paradigm,
+        seed=shape.seed,
+        device=shape.device,
+        evaluate_future=shape.evaluate_future,
         imports=tuple(shape.imports),
     )
 

@@ -40,7 +40,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
         if not isinstance(key, (str, int, float, bool)) and key is not None:
             raise SpecError([Problem((), f"mapping key {key!r} is not a scalar", line)])
         if key in mapping:
-            raise SpecError([Problem((key,), f"duplicate key (first given on line {mapping.lines[key]})", line)])
+            raise SpecError(
+                [Problem((key,), f"duplicate key (first given on line {mapping.lines[key]})", line)]
+            )
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.lines[key] = line
     return mapping
@@ -68,8 +70,15 @@ def load_yaml(path: str | Path) -> Any:
         if p.is_dir():
             raise SpecError([Problem((), "is a folder, not a YAML file")], source)
         if p.stat().st_size > MAX_FILE_BYTES:
-            raise SpecError([Problem((), f"{p.stat().st_size} bytes: a config or sweep file is at most "
-                                         f"{MAX_FILE_BYTES} bytes")], source)
+            raise SpecError(
+                [
+                    Problem(
+                        (),
+                        f"{p.stat().st_size} bytes: a config or sweep file is at most {MAX_FILE_BYTES} bytes",
+                    )
+                ],
+                source,
+            )
         text = p.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise SpecError([Problem((), "file not found")], source) from None
@@ -82,7 +91,9 @@ def load_yaml(path: str | Path) -> Any:
     try:
         return _load_bounded(text)
     except _Bomb:
-        raise SpecError([Problem((), f"the YAML expands to more than {MAX_NODES} values (aliases?)")], source) from None
+        raise SpecError(
+            [Problem((), f"the YAML expands to more than {MAX_NODES} values (aliases?)")], source
+        ) from None
     except SpecError as err:
         raise SpecError(err.problems, source) from None
     except yaml.YAMLError as err:
@@ -136,7 +147,9 @@ def load_mapping(path: str | Path) -> LineDict:
     if raw is None:
         raise SpecError([Problem((), "the file is empty")], str(path))
     if not isinstance(raw, dict):
-        raise SpecError([Problem((), f"expected a mapping at the top level, got {type(raw).__name__}")], str(path))
+        raise SpecError(
+            [Problem((), f"expected a mapping at the top level, got {type(raw).__name__}")], str(path)
+        )
     return raw  # type: ignore[return-value]
 
 
@@ -185,7 +198,14 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
                 child = LineDict()
                 node[part] = child
             elif not isinstance(child, dict):
-                raise SpecError([Problem(tuple(parts[: i + 1]), f"--set {text!r}: cannot set a key inside a {type(child).__name__}")])
+                raise SpecError(
+                    [
+                        Problem(
+                            tuple(parts[: i + 1]),
+                            f"--set {text!r}: cannot set a key inside a {type(child).__name__}",
+                        )
+                    ]
+                )
             node = child
         node[parts[-1]] = value
     return result

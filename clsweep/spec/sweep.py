@@ -55,6 +55,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from clsweep.spec import _config_checks
 from clsweep.spec import _pbt_checks as pbt_checks
 from clsweep.spec import _sweep_checks as checks
 from clsweep.spec.errors import Problem, SpecError
@@ -82,6 +83,7 @@ best configurations re-run on new seeds) or ``final`` (protocol first_task: the 
 
 def stage_of(config: Mapping[str, Any]) -> str:
     return str(config.get(STAGE_KEY, "search"))
+
 
 _PAYLOAD_FORMAT = 1
 
@@ -199,12 +201,16 @@ class SweepPlan:
         confirm = self.file.confirm
         if self.later_stage == "confirm" and confirm is not None:
             first = max(self.seeds) + 1
-            return (f"{search} -> confirm (the top {confirm.top_k} configurations x {confirm.seeds} new seeds "
-                    f"{first}..{first + confirm.seeds - 1} = {confirm.top_k * confirm.seeds} runs; the winner is "
-                    "the best confirmation mean)")
+            return (
+                f"{search} -> confirm (the top {confirm.top_k} configurations x {confirm.seeds} new seeds "
+                f"{first}..{first + confirm.seeds - 1} = {confirm.top_k * confirm.seeds} runs; the winner is "
+                "the best confirmation mean)"
+            )
         if self.later_stage == "final":
-            return (f"{search} -> final (the best configuration on the whole stream x {len(self.seeds)} "
-                    f"seed(s) = {len(self.seeds)} runs)")
+            return (
+                f"{search} -> final (the best configuration on the whole stream x {len(self.seeds)} "
+                f"seed(s) = {len(self.seeds)} runs)"
+            )
         return f"{search}; the winner is the best search mean"
 
     @property
@@ -248,8 +254,13 @@ class SweepPlan:
     def payload(self) -> dict[str, Any]:
         """JSON-able data from which :meth:`from_payload` rebuilds this plan without enumerating
         the sweep's configurations (what trials, callbacks and the report receive)."""
-        return {"format": _PAYLOAD_FORMAT, "sweep": self.data, "fingerprint": self.fingerprint,
-                "max_tasks": self.max_tasks, "num_grid_points": self.num_grid_points}
+        return {
+            "format": _PAYLOAD_FORMAT,
+            "sweep": self.data,
+            "fingerprint": self.fingerprint,
+            "max_tasks": self.max_tasks,
+            "num_grid_points": self.num_grid_points,
+        }
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> SweepPlan:
@@ -264,9 +275,16 @@ class SweepPlan:
         params, objectives, seeds = _derive(file, problems)
         if problems:
             raise SpecError(problems)
-        return cls(file=file, data=dict(payload["sweep"]), fingerprint=str(payload["fingerprint"]),
-                   params=params, objectives=objectives, seeds=seeds, max_tasks=int(payload["max_tasks"]),
-                   num_grid_points=int(payload["num_grid_points"]))
+        return cls(
+            file=file,
+            data=dict(payload["sweep"]),
+            fingerprint=str(payload["fingerprint"]),
+            params=params,
+            objectives=objectives,
+            seeds=seeds,
+            max_tasks=int(payload["max_tasks"]),
+            num_grid_points=int(payload["num_grid_points"]),
+        )
 
 
 def fingerprint_of(file: SweepFile) -> str:
@@ -278,7 +296,9 @@ def fingerprint_of(file: SweepFile) -> str:
     return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _derive(file: SweepFile, problems: list[Problem]) -> tuple[tuple[Param, ...], tuple[Objective, ...], tuple[int, ...]]:
+def _derive(
+    file: SweepFile, problems: list[Problem]
+) -> tuple[tuple[Param, ...], tuple[Objective, ...], tuple[int, ...]]:
     checks.check_name(file, problems)
     params = checks.check_search(file, problems)
     params += pbt_checks.check_pbt(file, params, problems)
@@ -363,9 +383,17 @@ def parse_sweep(raw: Any, *, source: str | None = None) -> SweepPlan:
     seeds = checks.check_seeds(file, problems)
     max_tasks, grid = 0, tuple[dict[str, Any], ...]()
     if search_ok:
-        max_tasks, grid = checks.check_configurations(file, params, objectives, seeds, problems)
+        max_tasks, grid = _config_checks.check_configurations(file, params, objectives, seeds, problems)
     if problems:
         raise SpecError(problems, source)
-    return SweepPlan(file=file, data=json.loads(json.dumps(dict(raw))), fingerprint=fingerprint_of(file),
-                     params=params, objectives=objectives, seeds=seeds, max_tasks=max_tasks,
-                     num_grid_points=len(grid), grid_points=grid)
+    return SweepPlan(
+        file=file,
+        data=json.loads(json.dumps(dict(raw))),
+        fingerprint=fingerprint_of(file),
+        params=params,
+        objectives=objectives,
+        seeds=seeds,
+        max_tasks=max_tasks,
+        num_grid_points=len(grid),
+        grid_points=grid,
+    )

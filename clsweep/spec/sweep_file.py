@@ -145,7 +145,9 @@ def merge_variants(
         for key, value in options[label].items():
             old = raw.get(key)
             if isinstance(value, Mapping) and isinstance(old, Mapping):
-                renamed = key in EXPERIMENT_COMPONENTS and value.get("name", old.get("name")) != old.get("name")
+                renamed = key in EXPERIMENT_COMPONENTS and value.get("name", old.get("name")) != old.get(
+                    "name"
+                )
                 raw[key] = deep_merge({}, value) if renamed else deep_merge(old, value)
             else:
                 raw[key] = copy.deepcopy(value)

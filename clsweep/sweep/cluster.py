@@ -28,14 +28,36 @@ __all__ = ["NodeView", "check_launch", "check_shared_storage", "effective_addres
 
 # Filesystem types (as /proc/mounts names them) that live on other machines: sqlite's locking is
 # unreliable on them, and MLflow's sqlite store must not sit there.
-NETWORK_FILESYSTEMS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "cephfs", "ceph", "glusterfs",
-    "fuse.glusterfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "fuse.rclone", "9p",
-    "afs", "wekafs", "fuse.ceph",
-})
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "cephfs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "fuse.sshfs",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.juicefs",
+        "fuse.rclone",
+        "9p",
+        "afs",
+        "wekafs",
+        "fuse.ceph",
+    }
+)
 
-_JOB_SUBMIT_HINT = ("to run the sweep's driver on the cluster, submit it as a job: "
-                    "`ray job submit --address http://HEAD:8265 -- clsweep run SPACE ...`")
+_JOB_SUBMIT_HINT = (
+    "to run the sweep's driver on the cluster, submit it as a job: "
+    "`ray job submit --address http://HEAD:8265 -- clsweep run SPACE ...`"
+)
 
 
 def effective_address(address: str | None, environ: Mapping[str, str] | None = None) -> str | None:
@@ -77,8 +99,14 @@ def filesystem_type(path: str | Path, mounts: str | None = None) -> str | None:
     return best_type
 
 
-def check_launch(address: str | None, *, tracking_uri: str, storage: str | Path, mounts: str | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+def check_launch(
+    address: str | None,
+    *,
+    tracking_uri: str,
+    storage: str | Path,
+    mounts: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
     """Refuse cluster set-ups that cannot work, before anything is started or written.
 
     ``address``: as given (``--address`` or ``cluster.address``; ``RAY_ADDRESS`` is read when it is
@@ -89,30 +117,52 @@ def check_launch(address: str | None, *, tracking_uri: str, storage: str | Path,
     joined = effective_address(address, env)
     origin = "--address" if given else "RAY_ADDRESS"
     if "://" in str(storage):
-        problems.append(Problem(("--storage",), f"{storage!r}: the sweep folder must be a filesystem path; on a "
-                                                "cluster, a folder that every node mounts at the same path (NFS, "
-                                                "Lustre, ...). Object-store URIs are not supported"))
+        problems.append(
+            Problem(
+                ("--storage",),
+                f"{storage!r}: the sweep folder must be a filesystem path; on a "
+                "cluster, a folder that every node mounts at the same path (NFS, "
+                "Lustre, ...). Object-store URIs are not supported",
+            )
+        )
     if joined and joined.startswith(("http://", "https://")):
-        problems.append(Problem((origin,), f"{joined!r} is a Ray dashboard / job-submission address. "
-                                           "clsweep joins a cluster by its GCS address (auto or HEAD:6379) or a Ray "
-                                           f"Client address (ray://HEAD:10001); {_JOB_SUBMIT_HINT}"
-                                           + ("" if given else "; or unset RAY_ADDRESS for a local run")))
+        problems.append(
+            Problem(
+                (origin,),
+                f"{joined!r} is a Ray dashboard / job-submission address. "
+                "clsweep joins a cluster by its GCS address (auto or HEAD:6379) or a Ray "
+                f"Client address (ray://HEAD:10001); {_JOB_SUBMIT_HINT}"
+                + ("" if given else "; or unset RAY_ADDRESS for a local run"),
+            )
+        )
     sqlite = _local_sqlite_path(tracking_uri)
     if joined and sqlite is not None:
         if joined.startswith("ray://"):
-            problems.append(Problem(("--tracking-uri",), (
-                f"{tracking_uri} is a file on this machine, but with a Ray Client address ({joined}) the sweep's "
-                "driver loop, which writes to MLflow, runs on the cluster's head node. Start an MLflow tracking "
-                "server (clusters/README.md) and pass --tracking-uri http://HOST:5000, or "
-                + _JOB_SUBMIT_HINT.removeprefix("to run the sweep's driver on the cluster, "))))
+            problems.append(
+                Problem(
+                    ("--tracking-uri",),
+                    (
+                        f"{tracking_uri} is a file on this machine, but with a Ray Client address ({joined}) the sweep's "
+                        "driver loop, which writes to MLflow, runs on the cluster's head node. Start an MLflow tracking "
+                        "server (clusters/README.md) and pass --tracking-uri http://HOST:5000, or "
+                        + _JOB_SUBMIT_HINT.removeprefix("to run the sweep's driver on the cluster, ")
+                    ),
+                )
+            )
         else:
             fstype = filesystem_type(sqlite.parent, mounts)
             if fstype in NETWORK_FILESYSTEMS:
-                problems.append(Problem(("--tracking-uri",), (
-                    f"{tracking_uri} lies on a network filesystem ({fstype}); sqlite's file locking is not "
-                    "reliable there. Use an MLflow tracking server (--tracking-uri http://HOST:5000, see "
-                    "clusters/README.md) or a sqlite file on the driver node's local disk "
-                    "(--tracking-uri sqlite:////local/path/mlflow.db)")))
+                problems.append(
+                    Problem(
+                        ("--tracking-uri",),
+                        (
+                            f"{tracking_uri} lies on a network filesystem ({fstype}); sqlite's file locking is not "
+                            "reliable there. Use an MLflow tracking server (--tracking-uri http://HOST:5000, see "
+                            "clusters/README.md) or a sqlite file on the driver node's local disk "
+                            "(--tracking-uri sqlite:////local/path/mlflow.db)"
+                        ),
+                    )
+                )
     if problems:
         raise SpecError(problems)
 
@@ -149,8 +199,12 @@ def check_shared_storage(storage: str | Path, *, timeout: float = 120.0) -> list
     look = ray.remote(num_cpus=0, max_retries=0)(_look)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        refs = {look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(str(marker)): n for n in nodes}
+        refs = {
+            look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                str(marker)
+            ): n
+            for n in nodes
+        }
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         views = []
         for ref, node in refs.items():
@@ -168,9 +222,17 @@ def check_shared_storage(storage: str | Path, *, timeout: float = 120.0) -> list
     blind = [v for v in views if v.sees_storage is False]
     if blind:
         names = ", ".join(f"{v.host} ({v.ip})" for v in blind)
-        raise SpecError([Problem(("--storage",), (
-            f"{root} is not the same folder on every node: {names} cannot see what this driver writes there. "
-            "Trials write their task checkpoints to the storage folder and may resume on any node, so on a "
-            "multi-node cluster --storage must be a shared filesystem mounted at the same path on every "
-            "node (NFS, Lustre, ...)"))])
+        raise SpecError(
+            [
+                Problem(
+                    ("--storage",),
+                    (
+                        f"{root} is not the same folder on every node: {names} cannot see what this driver writes there. "
+                        "Trials write their task checkpoints to the storage folder and may resume on any node, so on a "
+                        "multi-node cluster --storage must be a shared filesystem mounted at the same path on every "
+                        "node (NFS, Lustre, ...)"
+                    ),
+                )
+            ]
+        )
     return views

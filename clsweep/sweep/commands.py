@@ -217,7 +217,9 @@ def _finish_sweep(outcome: Any, no_report: bool, started: float) -> tuple[int, P
         why = outcome.stopped or f"stopped by {signal.Signals(outcome.signal).name}"
         print(f"stopped:   {why}; running trials were stopped and marked KILLED", file=sys.stderr)
     if outcome.stage:
-        print(f"winner:    the best mean over the {outcome.stage} runs (the search: `clsweep status {plan.spec.name} --storage {plan.paths.storage}`)")
+        print(
+            f"winner:    the best mean over the {outcome.stage} runs (the search: `clsweep status {plan.spec.name} --storage {plan.paths.storage}`)"
+        )
     if not outcome.complete:
         print(f"not complete: continue with `clsweep resume {plan.spec.name} --storage {plan.paths.storage}`")
     print(f"runs:      {plan.paths.sweep_dir}")
@@ -262,8 +264,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_sweep(args.space, args.set, name=args.name)
     source = str(Path(args.space).resolve())
     return run_sweep(
-        spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address, source=source,
-        no_report=args.no_report, started=started,
+        spec,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        source=source,
+        no_report=args.no_report,
+        started=started,
     )[0]
 
 
@@ -278,8 +285,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise SpecError([Problem(("name",), f"no sweep {args.name!r} under {paths.storage}")])
     spec = parse_sweep(record["spec"], source=str(paths.record))
     return run_sweep(
-        spec, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
-        source=record.get("source"), no_report=args.no_report, started=started,
+        spec,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        source=record.get("source"),
+        no_report=args.no_report,
+        started=started,
     )[0]
 
 

@@ -49,8 +49,16 @@ def trial_row(trial: Any, spec: SweepPlan, state: str | None = None) -> dict[str
 class ProgressCallback(Callback):
     """Draws the display and writes ``status_path``. Picklable (Tune stores its callbacks)."""
 
-    def __init__(self, plan: dict[str, Any], status_path: Path, *, display: bool | None = None,
-                 interval: float = 0.5, stage: str = "search", total: int | None = None) -> None:
+    def __init__(
+        self,
+        plan: dict[str, Any],
+        status_path: Path,
+        *,
+        display: bool | None = None,
+        interval: float = 0.5,
+        stage: str = "search",
+        total: int | None = None,
+    ) -> None:
         self.stage, self.total = stage, total
         """The stage this Tune experiment runs, and its trials (None: the search's)."""
         self.plan = plan
@@ -94,11 +102,20 @@ class ProgressCallback(Callback):
         if not force and now - self._last_write < 2.0:
             return
         self._last_write = now
-        write_json(self.status_path, {
-            "sweep": self.spec.name, "updated": time.time(), "driver": driver_identity(), "ended": done,
-            "stage": getattr(self, "stage", "search"), "total": self._total, "elapsed_s": now - self._started,
-            "objectives": [{"metric": o.metric, "mode": o.mode} for o in self.spec.objectives], "trials": rows,
-        })
+        write_json(
+            self.status_path,
+            {
+                "sweep": self.spec.name,
+                "updated": time.time(),
+                "driver": driver_identity(),
+                "ended": done,
+                "stage": getattr(self, "stage", "search"),
+                "total": self._total,
+                "elapsed_s": now - self._started,
+                "objectives": [{"metric": o.metric, "mode": o.mode} for o in self.spec.objectives],
+                "trials": rows,
+            },
+        )
 
     def _draw(self, lines: list[str]) -> None:
         out = sys.stdout
@@ -125,8 +142,11 @@ class ProgressCallback(Callback):
         self._write(rows, done=False, force=True)
         if not self._tty:
             value = "" if row["objective"] is None else " " + "/".join(f"{v:.4f}" for v in row["objective"])
-            print(f"[{time.monotonic() - self._started:7.1f}s] trial {trial.trial_id} {state} after "
-                  f"{row['tasks_done']} task(s){value}  {row['config']} seed={row['seed']}", flush=True)
+            print(
+                f"[{time.monotonic() - self._started:7.1f}s] trial {trial.trial_id} {state} after "
+                f"{row['tasks_done']} task(s){value}  {row['config']} seed={row['seed']}",
+                flush=True,
+            )
 
     @guarded
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

@@ -21,7 +21,7 @@ from itertools import product
 from typing import Any
 
 from clsweep.optuna_space import suggest, to_optuna_value
-from clsweep.spec._sweep_checks import condition_context
+from clsweep.spec._config_checks import condition_context
 from clsweep.spec.search_space import encode
 from clsweep.spec.sweep import SweepPlan
 from clsweep.sweep.searcher import SEED_ATTR, CLOptunaSearch
@@ -73,7 +73,10 @@ def _enqueue_repeats(trial: Any, spec: SweepPlan, config: dict[str, Any]) -> Non
         for seed in spec.seeds:
             if tuple(encode(v) for v in values) == mine and seed == spec.seeds[0]:
                 continue
-            params = {**trial.params, **{p.name: to_optuna_value(p, v) for p, v in zip(grid, values, strict=True)}}
+            params = {
+                **trial.params,
+                **{p.name: to_optuna_value(p, v) for p, v in zip(grid, values, strict=True)},
+            }
             trial.study.enqueue_trial(params, user_attrs={SEED_ATTR: seed})
 
 
@@ -93,15 +96,22 @@ def make_searcher(spec: SweepPlan) -> Any:
         samples = spec.samples
         # group: conditional entries are sampled jointly within the configurations that have them
         sampler: Any = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=max(2, min(10, samples // 2)),
-            multivariate=True if conditional else None, group=conditional)
+            seed=seed,
+            n_startup_trials=max(2, min(10, samples // 2)),
+            multivariate=True if conditional else None,
+            group=conditional,
+        )
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     metric = [o.metric for o in spec.objectives]
     mode = [str(o.mode) for o in spec.objectives]
     searcher = CLOptunaSearch(
-        DefineByRun(spec), metric=metric if spec.multi_objective else metric[0],
-        mode=mode if spec.multi_objective else mode[0], sampler=sampler, study_name=f"clsweep-{spec.name}")
+        DefineByRun(spec),
+        metric=metric if spec.multi_objective else metric[0],
+        mode=mode if spec.multi_objective else mode[0],
+        sampler=sampler,
+        study_name=f"clsweep-{spec.name}",
+    )
     if spec.searcher.name == "grid":
         for point in spec.grid_points:
             for s in spec.seeds:
@@ -123,12 +133,23 @@ def make_scheduler(spec: SweepPlan) -> Any:
     if sched.name == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        return ASHAScheduler(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=spec.max_tasks,
-                             grace_period=sched.grace_period, reduction_factor=sched.reduction_factor)
+        return ASHAScheduler(
+            time_attr=TIME_ATTR,
+            metric=metric,
+            mode=mode,
+            max_t=spec.max_tasks,
+            grace_period=sched.grace_period,
+            reduction_factor=sched.reduction_factor,
+        )
     from ray.tune.schedulers import MedianStoppingRule
 
     # Median stopping compares a trial's best value so far with the others' running means; with
     # accuracy over seen tasks (which falls as tasks accumulate) it seldom stops anything, and it may
     # pause trials (they resume from their last task checkpoint). ASHA is the better default.
-    return MedianStoppingRule(time_attr=TIME_ATTR, metric=metric, mode=mode, grace_period=sched.grace_period,
-                              min_samples_required=sched.min_samples_required)
+    return MedianStoppingRule(
+        time_attr=TIME_ATTR,
+        metric=metric,
+        mode=mode,
+        grace_period=sched.grace_period,
+        min_samples_required=sched.min_samples_required,
+    )

@@ -18,7 +18,16 @@ from typing import Any
 
 from clsweep.common import dominates, format_duration
 
-__all__ = ["STATES", "Best", "StoredSweep", "Summary", "format_summary", "ranking", "stored_sweep", "summarize"]
+__all__ = [
+    "STATES",
+    "Best",
+    "StoredSweep",
+    "Summary",
+    "format_summary",
+    "ranking",
+    "stored_sweep",
+    "summarize",
+]
 
 STATES = ("finished", "running", "pending", "paused", "pruned", "failed")
 
@@ -60,7 +69,11 @@ def _candidates(rows: Iterable[Mapping[str, Any]], n: int, summary: Summary | No
         config = dict(row.get("config") or {})
         groups.setdefault(_key(config), (config, []))[1].append((int(row.get("seed", 0)), list(values)))
     return [
-        Best(config, tuple(sum(v[i] for _, v in runs) / len(runs) for i in range(n)), tuple(sorted(s for s, _ in runs)))
+        Best(
+            config,
+            tuple(sum(v[i] for _, v in runs) / len(runs) for i in range(n)),
+            tuple(sorted(s for s, _ in runs)),
+        )
         for config, runs in groups.values()
     ]
 
@@ -78,7 +91,9 @@ def summarize(rows: Iterable[Mapping[str, Any]], modes: Sequence[str], total: in
         pick = max if modes[0] == "max" else min
         summary.best = [pick(candidates, key=lambda b: b.values[0])]
     elif candidates:
-        summary.best = [c for c in candidates if not any(dominates(o.values, c.values, modes) for o in candidates)]
+        summary.best = [
+            c for c in candidates if not any(dominates(o.values, c.values, modes) for o in candidates)
+        ]
     return summary
 
 
@@ -86,15 +101,23 @@ def _value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def format_summary(summary: Summary, objectives: Sequence[Mapping[str, str]], *, elapsed: float | None = None,
-                   name: str = "", max_front: int = 5) -> list[str]:
+def format_summary(
+    summary: Summary,
+    objectives: Sequence[Mapping[str, str]],
+    *,
+    elapsed: float | None = None,
+    name: str = "",
+    max_front: int = 5,
+) -> list[str]:
     """Lines for the progress display, the end of ``clsweep run`` and ``clsweep status``."""
     c = summary.counts
     waiting = max(0, summary.total - c["finished"] - c["pruned"] - c["failed"] - c["running"] - c["paused"])
     head = f"sweep {name}: " if name else ""
-    lines = [f"{head}{summary.done}/{summary.total} trials done - finished {c['finished']}, running {c['running']}, "
-             f"pruned {c['pruned']}, failed {c['failed']}, waiting {waiting}"
-             + (f"   [{format_duration(elapsed)}]" if elapsed is not None else "")]
+    lines = [
+        f"{head}{summary.done}/{summary.total} trials done - finished {c['finished']}, running {c['running']}, "
+        f"pruned {c['pruned']}, failed {c['failed']}, waiting {waiting}"
+        + (f"   [{format_duration(elapsed)}]" if elapsed is not None else "")
+    ]
     names = " / ".join(f"{o['metric']} ({o['mode']})" for o in objectives)
     if not summary.best:
         lines.append(f"best {names}: none yet")
@@ -145,7 +168,9 @@ def stored_sweep(storage: Any, name: str) -> StoredSweep:
         return search
     status = read_json(paths.sweep_dir / str(stage["name"]) / STATUS_FILE) or {}
     total = len(stage.get("configs", [])) * len(stage.get("seeds", []))
-    found = _stored(record, {"objectives": search.objectives, "total": total, "driver": searched.get("driver"), **status})
+    found = _stored(
+        record, {"objectives": search.objectives, "total": total, "driver": searched.get("driver"), **status}
+    )
     found.stage, found.search = str(stage["name"]), search.summary
     return found
 
@@ -159,6 +184,15 @@ def _stored(record: Mapping[str, Any], status: Mapping[str, Any]) -> StoredSweep
     if not status.get("ended") and alive is False:
         rows = [{**r, "state": "pending"} if r.get("state") in ("running", "paused") else r for r in rows]
     summary = summarize(rows, [o["mode"] for o in objectives], int(status.get("total", 0)))
-    state = ("complete" if record.get("complete") else "ended (incomplete)" if status.get("ended")
-             else "running" if alive else "interrupted" if alive is False else "driver on another host")
+    state = (
+        "complete"
+        if record.get("complete")
+        else "ended (incomplete)"
+        if status.get("ended")
+        else "running"
+        if alive
+        else "interrupted"
+        if alive is False
+        else "driver on another host"
+    )
     return StoredSweep(dict(record), summary, objectives, state)

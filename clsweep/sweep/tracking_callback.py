@@ -219,7 +219,10 @@ class MLflowCallback(Callback):
             self.tracker.resume_trial(run_id)
         else:
             cfg = self.spec.experiment_for(trial.config)
-            params = {**flatten(cfg.to_dict()), "trial.tasks": self.spec.trial_tasks(cfg, stage_of(trial.config))}
+            params = {
+                **flatten(cfg.to_dict()),
+                "trial.tasks": self.spec.trial_tasks(cfg, stage_of(trial.config)),
+            }
             run_id = self.tracker.start_trial(
                 tid, f"{self.spec.name}-{tid}", params=params, tags=trial_tags(self.spec, trial.config, cfg)
             )

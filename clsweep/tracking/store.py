@@ -50,9 +50,21 @@ def search_all_runs(
 
 _DATABASES = {"postgresql": ("psycopg2",), "mysql": ("mysqldb",), "mssql": ("pyodbc",)}
 """SQLAlchemy dialects MLflow accepts as a tracking store, with their default driver."""
-_DRIVERS = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pg8000": "pg8000", "mysqldb": "MySQLdb",
-            "pymysql": "pymysql", "mysqlconnector": "mysql.connector", "pyodbc": "pyodbc", "pymssql": "pymssql"}
-_PACKAGES = {"psycopg2": "psycopg2-binary", "mysqldb": "mysqlclient", "mysqlconnector": "mysql-connector-python"}
+_DRIVERS = {
+    "psycopg2": "psycopg2",
+    "psycopg": "psycopg",
+    "pg8000": "pg8000",
+    "mysqldb": "MySQLdb",
+    "pymysql": "pymysql",
+    "mysqlconnector": "mysql.connector",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
+}
+_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "mysqldb": "mysqlclient",
+    "mysqlconnector": "mysql-connector-python",
+}
 
 
 def check_tracking_uri(uri: str, *, timeout: float = 3.0) -> None:
@@ -93,11 +105,25 @@ def check_tracking_uri(uri: str, *, timeout: float = 3.0) -> None:
         dialect, driver = scheme[0], scheme[1] if len(scheme) > 1 else _DATABASES[scheme[0]][0]
         module = _DRIVERS.get(driver, driver)
         if importlib.util.find_spec(module) is None:
-            raise SpecError([Problem(where, f"{uri.split('@')[-1] if '@' in uri else uri!r}: a {dialect} tracking store "
-                                            f"needs the {driver} driver (pip install {_PACKAGES.get(driver, driver)})")])
+            raise SpecError(
+                [
+                    Problem(
+                        where,
+                        f"{uri.split('@')[-1] if '@' in uri else uri!r}: a {dialect} tracking store "
+                        f"needs the {driver} driver (pip install {_PACKAGES.get(driver, driver)})",
+                    )
+                ]
+            )
     elif uri.startswith(("databricks", "uc:")):
-        raise SpecError([Problem(where, f"{uri!r}: Databricks tracking is not supported by clsweep; use an http:// "
-                                        "MLflow server or a database URI")])
+        raise SpecError(
+            [
+                Problem(
+                    where,
+                    f"{uri!r}: Databricks tracking is not supported by clsweep; use an http:// "
+                    "MLflow server or a database URI",
+                )
+            ]
+        )
     elif uri.startswith("file:") or "://" not in uri:
         raise SpecError(
             [

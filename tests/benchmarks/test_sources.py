@@ -35,7 +35,9 @@ def _write_mnist(root: Path, folder: str, rng: np.random.Generator) -> dict[str,
     return arrays
 
 
-def _write_cifar(root: Path, name: str, rng: np.random.Generator, *, bytes_keys: bool = False) -> dict[str, np.ndarray]:
+def _write_cifar(
+    root: Path, name: str, rng: np.random.Generator, *, bytes_keys: bool = False
+) -> dict[str, np.ndarray]:
     """The pickled batches. The official files (pickled by Python 2) read back with str keys under
     ``encoding="latin1"`` (torchvision) and with bytes keys under ``encoding="bytes"`` (the dataset's
     page); ``bytes_keys`` writes the latter form."""
@@ -44,7 +46,12 @@ def _write_cifar(root: Path, name: str, rng: np.random.Generator, *, bytes_keys:
         return text.encode() if bytes_keys else text
 
     if name == "cifar10":
-        folder, files, key, classes = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], k("labels"), 10
+        folder, files, key, classes = (
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+            k("labels"),
+            10,
+        )
         meta = {"batches.meta": {k("label_names"): [f"c{i}" for i in range(10)]}}
     else:
         folder, files, key, classes = "cifar-100-python", ["train", "test"], k("fine_labels"), 100
@@ -77,8 +84,9 @@ def test_digits_source_is_the_bundled_dataset_with_a_stratified_test_split() -> 
     assert len(data.train_y) + len(data.test_y) == 1797
     assert float(data.train_x.min()) == 0.0 and float(data.train_x.max()) == 1.0
     counts = torch.bincount(data.train_y, minlength=10) + torch.bincount(data.test_y, minlength=10)
-    assert torch.equal(torch.bincount(data.test_y, minlength=10),
-                       torch.tensor([held_out_count(int(n), 0.2) for n in counts]))
+    assert torch.equal(
+        torch.bincount(data.test_y, minlength=10), torch.tensor([held_out_count(int(n), 0.2) for n in counts])
+    )
     other = load_source("digits", seed=1, test_fraction=0.2)
     assert not torch.equal(data.test_x, other.test_x)
 
@@ -112,7 +120,9 @@ def test_mnist_family_reads_torchvision_files(tmp_path: Path, name: str, folder:
     assert data.train_x.dtype == torch.float32 and data.train_y.dtype == torch.int64
     torch.testing.assert_close(data.train_x[:, 0], torch.from_numpy(arrays["train_x"]).float() / 255)
     assert data.test_y.tolist() == arrays["t10k_y"].tolist()
-    stream = build_stream("split", paradigm="cil", source=name, root=str(tmp_path), num_tasks=2, classes_per_task=3)
+    stream = build_stream(
+        "split", paradigm="cil", source=name, root=str(tmp_path), num_tasks=2, classes_per_task=3
+    )
     task = stream.task(2)
     assert task.test_x.shape == (3, 1, 28, 28) and set(task.test_y.tolist()) == {3, 4, 5}
     assert len(task.train_y) + len(task.val_y) == 9
@@ -147,12 +157,15 @@ def test_cifar_reader_agrees_with_torchvision(tmp_path: Path, monkeypatch: pytes
     assert ours.train_y.tolist() == list(reference.targets)
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("mnist", ["MNIST", "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
-    ("fashion_mnist", ["FashionMNIST", "train-labels-idx1-ubyte"]),
-    ("cifar10", ["cifar-10-batches-py", "data_batch_1", "test_batch"]),
-    ("cifar100", ["cifar-100-python", "train", "test"]),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("mnist", ["MNIST", "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+        ("fashion_mnist", ["FashionMNIST", "train-labels-idx1-ubyte"]),
+        ("cifar10", ["cifar-10-batches-py", "data_batch_1", "test_batch"]),
+        ("cifar100", ["cifar-100-python", "train", "test"]),
+    ],
+)
 def test_missing_files_give_one_clear_error(tmp_path: Path, name: str, expected: list[str]) -> None:
     root = tmp_path / "nowhere"
     with pytest.raises(BenchmarkDataError) as info:

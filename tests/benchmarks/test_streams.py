@@ -12,8 +12,11 @@ from clsweep import registry
 from clsweep.benchmarks import TaskData, build_stream, load_source
 from clsweep.benchmarks.splits import held_out_count
 
-CASES = [(name, paradigm) for name in registry.list_names("benchmark")
-         for paradigm in sorted(registry.get("benchmark", name).paradigms)]
+CASES = [
+    (name, paradigm)
+    for name in registry.list_names("benchmark")
+    for paradigm in sorted(registry.get("benchmark", name).paradigms)
+]
 IDS = [f"{n}-{p}" for n, p in CASES]
 
 
@@ -137,7 +140,9 @@ def test_rotated_rotates_each_task_by_its_angle() -> None:
     source = load_source("synthetic", seed=0)
     assert torch.equal(stream.task(1).test_x, source.test_x)
     for t, quarter_turns in ((2, 1), (3, 2), (4, 3)):
-        torch.testing.assert_close(stream.task(t).test_x, torch.rot90(source.test_x, quarter_turns, dims=(-2, -1)))
+        torch.testing.assert_close(
+            stream.task(t).test_x, torch.rot90(source.test_x, quarter_turns, dims=(-2, -1))
+        )
         assert torch.equal(stream.task(t).test_y, source.test_y)
 
 

@@ -33,8 +33,15 @@ local_cluster = load_local_cluster()
 
 # The second node is started as `srun` would start it: Lightning must not take the trials on it
 # for SLURM tasks (clsweep.sweep.trial drops SLURM_* before Lightning is imported).
-SLURM_LIKE = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "clsweep", "SLURM_NTASKS": "4", "SLURM_PROCID": "1",
-              "SLURM_NODEID": "1", "SLURM_LOCALID": "0", "SLURM_NNODES": "2"}
+SLURM_LIKE = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "clsweep",
+    "SLURM_NTASKS": "4",
+    "SLURM_PROCID": "1",
+    "SLURM_NODEID": "1",
+    "SLURM_LOCALID": "0",
+    "SLURM_NNODES": "2",
+}
 
 TINY_SWEEP = """
 name: {name}
@@ -69,8 +76,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object,
     """(cluster, mlflow server): started together (the server's ~15 s start-up overlaps the
     nodes'), stopped at the end of the module; fails the teardown if a process is left."""
     server = local_cluster.MlflowServer(tmp_path_factory.mktemp("mlflow-server")).spawn()
-    cluster = local_cluster.LocalCluster(nodes=2, cpus=1, job_server=local_cluster.job_server_available(),
-                                         token=True, node_env={1: SLURM_LIKE})
+    cluster = local_cluster.LocalCluster(
+        nodes=2, cpus=1, job_server=local_cluster.job_server_available(), token=True, node_env={1: SLURM_LIKE}
+    )
     try:
         cluster.start()
         server.wait_ready()

@@ -36,15 +36,24 @@ def free_port() -> int:
 
 def job_server_available() -> bool:
     """The Ray job server (dashboard) needs ray[default]; ray[tune] alone lacks its dependencies."""
-    return all(importlib.util.find_spec(m) is not None for m in ("aiohttp_cors", "grpc", "opencensus", "prometheus_client"))
+    return all(
+        importlib.util.find_spec(m) is not None
+        for m in ("aiohttp_cors", "grpc", "opencensus", "prometheus_client")
+    )
 
 
 def client_env(extra: Mapping[str, str] | None = None, *, token: str | None = None) -> dict[str, str]:
     """Environment for the nodes and for processes that talk to the cluster (drivers, ``ray job
     submit``): token authentication with ``token`` (never ~/.ray/auth_token), else none."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
-    env.update({"RAY_AUTH_MODE": "token" if token else "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-                "PATH": f"{BIN}:{env.get('PATH', '')}", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})
+    env.update(
+        {
+            "RAY_AUTH_MODE": "token" if token else "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        }
+    )
     if token:
         env["RAY_AUTH_TOKEN"] = token
     env.update(extra or {})
@@ -97,8 +106,15 @@ class LocalCluster:
     """``nodes`` Ray nodes with ``cpus`` CPUs each; ``job_server`` starts the dashboard (for
     ``ray job submit``) on the head; ``node_env[i]`` adds environment variables to node i."""
 
-    def __init__(self, *, nodes: int = 2, cpus: int = 1, job_server: bool = False, token: bool = False,
-                 node_env: Mapping[int, Mapping[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        nodes: int = 2,
+        cpus: int = 1,
+        job_server: bool = False,
+        token: bool = False,
+        node_env: Mapping[int, Mapping[str, str]] | None = None,
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="clr-", dir="/tmp"))  # short: Unix socket paths <= 107 bytes
         self.nodes, self.cpus = nodes, cpus
         self.job_server = job_server
@@ -124,16 +140,46 @@ class LocalCluster:
         return f"127.0.0.{index + 1}"
 
     def _node_args(self, index: int) -> list[str]:
-        args = ["--block", "--disable-usage-stats", "--num-cpus", str(self.cpus), "--num-gpus", "0",
-                "--object-store-memory", "80000000", "--node-ip-address", self.node_ip(index),
-                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-                "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+        args = [
+            "--block",
+            "--disable-usage-stats",
+            "--num-cpus",
+            str(self.cpus),
+            "--num-gpus",
+            "0",
+            "--object-store-memory",
+            "80000000",
+            "--node-ip-address",
+            self.node_ip(index),
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            "--dashboard-agent-grpc-port",
+            str(free_port()),
+            "--runtime-env-agent-port",
+            str(free_port()),
+            "--metrics-export-port",
+            str(free_port()),
+        ]
         if index == 0:
-            args = ["--head", "--port", str(self.port), "--temp-dir", str(self.root / "ray"),
-                    "--ray-client-server-port", str(free_port()), *args]
+            args = [
+                "--head",
+                "--port",
+                str(self.port),
+                "--temp-dir",
+                str(self.root / "ray"),
+                "--ray-client-server-port",
+                str(free_port()),
+                *args,
+            ]
             if self.dashboard_port:
-                args += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                         "--dashboard-port", str(self.dashboard_port)]
+                args += [
+                    "--include-dashboard",
+                    "true",
+                    "--dashboard-host",
+                    "127.0.0.1",
+                    "--dashboard-port",
+                    str(self.dashboard_port),
+                ]
             else:
                 args += ["--include-dashboard", "false"]
         else:
@@ -146,8 +192,14 @@ class LocalCluster:
     def _start_node(self, index: int, timeout: float) -> None:
         env = self.env(self.node_env.get(index))
         with open(self.log(index), "wb") as out:
-            proc = subprocess.Popen([str(BIN / "ray"), "start", *self._node_args(index)], env=env, stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                [str(BIN / "ray"), "start", *self._node_args(index)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -214,10 +266,26 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with open(self.root / "server.log", "wb") as out:
             self.proc = subprocess.Popen(
-                [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-                 "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                 "--artifacts-destination", str(self.artifacts)],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                [
+                    str(BIN / "mlflow"),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{self.root / 'mlflow.db'}",
+                    "--artifacts-destination",
+                    str(self.artifacts),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         return self
 
     def wait_ready(self, timeout: float = 120.0) -> MlflowServer:

@@ -44,6 +44,7 @@ def test_every_file_in_clusters_is_of_a_checked_kind() -> None:
 
 # ---- ray up ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", files("ray-up/*.yaml"), ids=lambda p: p.name)
 def test_ray_up_file_matches_rays_schema_and_prepares(path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema", reason="Ray's own config validation needs jsonschema")
@@ -60,8 +61,13 @@ def test_ray_up_file_matches_rays_schema_and_prepares(path: Path) -> None:
     types = config["available_node_types"]
     head = types[config["head_node_type"]]
     assert head["resources"].get("CPU") == 0  # trials never take the driver's cores
-    gpu = [t for name, t in types.items() if name != config["head_node_type"]
-           and t["node_config"]["InstanceType"].split(".")[0][0] in "gp" and t.get("max_workers", 0) > 0]
+    gpu = [
+        t
+        for name, t in types.items()
+        if name != config["head_node_type"]
+        and t["node_config"]["InstanceType"].split(".")[0][0] in "gp"
+        and t.get("max_workers", 0) > 0
+    ]
     assert gpu, "no GPU worker type (g*/p* instances) that can scale up"
     setup = " ".join(config["setup_commands"])
     assert "pip install" in setup and "~/clsweep" in setup and config["file_mounts"]["~/clsweep"] == "."
@@ -73,6 +79,7 @@ def test_ray_up_file_matches_rays_schema_and_prepares(path: Path) -> None:
 
 
 # ---- KubeRay -----------------------------------------------------------------------------------
+
 
 def kube_objects() -> dict[tuple[str, str], dict[str, Any]]:
     objects = {}
@@ -121,7 +128,9 @@ def test_kuberay_objects_reference_each_other_consistently() -> None:
     args = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
     assert args["port"] == "5000" and args["backend-store-uri"].startswith("sqlite:////")
     db_mounts = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "db"]
-    assert args["backend-store-uri"].removeprefix("sqlite:///").startswith(db_mounts[0])  # sqlite on its own RWO volume
+    assert (
+        args["backend-store-uri"].removeprefix("sqlite:///").startswith(db_mounts[0])
+    )  # sqlite on its own RWO volume
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
     assert f"mlflow.clsweep.svc:{svc_port['port']}" in args["allowed-hosts"].split(",")
 
@@ -131,17 +140,37 @@ def test_rayjob_runs_a_shipped_sweep_against_the_mlflow_service() -> None:
     (job,) = [o for (kind, _), o in objects.items() if kind == "RayJob"]
     assert job["apiVersion"] == "ray.io/v1"
     spec = job["spec"]
-    known = {"entrypoint", "runtimeEnvYAML", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
-             "activeDeadlineSeconds", "submissionMode", "rayClusterSpec", "clusterSelector", "suspend",
-             "backoffLimit", "submitterPodTemplate", "submitterConfig", "entrypointNumCpus", "entrypointNumGpus",
-             "entrypointResources", "jobId", "metadata", "deletionStrategy", "managedBy"}  # KubeRay v1.6 RayJobSpec
+    known = {
+        "entrypoint",
+        "runtimeEnvYAML",
+        "shutdownAfterJobFinishes",
+        "ttlSecondsAfterFinished",
+        "activeDeadlineSeconds",
+        "submissionMode",
+        "rayClusterSpec",
+        "clusterSelector",
+        "suspend",
+        "backoffLimit",
+        "submitterPodTemplate",
+        "submitterConfig",
+        "entrypointNumCpus",
+        "entrypointNumGpus",
+        "entrypointResources",
+        "jobId",
+        "metadata",
+        "deletionStrategy",
+        "managedBy",
+    }  # KubeRay v1.6 RayJobSpec
     assert set(spec) <= known
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == ray.__version__
     assert cluster["authOptions"] == {"mode": "token"}
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
-    gpu_groups = [g for g in cluster["workerGroupSpecs"]
-                  if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")]
+    gpu_groups = [
+        g
+        for g in cluster["workerGroupSpecs"]
+        if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")
+    ]
     assert gpu_groups and all(g["maxReplicas"] >= g["minReplicas"] >= 0 for g in gpu_groups)
 
     argv = shlex.split(spec["entrypoint"])
@@ -163,7 +192,9 @@ def test_rayjob_runs_a_shipped_sweep_against_the_mlflow_service() -> None:
 
 def test_dockerfile_builds_on_the_same_ray_and_copies_existing_paths() -> None:
     (path,) = files("Dockerfile")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == f"FROM {RAY_IMAGE}"
     workdir = [line.split()[1] for line in lines if line.startswith("WORKDIR")]
     assert workdir == [IMAGE_DIR]
@@ -175,6 +206,7 @@ def test_dockerfile_builds_on_the_same_ray_and_copies_existing_paths() -> None:
 
 # ---- SLURM -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", files("*.sbatch"), ids=lambda p: p.name)
 def test_slurm_script_is_valid_bash(path: Path) -> None:
     done = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
@@ -183,7 +215,9 @@ def test_slurm_script_is_valid_bash(path: Path) -> None:
     assert any("--nodes=" in d for d in directives) and any("--signal=B:TERM@" in d for d in directives)
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)"
+)
 @pytest.mark.parametrize("path", files("*.sbatch"), ids=lambda p: p.name)
 def test_slurm_script_passes_shellcheck(path: Path) -> None:
     done = subprocess.run(["shellcheck", "--shell=bash", str(path)], capture_output=True, text=True)
@@ -191,6 +225,7 @@ def test_slurm_script_passes_shellcheck(path: Path) -> None:
 
 
 # ---- sweep files, README -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", files("sweeps/*.yaml"), ids=lambda p: p.name)
 def test_cluster_sweep_files_pass_clsweep_validate(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -208,7 +243,17 @@ def test_readme_covers_every_file_and_the_server_setup() -> None:
     text = (CLUSTERS / "README.md").read_text()
     for path in CLUSTERS.rglob("*"):
         if path.is_file() and path.name != "README.md":
-            assert str(path.relative_to(CLUSTERS)) in text, f"README does not mention {path.relative_to(CLUSTERS)}"
-    for needle in ("--backend-store-uri postgresql", "--artifacts-destination", "ray job submit", "ray[default]",
-                   "shared", "RAY_AUTH_MODE", "clsweep.node", "SLURM_"):
+            assert str(path.relative_to(CLUSTERS)) in text, (
+                f"README does not mention {path.relative_to(CLUSTERS)}"
+            )
+    for needle in (
+        "--backend-store-uri postgresql",
+        "--artifacts-destination",
+        "ray job submit",
+        "ray[default]",
+        "shared",
+        "RAY_AUTH_MODE",
+        "clsweep.node",
+        "SLURM_",
+    ):
         assert needle in text, needle

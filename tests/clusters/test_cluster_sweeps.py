@@ -20,7 +20,9 @@ import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-_spec = importlib.util.spec_from_file_location("clsweep_tests_local_cluster", Path(__file__).with_name("local_cluster.py"))
+_spec = importlib.util.spec_from_file_location(
+    "clsweep_tests_local_cluster", Path(__file__).with_name("local_cluster.py")
+)
 assert _spec is not None and _spec.loader is not None
 local_cluster = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(local_cluster)
@@ -30,10 +32,14 @@ RAY = str(Path(sys.executable).with_name("ray"))
 WORKER_IP = "127.0.0.2"
 
 
-def run(cluster: Any, cmd: list[str], timeout: float = 300, *, token: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    cluster: Any, cmd: list[str], timeout: float = 300, *, token: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` as a client of ``cluster`` (with its auth token unless ``token`` is False)."""
     env = cluster.env() if token else local_cluster.client_env()
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def trial_runs(uri: str, experiment: str) -> tuple[Any, list[Any], Any]:
@@ -54,12 +60,26 @@ def assert_ran_on_both_nodes(trials: list[Any]) -> None:
     assert any(f"({WORKER_IP})" in n for n in nodes), nodes  # the SLURM-like worker node ran a trial
 
 
-def test_run_with_address_uses_both_nodes_and_logs_to_the_tracking_server(cluster: Any, mlflow_server: Any,
-                                                                          make_sweep: Any, tmp_path: Path) -> None:
+def test_run_with_address_uses_both_nodes_and_logs_to_the_tracking_server(
+    cluster: Any, mlflow_server: Any, make_sweep: Any, tmp_path: Path
+) -> None:
     space = make_sweep("addr")
     storage = tmp_path / "runs"
-    done = run(cluster, [CLSWEEP, "run", str(space), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
-                "--storage", str(storage), "--no-report"])
+    done = run(
+        cluster,
+        [
+            CLSWEEP,
+            "run",
+            str(space),
+            "--address",
+            cluster.address,
+            "--tracking-uri",
+            mlflow_server.uri,
+            "--storage",
+            str(storage),
+            "--no-report",
+        ],
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not (storage / "mlflow.db").exists()  # nothing went to a local store
 
@@ -76,24 +96,54 @@ def test_run_with_address_uses_both_nodes_and_logs_to_the_tracking_server(cluste
         assert r.info.artifact_uri.startswith("mlflow-artifacts:/")
         names = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"config.yaml", "acc_matrix_val.csv", "acc_matrix_test.csv"} <= names
-        config = yaml.safe_load(Path(client.download_artifacts(r.info.run_id, "config.yaml", str(tmp_path))).read_text())
+        config = yaml.safe_load(
+            Path(client.download_artifacts(r.info.run_id, "config.yaml", str(tmp_path))).read_text()
+        )
         assert config["algorithm"]["name"] == "finetuning"
         assert float(r.data.params["train.lr"]) == pytest.approx(config["train"]["lr"])
-        rows = list(csv.reader(io.StringIO(Path(client.download_artifacts(
-            r.info.run_id, "acc_matrix_val.csv", str(tmp_path))).read_text())))
+        rows = list(
+            csv.reader(
+                io.StringIO(
+                    Path(
+                        client.download_artifacts(r.info.run_id, "acc_matrix_val.csv", str(tmp_path))
+                    ).read_text()
+                )
+            )
+        )
         assert rows[0] == ["after_task", "task_1", "task_2"] and len(rows) == 3
         stored = list(mlflow_server.artifacts.rglob(f"{r.info.run_id}/artifacts/config.yaml"))
         assert len(stored) == 1
 
 
-@pytest.mark.skipif(not local_cluster.job_server_available(),
-                    reason="the Ray job server needs ray[default] (aiohttp_cors, grpcio, opencensus, prometheus_client)")
-def test_ray_job_submit_runs_the_sweep_driver_on_the_head(cluster: Any, make_sweep: Any, tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    not local_cluster.job_server_available(),
+    reason="the Ray job server needs ray[default] (aiohttp_cors, grpcio, opencensus, prometheus_client)",
+)
+def test_ray_job_submit_runs_the_sweep_driver_on_the_head(
+    cluster: Any, make_sweep: Any, tmp_path: Path
+) -> None:
     space = make_sweep("job")
     storage = tmp_path / "runs"
     job = f"clsweep-test-{uuid.uuid4().hex[:8]}"
-    done = run(cluster, [RAY, "job", "submit", "--address", cluster.dashboard_url, "--submission-id", job, "--",
-                "clsweep", "run", str(space), "--storage", str(storage), "--no-report"])
+    done = run(
+        cluster,
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            cluster.dashboard_url,
+            "--submission-id",
+            job,
+            "--",
+            "clsweep",
+            "run",
+            str(space),
+            "--storage",
+            str(storage),
+            "--no-report",
+        ],
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     # no --address: the entrypoint joined the cluster through the RAY_ADDRESS the job server sets
@@ -107,11 +157,18 @@ def test_ray_job_submit_runs_the_sweep_driver_on_the_head(cluster: Any, make_swe
     assert_ran_on_both_nodes(trials)
 
 
-@pytest.mark.skipif(not local_cluster.job_server_available(), reason="needs the Ray job server (ray[default])")
+@pytest.mark.skipif(
+    not local_cluster.job_server_available(), reason="needs the Ray job server (ray[default])"
+)
 def test_the_cluster_refuses_clients_without_its_token(cluster: Any) -> None:
     # so the sweeps above ran with token authentication on every node, as clusters/README.md says
     assert cluster.token
-    done = run(cluster, [RAY, "job", "submit", "--address", cluster.dashboard_url, "--", "true"], timeout=120, token=False)
+    done = run(
+        cluster,
+        [RAY, "job", "submit", "--address", cluster.dashboard_url, "--", "true"],
+        timeout=120,
+        token=False,
+    )
     assert done.returncode != 0
 
 
@@ -132,8 +189,15 @@ PROBE = textwrap.dedent("""
 def probe(cluster: Any, storage: Path, private_mount: Path | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-c", PROBE, cluster.address, str(storage)]
     if private_mount is not None:  # the driver alone sees a tmpfs over private_mount
-        cmd = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs clsweep-test "$0" && exec "$@"', str(private_mount),
-               *cmd]
+        cmd = [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            'mount -t tmpfs clsweep-test "$0" && exec "$@"',
+            str(private_mount),
+            *cmd,
+        ]
     done = run(cluster, cmd, timeout=200)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -155,8 +219,11 @@ def _can_unshare() -> bool:
     return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
 
 
-@pytest.mark.skipif(not _can_unshare(), reason="needs `unshare --mount` (root or user namespaces) to give the "
-                                               "driver a folder the nodes cannot see")
+@pytest.mark.skipif(
+    not _can_unshare(),
+    reason="needs `unshare --mount` (root or user namespaces) to give the "
+    "driver a folder the nodes cannot see",
+)
 def test_storage_check_refuses_a_folder_the_nodes_cannot_see(cluster: Any, tmp_path: Path) -> None:
     private = tmp_path / "private"
     private.mkdir()
@@ -167,16 +234,39 @@ def test_storage_check_refuses_a_folder_the_nodes_cannot_see(cluster: Any, tmp_p
     assert list(private.iterdir()) == []  # nothing leaked out of the driver's tmpfs
 
 
-@pytest.mark.skipif(not _can_unshare(), reason="needs `unshare --mount` (root or user namespaces) to give the "
-                                               "driver a folder the nodes cannot see")
+@pytest.mark.skipif(
+    not _can_unshare(),
+    reason="needs `unshare --mount` (root or user namespaces) to give the "
+    "driver a folder the nodes cannot see",
+)
 def test_clsweep_run_refuses_storage_the_nodes_cannot_see_before_any_trial(
-        cluster: Any, mlflow_server: Any, make_sweep: Any, tmp_path: Path) -> None:
+    cluster: Any, mlflow_server: Any, make_sweep: Any, tmp_path: Path
+) -> None:
     space = make_sweep("unshared")
     private = tmp_path / "private"
     private.mkdir()
-    done = run(cluster, ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs clsweep-test "$0" && exec "$@"', str(private),
-                         CLSWEEP, "run", str(space), "--address", cluster.address, "--storage", str(private / "runs"),
-                         "--tracking-uri", mlflow_server.uri, "--no-report"], timeout=200)
+    done = run(
+        cluster,
+        [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            'mount -t tmpfs clsweep-test "$0" && exec "$@"',
+            str(private),
+            CLSWEEP,
+            "run",
+            str(space),
+            "--address",
+            cluster.address,
+            "--storage",
+            str(private / "runs"),
+            "--tracking-uri",
+            mlflow_server.uri,
+            "--no-report",
+        ],
+        timeout=200,
+    )
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "--storage" in done.stderr and "not the same folder on every node" in done.stderr
     from mlflow import MlflowClient

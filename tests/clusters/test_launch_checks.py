@@ -20,8 +20,13 @@ def problems(excinfo: pytest.ExceptionInfo[SpecError]) -> dict[str, str]:
 
 def test_local_sqlite_with_a_ray_client_address_is_refused() -> None:
     with pytest.raises(SpecError) as err:
-        check_launch("ray://head:10001", tracking_uri="sqlite:////home/me/runs/mlflow.db", storage="/shared/runs",
-                     mounts=NFS_SHARED, environ={})
+        check_launch(
+            "ray://head:10001",
+            tracking_uri="sqlite:////home/me/runs/mlflow.db",
+            storage="/shared/runs",
+            mounts=NFS_SHARED,
+            environ={},
+        )
     found = problems(err)
     assert list(found) == ["--tracking-uri"]
     assert "head node" in found["--tracking-uri"]
@@ -29,16 +34,31 @@ def test_local_sqlite_with_a_ray_client_address_is_refused() -> None:
 
 
 def test_tracking_server_with_a_ray_client_address_is_accepted() -> None:
-    check_launch("ray://head:10001", tracking_uri="http://mlflow.internal:5000", storage="/shared/runs",
-                 mounts=NFS_SHARED, environ={})
+    check_launch(
+        "ray://head:10001",
+        tracking_uri="http://mlflow.internal:5000",
+        storage="/shared/runs",
+        mounts=NFS_SHARED,
+        environ={},
+    )
 
 
 def test_sqlite_on_the_driver_nodes_local_disk_is_accepted_when_joining_a_cluster() -> None:
     # the driver is the only MLflow writer, and with auto / HOST:PORT it runs on a cluster node
-    check_launch("auto", tracking_uri="sqlite:////var/tmp/clsweep/mlflow.db", storage="/shared/runs",
-                 mounts=NFS_SHARED, environ={})
-    check_launch("10.0.0.5:6379", tracking_uri="sqlite:////var/tmp/mlflow.db", storage="/shared/runs",
-                 mounts=NFS_SHARED, environ={})
+    check_launch(
+        "auto",
+        tracking_uri="sqlite:////var/tmp/clsweep/mlflow.db",
+        storage="/shared/runs",
+        mounts=NFS_SHARED,
+        environ={},
+    )
+    check_launch(
+        "10.0.0.5:6379",
+        tracking_uri="sqlite:////var/tmp/mlflow.db",
+        storage="/shared/runs",
+        mounts=NFS_SHARED,
+        environ={},
+    )
 
 
 def test_sqlite_on_a_network_filesystem_is_refused_on_a_cluster_only() -> None:
@@ -46,25 +66,42 @@ def test_sqlite_on_a_network_filesystem_is_refused_on_a_cluster_only() -> None:
     with pytest.raises(SpecError) as err:
         check_launch("auto", tracking_uri=uri, storage="/shared/runs", mounts=NFS_SHARED, environ={})
     assert "nfs4" in problems(err)["--tracking-uri"]
-    check_launch(None, tracking_uri=uri, storage="/shared/runs", mounts=NFS_SHARED, environ={})  # embedded Ray
+    check_launch(
+        None, tracking_uri=uri, storage="/shared/runs", mounts=NFS_SHARED, environ={}
+    )  # embedded Ray
 
 
 def test_ray_address_from_the_environment_counts_as_joining_a_cluster() -> None:
     # `ray job submit` sets RAY_ADDRESS for its entrypoint
     with pytest.raises(SpecError) as err:
-        check_launch(None, tracking_uri="sqlite:////shared/mlflow.db", storage="/shared/runs", mounts=NFS_SHARED,
-                     environ={"RAY_ADDRESS": "10.0.0.5:6379"})
+        check_launch(
+            None,
+            tracking_uri="sqlite:////shared/mlflow.db",
+            storage="/shared/runs",
+            mounts=NFS_SHARED,
+            environ={"RAY_ADDRESS": "10.0.0.5:6379"},
+        )
     assert "--tracking-uri" in problems(err)
 
 
-@pytest.mark.parametrize(("address", "environ", "field"), [
-    ("http://head:8265", {}, "--address"),
-    (None, {"RAY_ADDRESS": "http://127.0.0.1:8265"}, "RAY_ADDRESS"),
-])
-def test_a_dashboard_url_is_not_a_cluster_address(address: str | None, environ: dict[str, str], field: str) -> None:
+@pytest.mark.parametrize(
+    ("address", "environ", "field"),
+    [
+        ("http://head:8265", {}, "--address"),
+        (None, {"RAY_ADDRESS": "http://127.0.0.1:8265"}, "RAY_ADDRESS"),
+    ],
+)
+def test_a_dashboard_url_is_not_a_cluster_address(
+    address: str | None, environ: dict[str, str], field: str
+) -> None:
     with pytest.raises(SpecError) as err:
-        check_launch(address, tracking_uri="http://mlflow:5000", storage="/shared/runs", mounts=LOCAL_DISK,
-                     environ=environ)
+        check_launch(
+            address,
+            tracking_uri="http://mlflow:5000",
+            storage="/shared/runs",
+            mounts=LOCAL_DISK,
+            environ=environ,
+        )
     message = problems(err)[field]
     assert "ray job submit --address http://HEAD:8265 -- clsweep run" in message
     assert ("unset RAY_ADDRESS" in message) == (field == "RAY_ADDRESS")
@@ -72,15 +109,25 @@ def test_a_dashboard_url_is_not_a_cluster_address(address: str | None, environ: 
 
 def test_object_store_storage_is_refused_with_the_reason() -> None:
     with pytest.raises(SpecError) as err:
-        check_launch("auto", tracking_uri="http://mlflow:5000", storage="s3://bucket/clsweep", mounts=LOCAL_DISK,
-                     environ={})
+        check_launch(
+            "auto",
+            tracking_uri="http://mlflow:5000",
+            storage="s3://bucket/clsweep",
+            mounts=LOCAL_DISK,
+            environ={},
+        )
     assert "Object-store URIs are not supported" in problems(err)["--storage"]
 
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(SpecError) as err:
-        check_launch("ray://head:10001", tracking_uri="sqlite:////tmp/mlflow.db", storage="gs://bucket/x",
-                     mounts=LOCAL_DISK, environ={})
+        check_launch(
+            "ray://head:10001",
+            tracking_uri="sqlite:////tmp/mlflow.db",
+            storage="gs://bucket/x",
+            mounts=LOCAL_DISK,
+            environ={},
+        )
     assert set(problems(err)) == {"--storage", "--tracking-uri"}
 
 
@@ -111,21 +158,34 @@ def test_filesystem_type_reads_this_machines_mount_table() -> None:
     assert filesystem_type("/proc/no/such/path") == "proc"  # nearest existing ancestor decides
 
 
-def test_clsweep_run_refuses_local_sqlite_with_a_ray_client_address(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_clsweep_run_refuses_local_sqlite_with_a_ray_client_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from clsweep.cli import main
 
     space = tmp_path / "space.yaml"
-    space.write_text(textwrap.dedent("""\
+    space.write_text(
+        textwrap.dedent("""\
         name: remote
         experiment:
           benchmark: {name: permuted, source: digits, num_tasks: 2, seed: 0}
           backbone: {name: mlp, hidden_dims: [32]}
           algorithm: {name: finetuning}
-    """))
+    """)
+    )
     storage = tmp_path / "runs"
-    code = main(["run", str(space), "--address", "ray://127.0.0.1:1", "--storage", str(storage),
-                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    code = main(
+        [
+            "run",
+            str(space),
+            "--address",
+            "ray://127.0.0.1:1",
+            "--storage",
+            str(storage),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "--tracking-uri" in err and "tracking server" in err

@@ -55,7 +55,9 @@ def pids_mentioning(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not (VENV / "bin" / "activate").exists(), reason="the script sources a virtual environment")
+@pytest.mark.skipif(
+    not (VENV / "bin" / "activate").exists(), reason="the script sources a virtual environment"
+)
 def test_sbatch_script_runs_a_sweep_and_stops_ray(tmp_path: Path, make_sweep: Callable[..., Path]) -> None:
     shims = tmp_path / "shims"
     shims.mkdir()
@@ -68,21 +70,45 @@ def test_sbatch_script_runs_a_sweep_and_stops_ray(tmp_path: Path, make_sweep: Ca
     user = getpass.getuser()
     ray_tmp = f"/tmp/ray-{user}-{job_id}"
     # Ports of their own: other Ray instances may run on this machine (the defaults are fixed numbers).
-    ports = " ".join(f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-        "metrics-export-port", "ray-client-server-port"))
+    ports = " ".join(
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+            "ray-client-server-port",
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SLURM_", "MLFLOW_TRACKING"))}
-    env.update({
-        "PATH": f"{shims}:{VENV / 'bin'}:{env.get('PATH', '')}", "USER": user,
-        "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_ID": job_id, "SLURM_CPUS_PER_TASK": "2",
-        "SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_JOB_NAME": "clsweep",  # as srun exports them
-        "CLSWEEP_STORAGE": str(storage), "CLSWEEP_VENV": str(VENV), "RAY_PORT": str(free_port()),
-        "RAY_START_ARGS": f"{ports} --object-store-memory=80000000", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-    })
+    env.update(
+        {
+            "PATH": f"{shims}:{VENV / 'bin'}:{env.get('PATH', '')}",
+            "USER": user,
+            "SLURM_JOB_NODELIST": "localhost",
+            "SLURM_JOB_ID": job_id,
+            "SLURM_CPUS_PER_TASK": "2",
+            "SLURM_NTASKS": "4",
+            "SLURM_PROCID": "0",
+            "SLURM_JOB_NAME": "clsweep",  # as srun exports them
+            "CLSWEEP_STORAGE": str(storage),
+            "CLSWEEP_VENV": str(VENV),
+            "RAY_PORT": str(free_port()),
+            "RAY_START_ARGS": f"{ports} --object-store-memory=80000000",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        }
+    )
     try:
-        done = subprocess.run(["bash", str(SCRIPT), str(space), "--set", "searcher.samples=2"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-                              start_new_session=True)
+        done = subprocess.run(
+            ["bash", str(SCRIPT), str(space), "--set", "searcher.samples=2"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert pids_mentioning(ray_tmp) == []  # the script stopped its Ray
         assert not Path(ray_tmp).exists()
@@ -97,7 +123,12 @@ def test_sbatch_script_runs_a_sweep_and_stops_ray(tmp_path: Path, make_sweep: Ca
     db = storage / "mlflow-slurmsweep.db"  # copied from the head's local disk at the end of the job
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name("slurmsweep")
-    trials = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("clsweep.role") == "trial"]
-    assert sorted(r.info.status for r in trials) == ["FINISHED", "FINISHED"]  # despite SLURM_NTASKS=4 on the node
+    trials = [
+        r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("clsweep.role") == "trial"
+    ]
+    assert sorted(r.info.status for r in trials) == [
+        "FINISHED",
+        "FINISHED",
+    ]  # despite SLURM_NTASKS=4 on the node
     record = (storage / "slurmsweep" / "clsweep_sweep.json").read_text()
     assert '"complete": true' in record

@@ -55,5 +55,10 @@ class Recording(Finetuning):
 
 
 if "recording" not in registry.list_names("algorithm"):
-    registry.register("algorithm", "recording", f"{__name__}:Recording", summary="test only: records hook calls",
-                      tags=("test_only",))
+    registry.register(
+        "algorithm",
+        "recording",
+        f"{__name__}:Recording",
+        summary="test only: records hook calls",
+        tags=("test_only",),
+    )

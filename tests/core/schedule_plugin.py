@@ -50,7 +50,10 @@ class DivergesInTask2(Finetuning):
         return out
 
 
-for _name, _cls in (("scripted_validation", "ScriptedValidation"), ("recorded_validation", "RecordedValidation"),
-                    ("diverges_in_task_2", "DivergesInTask2")):
+for _name, _cls in (
+    ("scripted_validation", "ScriptedValidation"),
+    ("recorded_validation", "RecordedValidation"),
+    ("diverges_in_task_2", "DivergesInTask2"),
+):
     if _name not in registry.list_names("algorithm"):
         registry.register("algorithm", _name, f"{__name__}:{_cls}", summary="test only", tags=("test_only",))

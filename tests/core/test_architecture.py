@@ -24,7 +24,10 @@ def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
     while stack:
         node = stack.pop()
         out.append(node)
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+        if (
+            isinstance(node, ast.If)
+            and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+        ):
             stack.extend(node.orelse)
             continue
         stack.extend(ast.iter_child_nodes(node))
@@ -46,8 +49,12 @@ def _imports(path: Path, name: str) -> set[str]:
             # `from clsweep import registry` imports the module clsweep.registry; `from clsweep.x import
             # name` imports clsweep.x
             subs = {f"{base}.{a.name}" for a in node.names}
-            modules = {m for m in subs if (ROOT.parent / m.replace(".", "/")).with_suffix(".py").exists()
-                       or (ROOT.parent / m.replace(".", "/") / "__init__.py").exists()}
+            modules = {
+                m
+                for m in subs
+                if (ROOT.parent / m.replace(".", "/")).with_suffix(".py").exists()
+                or (ROOT.parent / m.replace(".", "/") / "__init__.py").exists()
+            }
             found.update(modules)
             if modules != subs:
                 found.add(base)
@@ -120,6 +127,11 @@ def test_light_layers_import_neither_torch_nor_ray(layer):
         if name != layer and not name.startswith(layer + "."):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not [n for n in names if n.split(".")[0] in heavy], f"{name} imports {names}"

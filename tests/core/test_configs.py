@@ -13,7 +13,14 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 
 def test_there_are_shipped_configs() -> None:
     names = {p.stem for p in CONFIGS}
-    assert {"finetuning_digits", "fix_digits", "hat_digits", "adahat_digits", "hat_pmnist", "hat_cifar100"} <= names
+    assert {
+        "finetuning_digits",
+        "fix_digits",
+        "hat_digits",
+        "adahat_digits",
+        "hat_pmnist",
+        "hat_cifar100",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

@@ -42,18 +42,45 @@ def test_hooks_are_called_in_order_over_two_tasks() -> None:
     from tests.core import recording_plugin
 
     recording_plugin.CALLS.clear()
-    cfg = parse_experiment(tiny("finetuning", imports=["tests.core.recording_plugin"],
-                                algorithm__name="recording", benchmark__num_tasks=2, train__epochs=1,
-                                train__batch_size=1000))
+    cfg = parse_experiment(
+        tiny(
+            "finetuning",
+            imports=["tests.core.recording_plugin"],
+            algorithm__name="recording",
+            benchmark__num_tasks=2,
+            train__epochs=1,
+            train__batch_size=1000,
+        )
+    )
     run_experiment(cfg)
     step = ["training_step(0)", "on_before_optimizer_step", "on_train_batch_end"]
-    expected = (
-        ["setup_task(1)", "on_task_data(1)", "on_task_start(1)", "training_set(1)", "on_train_epoch_start", *step,
-         "post_train_epochs(1)", "on_task_end(1)", "evaluate(1)", "evaluate(1)", "diagnostics"]
-        + ["setup_task(2)", "on_task_data(2)", "on_task_start(2)", "training_set(2)", "on_train_epoch_start", *step,
-           "post_train_epochs(2)", "on_task_end(2)",
-           "evaluate(1)", "evaluate(1)", "evaluate(2)", "evaluate(2)", "diagnostics"]
-    )
+    expected = [
+        "setup_task(1)",
+        "on_task_data(1)",
+        "on_task_start(1)",
+        "training_set(1)",
+        "on_train_epoch_start",
+        *step,
+        "post_train_epochs(1)",
+        "on_task_end(1)",
+        "evaluate(1)",
+        "evaluate(1)",
+        "diagnostics",
+    ] + [
+        "setup_task(2)",
+        "on_task_data(2)",
+        "on_task_start(2)",
+        "training_set(2)",
+        "on_train_epoch_start",
+        *step,
+        "post_train_epochs(2)",
+        "on_task_end(2)",
+        "evaluate(1)",
+        "evaluate(1)",
+        "evaluate(2)",
+        "evaluate(2)",
+        "diagnostics",
+    ]
     assert recording_plugin.CALLS == expected
 
 
@@ -71,7 +98,9 @@ def test_every_algorithm_runs_two_tasks_deterministically(algorithm: str, tmp_pa
     assert all(math.isfinite(v) for r in reports for v in r.metrics.values())
     assert reports[-1].test_acc_matrix[0][1] is None  # not evaluated above the diagonal
     assert all(0.0 <= v <= 1.0 for row in first.test_acc_matrix for v in row if v is not None)
-    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == [STATE_FILE]  # replaced in place, nothing beside it
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == [
+        STATE_FILE
+    ]  # replaced in place, nothing beside it
     assert reports[-1].checkpoint_dir == tmp_path / "ckpt"
     other = run_experiment(parse_experiment(tiny(algorithm, benchmark__num_tasks=2, seed=1)))
     assert other.test_acc_matrix != first.test_acc_matrix
@@ -104,14 +133,17 @@ def test_nan_loss_raises() -> None:
 
 @pytest.mark.parametrize(("paradigm", "benchmark"), [("cil", "split"), ("dil", "rotated"), ("til", "split")])
 def test_paradigms_run(paradigm: str, benchmark: str) -> None:
-    cfg = parse_experiment(tiny("finetuning", paradigm=paradigm, benchmark__name=benchmark,
-                                benchmark__num_tasks=2))
+    cfg = parse_experiment(
+        tiny("finetuning", paradigm=paradigm, benchmark__name=benchmark, benchmark__num_tasks=2)
+    )
     result = run_experiment(cfg)
     assert len(result.test_acc_matrix) == 2 and result.test_acc_matrix[1][1] is not None
 
 
 def test_forward_transfer_in_dil() -> None:
-    cfg = parse_experiment(tiny("finetuning", paradigm="dil", benchmark__name="rotated", evaluate_future=True))
+    cfg = parse_experiment(
+        tiny("finetuning", paradigm="dil", benchmark__name="rotated", evaluate_future=True)
+    )
     result = run_experiment(cfg).to_dict()
     assert all(v is not None for row in result["test_acc_matrix"] for v in row)
     assert "fwt" in result and -1.0 <= result["fwt"] <= 1.0
@@ -120,9 +152,24 @@ def test_forward_transfer_in_dil() -> None:
 def test_cli_writes_results_json(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "clsweep", "experiment", str(ROOT / "configs" / "finetuning_digits.yaml"),
-         "--set", "train.epochs=2", "--set", "benchmark.num_tasks=3", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "clsweep",
+            "experiment",
+            str(ROOT / "configs" / "finetuning_digits.yaml"),
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "benchmark.num_tasks=3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads((out / "results.json").read_text())
     assert len(data["test_acc_matrix"]) == 3 and data["test_acc_matrix"][0][1] is None
@@ -138,7 +185,9 @@ def test_digits_finetuning_forgets_and_fix_keeps_task_one() -> None:
     """The shipped digits configs: Finetuning's BWT is clearly negative, Fix keeps task 1."""
     from clsweep.spec import load_experiment
 
-    ft = run_experiment(load_experiment(ROOT / "configs" / "finetuning_digits.yaml", ["train.epochs=10"])).to_dict()
+    ft = run_experiment(
+        load_experiment(ROOT / "configs" / "finetuning_digits.yaml", ["train.epochs=10"])
+    ).to_dict()
     fix = run_experiment(load_experiment(ROOT / "configs" / "fix_digits.yaml", ["train.epochs=3"])).to_dict()
     assert ft["bwt"] < -0.05, ft["bwt"]
     assert len({row[0] for row in fix["test_acc_matrix"]}) == 1

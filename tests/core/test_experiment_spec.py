@@ -54,7 +54,11 @@ def test_good_config_resolves_defaults(tmp_path: Path) -> None:
         ("{name: finetuning}", "{name: hat}", "algorithm 'hat' needs a HAT-mask backbone"),
         ("{name: finetuning}", "{name: finetuning, s_max: 400}", "algorithm.s_max: unknown key"),
         ("seed: 0", "seed: 0\nparadigm: cil\nheads: {name: cil}\n", None),  # valid: finetuning supports CIL
-        ("{name: mlp, hidden_dims: [16]}", "{name: hat_mask_mlp, gate: tanh}", "backbone.gate: gate 'tanh' is not supported"),
+        (
+            "{name: mlp, hidden_dims: [16]}",
+            "{name: hat_mask_mlp, gate: tanh}",
+            "backbone.gate: gate 'tanh' is not supported",
+        ),
         ("{name: mlp, hidden_dims: [16]}", "{name: mlp, hidden_dims: [0]}", "backbone.hidden_dims"),
         ("seed: 0", "seed: 0\ndevice: gpu", "device: expected cpu, cuda or cuda:N"),
     ],
@@ -72,12 +76,16 @@ def test_paradigm_the_algorithm_does_not_support(tmp_path: Path) -> None:
     text = GOOD.replace("{name: mlp, hidden_dims: [16]}", "{name: hat_mask_mlp, hidden_dims: [16]}")
     text = text.replace("{name: finetuning}", "{name: hat}") + "paradigm: cil\n"
     problems = _problems(tmp_path, text)
-    assert any("paradigm" in p and "algorithm 'hat' does not support paradigm 'cil'" in p for p in problems), problems
+    assert any(
+        "paradigm" in p and "algorithm 'hat' does not support paradigm 'cil'" in p for p in problems
+    ), problems
 
 
 def test_hat_with_weight_decay_is_rejected(tmp_path: Path) -> None:
     text = GOOD.replace("{name: mlp, hidden_dims: [16]}", "{name: hat_mask_mlp, hidden_dims: [16]}")
-    text = text.replace("{name: finetuning}", "{name: hat}").replace("lr: 0.1}", "lr: 0.1, weight_decay: 0.01}")
+    text = text.replace("{name: finetuning}", "{name: hat}").replace(
+        "lr: 0.1}", "lr: 0.1, weight_decay: 0.01}"
+    )
     assert any("train.weight_decay" in p for p in _problems(tmp_path, text))
 
 
@@ -102,9 +110,13 @@ def test_overrides_apply_and_are_validated(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD)
     cfg = load_experiment(path, ["train.epochs=3", "experiment.backbone.hidden_dims=[8, 4]"])
     assert cfg.train.epochs == 3 and cfg.backbone.params.hidden_dims == [8, 4]  # type: ignore[attr-defined]
-    for bad, expected in [("train.epochs", "not of the form"), ("=3", "not of the form"),
-                          ("train..epochs=1", "empty component"), ("train.epochs=-1", "train.epochs"),
-                          ("seed.x=1", "cannot set a key inside a int")]:
+    for bad, expected in [
+        ("train.epochs", "not of the form"),
+        ("=3", "not of the form"),
+        ("train..epochs=1", "empty component"),
+        ("train.epochs=-1", "train.epochs"),
+        ("seed.x=1", "cannot set a key inside a int"),
+    ]:
         with pytest.raises(SpecError, match=expected):
             load_experiment(path, [bad])
 
@@ -112,8 +124,12 @@ def test_overrides_apply_and_are_validated(tmp_path: Path) -> None:
 def test_cli_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD.replace("{name: finetuning}", "{name: hat}"))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "clsweep", "experiment", str(path), "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clsweep", "experiment", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "backbone.name" in proc.stderr and proc.stderr.count("\n") <= 3
     assert not out.exists()
@@ -166,6 +182,8 @@ def yaml_dump(data: dict) -> str:
 
 
 def test_packnet_with_weight_decay_is_rejected(tmp_path: Path) -> None:
-    text = GOOD.replace("{name: finetuning}", "{name: packnet}").replace("lr: 0.1}", "lr: 0.1, weight_decay: 0.01}")
+    text = GOOD.replace("{name: finetuning}", "{name: packnet}").replace(
+        "lr: 0.1}", "lr: 0.1, weight_decay: 0.01}"
+    )
     (line,) = _problems(tmp_path, text)
     assert "train.weight_decay: must be 0 for packnet" in line

@@ -13,17 +13,24 @@ from clsweep.spec import load_experiment, parse_experiment
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def hat_cfg(algorithm: dict[str, Any], backbone: dict[str, Any] | None = None, tasks: int = 3,
-            epochs: int = 4, lr: float = 0.1) -> Any:
+def hat_cfg(
+    algorithm: dict[str, Any],
+    backbone: dict[str, Any] | None = None,
+    tasks: int = 3,
+    epochs: int = 4,
+    lr: float = 0.1,
+) -> Any:
     """A tiny HAT run that really learns: HAT anneals s once per epoch, so it needs many batches
     per epoch (batch 8) and, at this size, a small s_max and sparsity strength."""
-    return parse_experiment({
-        "seed": 0,
-        "benchmark": {"name": "permuted", "source": "synthetic", "num_tasks": tasks},
-        "backbone": backbone or {"name": "hat_mask_mlp", "hidden_dims": [64, 64]},
-        "algorithm": {"s_max": 50, "sparsity_strength": 0.05, **algorithm},
-        "train": {"epochs": epochs, "batch_size": 8, "lr": lr},
-    })
+    return parse_experiment(
+        {
+            "seed": 0,
+            "benchmark": {"name": "permuted", "source": "synthetic", "num_tasks": tasks},
+            "backbone": backbone or {"name": "hat_mask_mlp", "hidden_dims": [64, 64]},
+            "algorithm": {"s_max": 50, "sparsity_strength": 0.05, **algorithm},
+            "train": {"epochs": epochs, "batch_size": 8, "lr": lr},
+        }
+    )
 
 
 def _no_forgetting(R: list[list[float | None]], learned: float = 0.5) -> None:

@@ -57,8 +57,14 @@ def test_plateau_divides_the_learning_rate_stops_and_restores_the_best_epoch(tmp
 
 def test_plateau_keeps_the_last_weights_without_restore_best(tmp_path):
     schedule_plugin.SCRIPT[:] = [3.0, 2.0, 1.0, 2.0, 3.0]
-    schedule = {"name": "plateau", "max_epochs": 50, "patience": 2, "factor": 2.0, "min_lr": 0.06,
-                "restore_best": False}
+    schedule = {
+        "name": "plateau",
+        "max_epochs": 50,
+        "patience": 2,
+        "factor": 2.0,
+        "min_lr": 0.06,
+        "restore_best": False,
+    }
     result = run_experiment(parse_experiment(_cfg("scripted_validation", schedule)), checkpoint_dir=tmp_path)
     assert result.per_task[0]["epochs_run"] == 5  # 0.1 / 2 = 0.05 < 0.06 after epoch 5
     final, last = _final_weights(tmp_path), schedule_plugin.LOG[-1]["weights"]
@@ -94,8 +100,13 @@ def test_a_diverging_run_ends_with_one_line_and_the_completed_tasks(tmp_path):
 
     config = tmp_path / "diverge.yaml"
     config.write_text(yaml.safe_dump(_cfg("diverges_in_task_2", {"name": "fixed"}, tasks=3, epochs=1)))
-    done = subprocess.run([sys.executable, "-m", "clsweep", "experiment", str(config), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "clsweep", "experiment", str(config), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
     assert "diverged" in done.stderr and "task 2, epoch 1" in done.stderr

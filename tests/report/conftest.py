@@ -19,8 +19,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "search_spaces" / "quickstart.yaml"
-SHRINK = ["experiment.benchmark.num_tasks=2", "experiment.train.epochs=3", "experiment.backbone.hidden_dims=[32,32]",
-          "searcher.samples=3", "seeds=2", "resources.max_concurrent=2"]
+SHRINK = [
+    "experiment.benchmark.num_tasks=2",
+    "experiment.train.epochs=3",
+    "experiment.backbone.hidden_dims=[32,32]",
+    "searcher.samples=3",
+    "seeds=2",
+    "resources.max_concurrent=2",
+]
 
 FAULTS = """
 name: faults
@@ -86,7 +92,9 @@ class Sweep:
 def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Sweep]:
     """Run the four sweeps once. Ray lives only while they run (started here unless a session Ray
     of another test folder is already up), so it never collides with another folder's fixture."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token; the cluster dies with the fixture
+    os.environ.setdefault(
+        "RAY_AUTH_MODE", "disabled"
+    )  # no ~/.ray/auth_token; the cluster dies with the fixture
     import ray
 
     from clsweep.cli import main
@@ -99,23 +107,36 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Sweep]:
     started = not ray.is_initialized()
     if started:
         # "local": a fresh instance, never a `ray start` cluster of another test on this machine
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=200_000_000, logging_level="ERROR")
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=200_000_000,
+            logging_level="ERROR",
+        )
     out: dict[str, Sweep] = {}
     try:
         storage = root / "main"
         sets = [a for s in SHRINK for a in ("--set", s)]
-        out["main"] = Sweep("quickstart", storage, main(["run", str(QUICKSTART), "--storage", str(storage),
-                                                          "--no-report", *sets]))
+        out["main"] = Sweep(
+            "quickstart",
+            storage,
+            main(["run", str(QUICKSTART), "--storage", str(storage), "--no-report", *sets]),
+        )
         for name in ("faults", "bench"):
             storage = root / name
-            out[name] = Sweep(name, storage, main(["run", str(files[name]), "--storage", str(storage), "--no-report"]))
+            out[name] = Sweep(
+                name, storage, main(["run", str(files[name]), "--storage", str(storage), "--no-report"])
+            )
         storage = root / "single"
         workdir = root / "single-cwd"
         workdir.mkdir()
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(workdir)  # `clsweep run` writes its report to ./reports/NAME
-            out["single"] = Sweep("single", storage, main(["run", str(files["single"]), "--storage", str(storage)]))
+            out["single"] = Sweep(
+                "single", storage, main(["run", str(files["single"]), "--storage", str(storage)])
+            )
     finally:
         if started:
             ray.shutdown()

@@ -39,9 +39,19 @@ window.addEventListener('load', function () {
 
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-               f"--user-data-dir={profile}", *args]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=180)
 
 
@@ -56,13 +66,22 @@ def test_report_renders_in_headless_chromium(main_report, tmp_path):
     attrs = dict(re.findall(r'data-([\w-]+)="([^"]*)"', body.group(1)))
     expected_images = len(re.findall(r"<img ", page))
     assert attrs.get("checked") == "yes"
-    assert (attrs["images"], attrs["images-broken"], attrs["fetched"], attrs["errors"]) == \
-        (str(expected_images), "0", "0", "0")
+    assert (attrs["images"], attrs["images-broken"], attrs["fetched"], attrs["errors"]) == (
+        str(expected_images),
+        "0",
+        "0",
+        "0",
+    )
     assert expected_images >= 6
 
     shot = tmp_path / "report.png"
-    result = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,4000", "--hide-scrollbars",
-                       (main_report / "index.html").as_uri())
+    result = _chromium(
+        tmp_path / "profile",
+        f"--screenshot={shot}",
+        "--window-size=1280,4000",
+        "--hide-scrollbars",
+        (main_report / "index.html").as_uri(),
+    )
     assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
     import matplotlib.image
 

@@ -16,13 +16,19 @@ from clsweep.report import report_sweep
 
 def _report(sweep, out: Path) -> tuple[dict, str, str]:
     index = report_sweep(sweep.name, storage=sweep.storage, out=out)
-    return (json.loads((out / "summary.json").read_text()), index.read_text(), (out / "README.md").read_text())
+    return (
+        json.loads((out / "summary.json").read_text()),
+        index.read_text(),
+        (out / "README.md").read_text(),
+    )
 
 
 def _trials(sweep) -> dict[str, object]:
     client = MlflowClient(sweep.tracking_uri)
     exp = client.get_experiment_by_name(sweep.name)
-    return {r.info.run_id: r for r in client.search_runs([exp.experiment_id], "tags.`clsweep.role` = 'trial'")}
+    return {
+        r.info.run_id: r for r in client.search_runs([exp.experiment_id], "tags.`clsweep.role` = 'trial'")
+    }
 
 
 def test_failed_and_pruned_trials(sweeps, tmp_path):
@@ -72,7 +78,9 @@ def test_single_trial_and_the_report_written_by_clsweep_run(sweeps, tmp_path):
 
 
 def _half_ci(values: list[float]) -> float:
-    return 12.706 * statistics.stdev(values) / len(values) ** 0.5 if len(values) == 2 else float("nan")  # t_0.975,1
+    return (
+        12.706 * statistics.stdev(values) / len(values) ** 0.5 if len(values) == 2 else float("nan")
+    )  # t_0.975,1
 
 
 def test_benchmark_table(sweeps, tmp_path):
@@ -95,13 +103,17 @@ def test_benchmark_table(sweeps, tmp_path):
     for bench in table["columns"]:
         best = max(table["rows"], key=lambda m: statistics.mean(values[m, bench]))
         assert table["best"]["avg_acc_test"][bench] == best
-        shown = f"{100 * statistics.mean(values[best, bench]):.1f} ± {100 * _half_ci(values[best, bench]):.1f}"
+        shown = (
+            f"{100 * statistics.mean(values[best, bench]):.1f} ± {100 * _half_ci(values[best, bench]):.1f}"
+        )
         assert f"<strong>{shown}</strong>" in html and f"**{shown}**" in markdown
     latex = (tmp_path / "benchmark_table.tex").read_text()
     assert latex.count("\\begin{tabular}") == len(table["metrics"]) and "\\toprule" in latex
     assert re.search(r"\\textbf\{\d+\.\d \$\\pm\$ \d+\.\d\}", latex)
     assert '<section id="benchmark">' in html
-    assert summary["capacity"]["algorithm"] == "hat"  # the best HAT-family trial, though finetuning ranked first
+    assert (
+        summary["capacity"]["algorithm"] == "hat"
+    )  # the best HAT-family trial, though finetuning ranked first
 
 
 def _tracker(tmp_path: Path, spec_text: str):
@@ -110,8 +122,12 @@ def _tracker(tmp_path: Path, spec_text: str):
     from clsweep.spec.sweep import parse_sweep
     from clsweep.tracking.store import SweepTracker
 
-    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "hand", "hand", artifact_root=tmp_path / "art")
-    tracker.open(None, tags={"clsweep.protocol": "validation"}, plan=parse_sweep(yaml.safe_load(spec_text)).payload())
+    tracker = SweepTracker(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", "hand", "hand", artifact_root=tmp_path / "art"
+    )
+    tracker.open(
+        None, tags={"clsweep.protocol": "validation"}, plan=parse_sweep(yaml.safe_load(spec_text)).payload()
+    )
     return tracker
 
 
@@ -133,7 +149,11 @@ def test_a_sweep_with_no_trial_yet(tmp_path):
     tracker = _tracker(tmp_path, SPEC)
     index = report_sweep("hand", tracking_uri=tracker.uri, out=tmp_path / "out")
     summary = json.loads((index.parent / "summary.json").read_text())
-    assert summary["counts"]["runs"] == 0 and summary["top_configurations"] == [] and summary["best_trial"] is None
+    assert (
+        summary["counts"]["runs"] == 0
+        and summary["top_configurations"] == []
+        and summary["best_trial"] is None
+    )
     assert summary["sweep"]["status"] == "RUNNING"
     html = index.read_text()
     assert "No trial finished" in html and "No trial ran" in html
@@ -145,9 +165,16 @@ def test_two_objectives_rank_the_pareto_front_first(tmp_path):
     points = {"a": (0.9, 0.30, 100.0, "min"), "b": (0.8, 0.10, 50.0, "max"), "c": (0.7, 0.20, 400.0, "min")}
     for tid, (acc, forget, s_max, agg) in points.items():
         config = {"experiment.algorithm.s_max": s_max, "experiment.algorithm.aggregation": agg}
-        run = tracker.start_trial(tid, f"hand-{tid}", params={"trial.tasks": 2},
-                                  tags={"clsweep.seed": "0", "clsweep.config": json.dumps(config, sort_keys=True),
-                                        "clsweep.algorithm": "hat"})
+        run = tracker.start_trial(
+            tid,
+            f"hand-{tid}",
+            params={"trial.tasks": 2},
+            tags={
+                "clsweep.seed": "0",
+                "clsweep.config": json.dumps(config, sort_keys=True),
+                "clsweep.algorithm": "hat",
+            },
+        )
         tracker.log_metrics(run, {"avg_acc_val": acc, "forgetting_val": forget, "tasks_done": 2}, step=2)
         tracker.end_trial(run, "finished")
     index = report_sweep("hand", tracking_uri=tracker.uri, out=tmp_path / "out")

@@ -34,10 +34,25 @@ def server(sweeps, tmp_path) -> Iterator[str]:
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
-        [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{storage / 'mlflow.db'}",
-         "--default-artifact-root", str(storage / "mlartifacts"), "--serve-artifacts"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(MLFLOW),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{storage / 'mlflow.db'}",
+            "--default-artifact-root",
+            str(storage / "mlartifacts"),
+            "--serve-artifacts",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -71,8 +86,9 @@ def _get(url: str, path: str, **query: str) -> Any:
 
 
 def _post(url: str, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
 
@@ -83,14 +99,21 @@ def _tags(run: dict[str, Any]) -> dict[str, str]:
 
 def test_runs_are_nested_and_comparable_in_the_mlflow_ui(server):
     exp = _get(server, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="quickstart")["experiment"]
-    runs = _post(server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
-                                                          "max_results": 1000})["runs"]
+    runs = _post(
+        server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000}
+    )["runs"]
     [parent] = [r for r in runs if _tags(r).get("clsweep.role") == "sweep"]
     parent_id = parent["info"]["run_id"]
     assert "mlflow.parentRunId" not in _tags(parent) and parent["info"]["run_name"] == "quickstart"
-    children = _post(server, "/api/2.0/mlflow/runs/search", {
-        "experiment_ids": [exp["experiment_id"]], "filter": f"tags.mlflow.parentRunId = '{parent_id}'",
-        "max_results": 1000})["runs"]
+    children = _post(
+        server,
+        "/api/2.0/mlflow/runs/search",
+        {
+            "experiment_ids": [exp["experiment_id"]],
+            "filter": f"tags.mlflow.parentRunId = '{parent_id}'",
+            "max_results": 1000,
+        },
+    )["runs"]
     assert len(children) == 6 and len(runs) == 7  # every trial is nested under the sweep, nothing else
     param_names, metric_names = set(), set()
     for child in children:
@@ -105,13 +128,18 @@ def test_runs_are_nested_and_comparable_in_the_mlflow_ui(server):
         metric_names.add(frozenset(m["key"] for m in child["data"]["metrics"]))
         run_id = child["info"]["run_id"]
         for key in ("avg_acc_val", "avg_acc_test", "bwt_test", "forgetting_test", "tasks_done"):
-            history = _get(server, "/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
+            history = _get(server, "/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key)[
+                "metrics"
+            ]
             assert sorted(m["step"] for m in history) == [1, 2]  # step = tasks done, one point per task
             if key == "tasks_done":
                 assert [m["value"] for m in sorted(history, key=lambda m: m["step"])] == [1.0, 2.0]
         listed = _get(server, "/api/2.0/mlflow/artifacts/list", run_id=run_id)
-        assert {f["path"] for f in listed.get("files", [])} == {"config.yaml", "acc_matrix_val.csv",
-                                                                 "acc_matrix_test.csv"}
+        assert {f["path"] for f in listed.get("files", [])} == {
+            "config.yaml",
+            "acc_matrix_val.csv",
+            "acc_matrix_test.csv",
+        }
     assert len(param_names) == 1 and len(metric_names) == 1  # the same names in every trial: comparable
     [metrics] = metric_names
     assert {"avg_acc_val", "capacity_mean"} <= metrics and any(k.startswith("capacity/") for k in metrics)

@@ -21,9 +21,27 @@ from clsweep.report.load import dedupe_by_step, parse_matrix_csv
 from clsweep.report.stats import t_quantile_975
 from clsweep.spec.errors import SpecError
 
-SECTIONS = ["setup", "top", "parameters", "importance", "history", "best", "capacity", "pruned", "failed", "trials"]
-FIGURES = ["objective_vs_params", "importance", "history", "objective_curves", "accuracy_matrix", "task_curves",
-           "capacity"]
+SECTIONS = [
+    "setup",
+    "top",
+    "parameters",
+    "importance",
+    "history",
+    "best",
+    "capacity",
+    "pruned",
+    "failed",
+    "trials",
+]
+FIGURES = [
+    "objective_vs_params",
+    "importance",
+    "history",
+    "objective_curves",
+    "accuracy_matrix",
+    "task_curves",
+    "capacity",
+]
 
 
 def _children(uri: str, name: str) -> dict[str, object]:
@@ -65,7 +83,9 @@ def test_every_section_and_figure_is_present(main_report):
 def test_html_is_one_offline_file(main_report):
     html = (main_report / "index.html").read_text()
     assert "<script" not in html
-    assert not re.search(r'(src|href)="(?!data:image/png;base64,|#)', html)  # no external resource, no file link
+    assert not re.search(
+        r'(src|href)="(?!data:image/png;base64,|#)', html
+    )  # no external resource, no file link
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html)) == len(FIGURES)
 
 
@@ -85,7 +105,8 @@ def test_summary_equals_what_mlflow_holds(sweeps, main_report):
         assert t["tasks_done"] == run.data.metrics["tasks_done"] == 2
         assert t["compute_s"] == run.data.metrics["experiment_seconds"]
     assert summary["compute"]["trial_compute_s"] == pytest.approx(
-        sum(r.data.metrics["experiment_seconds"] for r in runs.values()))
+        sum(r.data.metrics["experiment_seconds"] for r in runs.values())
+    )
 
     # best configurations: mean, sample std and the t-interval over the seeds of each configuration
     groups: dict[str, list[float]] = {}
@@ -100,7 +121,9 @@ def test_summary_equals_what_mlflow_holds(sweeps, main_report):
         assert stats["n"] == len(values) == 2 and g["seeds"] == [0, 1]
         assert stats["std"] == pytest.approx(statistics.stdev(values))
         half = t_quantile_975(1) * statistics.stdev(values) / math.sqrt(2)
-        assert stats["ci95"] == pytest.approx([statistics.mean(values) - half, statistics.mean(values) + half])
+        assert stats["ci95"] == pytest.approx(
+            [statistics.mean(values) - half, statistics.mean(values) + half]
+        )
 
     # the best trial: one of the best configuration's seeds, with its histories and matrices
     best = summary["best_trial"]
@@ -111,7 +134,9 @@ def test_summary_equals_what_mlflow_holds(sweeps, main_report):
     for split in ("test", "val"):
         path = client.download_artifacts(best["run_id"], f"acc_matrix_{split}.csv", str(main_report.parent))
         assert best["matrices"][split] == parse_matrix_csv(Path(path).read_text())
-    layers = [k.removeprefix("capacity/") for k in runs[best["run_id"]].data.metrics if k.startswith("capacity/")]
+    layers = [
+        k.removeprefix("capacity/") for k in runs[best["run_id"]].data.metrics if k.startswith("capacity/")
+    ]
     assert sorted(summary["capacity"]["layers"]) == sorted(layers) and layers
     for layer in layers:
         assert summary["capacity"]["layers"][layer] == _history(client, best["run_id"], f"capacity/{layer}")
@@ -124,7 +149,10 @@ def test_summary_equals_what_mlflow_holds(sweeps, main_report):
     assert best_so_far[-1] == max(r.data.metrics["avg_acc_val"] for r in runs.values())
     importance = summary["importance"]
     assert importance["available"] and set(importance["values"]["avg_acc_val"]) <= {
-        "algorithm.s_max", "algorithm.init_mode", "algorithm.aggregation"}
+        "algorithm.s_max",
+        "algorithm.init_mode",
+        "algorithm.aggregation",
+    }
     assert sum(importance["values"]["avg_acc_val"].values()) == pytest.approx(1.0)
     assert summary["setup"]["protocol"] == "validation" and summary["versions"]["report"]["clsweep"]
 
@@ -160,8 +188,9 @@ def test_report_command(sweeps, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="clsweep")
     add_report_command(parser.add_subparsers())
     sweep = sweeps["main"]
-    args = parser.parse_args(["report", "quickstart", "--storage", str(sweep.storage), "--out", str(tmp_path / "r"),
-                              "--top", "2"])
+    args = parser.parse_args(
+        ["report", "quickstart", "--storage", str(sweep.storage), "--out", str(tmp_path / "r"), "--top", "2"]
+    )
     assert args.func(args) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert len(summary["top_configurations"]) == 2
@@ -176,9 +205,11 @@ def test_report_command(sweeps, tmp_path, capsys):
 
 def test_writing_a_report_imports_neither_ray_nor_torch(sweeps, tmp_path):
     sweep = sweeps["main"]
-    code = ("import sys; from clsweep.report import report_sweep; "
-            f"report_sweep('quickstart', storage={str(sweep.storage)!r}, out={str(tmp_path)!r}); "
-            "print(sorted(m for m in ('ray', 'torch', 'lightning') if m in sys.modules))")
+    code = (
+        "import sys; from clsweep.report import report_sweep; "
+        f"report_sweep('quickstart', storage={str(sweep.storage)!r}, out={str(tmp_path)!r}); "
+        "print(sorted(m for m in ('ray', 'torch', 'lightning') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -19,11 +19,19 @@ PYTHON = REPO / ".venv" / "bin" / "python"
 @pytest.fixture(scope="session")
 def ray_address() -> Iterator[str]:
     """A 2-CPU local Ray shared by every test of the session (starting one costs ~5 s)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no ~/.ray/auth_token; the cluster dies with the session
+    os.environ.setdefault(
+        "RAY_AUTH_MODE", "disabled"
+    )  # no ~/.ray/auth_token; the cluster dies with the session
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200_000_000,
-             logging_level="ERROR")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=200_000_000,
+        logging_level="ERROR",
+    )
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

@@ -20,8 +20,22 @@ from clsweep.spec.sweep import parse_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
-ODD_VALUES: list[Any] = [None, "x", [], {}, -1, 0, 10**12, math.inf, -math.inf, math.nan, 1.5, True, [1, "a"],
-                         {"name": "x"}]
+ODD_VALUES: list[Any] = [
+    None,
+    "x",
+    [],
+    {},
+    -1,
+    0,
+    10**12,
+    math.inf,
+    -math.inf,
+    math.nan,
+    1.5,
+    True,
+    [1, "a"],
+    {"name": "x"},
+]
 
 
 def _mutations(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -52,9 +66,19 @@ def _mutations(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                 odd["experiment"][part][key] = value
                 yield f"experiment.{part}.{key}={value!r}", odd
     for path in list(data.get("search") or {}):
-        for entry in ({"uniform": [math.nan, 1]}, {"log_uniform": [0, 1]}, {"choice": []}, {"grid": "x"},
-                      {"int": [5, 1]}, {"uniform": [0, 1], "grid": [1]}, {"nope": 1}, {"choice": [math.inf]},
-                      {"grid": list(range(1001))}, None, "x"):
+        for entry in (
+            {"uniform": [math.nan, 1]},
+            {"log_uniform": [0, 1]},
+            {"choice": []},
+            {"grid": "x"},
+            {"int": [5, 1]},
+            {"uniform": [0, 1], "grid": [1]},
+            {"nope": 1},
+            {"choice": [math.inf]},
+            {"grid": list(range(1001))},
+            None,
+            "x",
+        ):
             odd = copy.deepcopy(data)
             odd["search"][path] = entry
             yield f"search.{path}={str(entry)[:40]}", odd
@@ -87,9 +111,14 @@ def test_every_mutation_of_a_shipped_sweep_file_is_valid_or_one_clear_spec_error
         (b"", "empty"),
         (b"- a\n- b\n", "mapping"),
         (b"name: [unclosed\n", "YAML syntax error"),
-        (b"a: &a [x,x,x,x,x,x,x,x,x,x]\n" + b"".join(
-            f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n".encode() for i in range(8)),
-         "expands"),
+        (
+            b"a: &a [x,x,x,x,x,x,x,x,x,x]\n"
+            + b"".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n".encode()
+                for i in range(8)
+            ),
+            "expands",
+        ),
         (b"name: x\n" + b"#" * (1 << 20) + b"\n", "bytes"),
     ],
     ids=["binary", "nul", "empty", "list", "syntax", "alias-bomb", "too-big"],
@@ -116,7 +145,11 @@ def test_what_a_sweep_file_points_at(cli, write_yaml, tmp_path: Path) -> None:
     {tracking}
     """
     cases = [
-        ("imports: [no_such_plugin.module]", "", "experiment.imports[0]: cannot import 'no_such_plugin.module'"),
+        (
+            "imports: [no_such_plugin.module]",
+            "",
+            "experiment.imports[0]: cannot import 'no_such_plugin.module'",
+        ),
         ("", "tracking: {uri: 'postgresql://user@db.invalid/mlflow'}", "needs the psycopg2 driver"),
         ("", "tracking: {uri: 'mysql+pymysql://user@db.invalid/mlflow'}", "needs the pymysql driver"),
         ("", "tracking: {uri: 'databricks'}", "Databricks"),
@@ -141,14 +174,24 @@ def test_absurd_counts_are_refused_quickly(write_yaml) -> None:
       backbone: {name: mlp}
       algorithm: {name: finetuning}
     """)
-    for extra, field in [("seeds: 100000", "seeds"), ("searcher: {samples: 10000000}", "searcher.samples"),
-                         ("retries: 1000", "retries")]:
+    for extra, field in [
+        ("seeds: 100000", "seeds"),
+        ("searcher: {samples: 10000000}", "searcher.samples"),
+        ("retries: 1000", "retries"),
+    ]:
         started = time.perf_counter()
         with pytest.raises(SpecError) as info:
             parse_sweep(yaml.safe_load(base + extra))
         assert field in info.value.format() and time.perf_counter() - started < 2.0
-    grid = base + "search:\n" + "".join(f"  experiment.train.{k}: {{grid: {list(range(1, 60))}}}\n"
-                                        for k in ("epochs", "batch_size", "eval_batch_size")) + "searcher: {name: grid}\n"
+    grid = (
+        base
+        + "search:\n"
+        + "".join(
+            f"  experiment.train.{k}: {{grid: {list(range(1, 60))}}}\n"
+            for k in ("epochs", "batch_size", "eval_batch_size")
+        )
+        + "searcher: {name: grid}\n"
+    )
     started = time.perf_counter()
     with pytest.raises(SpecError, match="the grid has up to"):
         parse_sweep(yaml.safe_load(grid))

@@ -25,22 +25,58 @@ CASES = {
     "unknown key": (HAT + "serach: {}\n", [], "serach: unknown key"),
     "wrong type": (HAT.replace("epochs: 1", "epochs: many"), [], "experiment.train.epochs"),
     "s_max <= 0": (HAT.replace("{name: hat}", "{name: hat, s_max: 0}"), [], "experiment.algorithm.s_max"),
-    "searched s_max <= 0": (HAT + "search:\n  experiment.algorithm.s_max: {uniform: [0, 10]}\n", [],
-                            "search.experiment.algorithm.s_max: value 0.0"),
-    "empty choice": (HAT + "search:\n  experiment.algorithm.init_mode: {choice: []}\n", [], "list of values is empty"),
-    "unknown algorithm": (HAT.replace("{name: hat}", "{name: hta}"), [], "experiment.algorithm.name: unknown algorithm 'hta'"),
-    "unknown backbone": (HAT.replace("hat_mask_mlp", "hat_mask_mpl"), [], "experiment.backbone.name: unknown backbone"),
-    "unknown benchmark": (HAT.replace("permuted", "permutated"), [], "experiment.benchmark.name: unknown benchmark"),
-    "unknown init mode": (HAT + "search:\n  experiment.algorithm.init_mode: {grid: [N01, N11]}\n", [],
-                          "search.experiment.algorithm.init_mode: value 'N11'"),
-    "unknown aggregation": (HAT.replace("{name: hat}", "{name: hat, aggregation: mean}"), [],
-                            "experiment.algorithm.aggregation"),
+    "searched s_max <= 0": (
+        HAT + "search:\n  experiment.algorithm.s_max: {uniform: [0, 10]}\n",
+        [],
+        "search.experiment.algorithm.s_max: value 0.0",
+    ),
+    "empty choice": (
+        HAT + "search:\n  experiment.algorithm.init_mode: {choice: []}\n",
+        [],
+        "list of values is empty",
+    ),
+    "unknown algorithm": (
+        HAT.replace("{name: hat}", "{name: hta}"),
+        [],
+        "experiment.algorithm.name: unknown algorithm 'hta'",
+    ),
+    "unknown backbone": (
+        HAT.replace("hat_mask_mlp", "hat_mask_mpl"),
+        [],
+        "experiment.backbone.name: unknown backbone",
+    ),
+    "unknown benchmark": (
+        HAT.replace("permuted", "permutated"),
+        [],
+        "experiment.benchmark.name: unknown benchmark",
+    ),
+    "unknown init mode": (
+        HAT + "search:\n  experiment.algorithm.init_mode: {grid: [N01, N11]}\n",
+        [],
+        "search.experiment.algorithm.init_mode: value 'N11'",
+    ),
+    "unknown aggregation": (
+        HAT.replace("{name: hat}", "{name: hat, aggregation: mean}"),
+        [],
+        "experiment.algorithm.aggregation",
+    ),
     "HAT knob, non-HAT algorithm": (
         HAT.replace("{name: hat}", "{name: finetuning}").replace("hat_mask_mlp", "mlp")
-        + "search:\n  experiment.algorithm.s_max: {log_uniform: [25, 800]}\n", [], "HAT knob on a non-HAT algorithm"),
-    "unsupported paradigm": (HAT + "  paradigm: cil\n", [], "experiment.paradigm: algorithm 'hat' does not support paradigm 'cil'"),
+        + "search:\n  experiment.algorithm.s_max: {log_uniform: [25, 800]}\n",
+        [],
+        "HAT knob on a non-HAT algorithm",
+    ),
+    "unsupported paradigm": (
+        HAT + "  paradigm: cil\n",
+        [],
+        "experiment.paradigm: algorithm 'hat' does not support paradigm 'cil'",
+    ),
     "low > high": (HAT + "search:\n  experiment.train.lr: {uniform: [0.5, 0.1]}\n", [], "low 0.5 > high 0.1"),
-    "malformed --set": (HAT, ["--set", "experiment.train.epochs"], "--set: 'experiment.train.epochs' is not of the form"),
+    "malformed --set": (
+        HAT,
+        ["--set", "experiment.train.epochs"],
+        "--set: 'experiment.train.epochs' is not of the form",
+    ),
     "YAML syntax error": (HAT + "search: {experiment.train.lr: [\n", [], "YAML syntax error"),
     "unreachable tracking URI": (HAT, ["--tracking-uri", "http://127.0.0.1:9"], "tracking.uri: cannot reach"),
     "file tracking store": (HAT, ["--tracking-uri", "file:///tmp/mlruns"], "refuses file stores"),
@@ -111,7 +147,9 @@ def test_validate_imports_neither_torch_nor_ray_and_is_fast():
 
 def test_bad_run_starts_no_ray(tmp_path):
     quickstart = Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart.yaml"
-    found = probe("run", str(quickstart), "--storage", str(tmp_path / "s"), "--tracking-uri", "http://127.0.0.1:9")
+    found = probe(
+        "run", str(quickstart), "--storage", str(tmp_path / "s"), "--tracking-uri", "http://127.0.0.1:9"
+    )
     assert found["code"] == 2 and "ray" not in found["heavy"] and "torch" not in found["heavy"]
     assert not (tmp_path / "s").exists()
 
@@ -119,5 +157,8 @@ def test_bad_run_starts_no_ray(tmp_path):
 def test_a_malformed_forkserver_setting_is_bad_input(cli, write_yaml, tmp_path, monkeypatch):
     monkeypatch.setenv("CLSWEEP_FORKSERVER", "flase")
     code, _, err = cli("run", str(write_yaml(HAT)), "--storage", str(tmp_path / "s"))
-    assert code == 2 and "CLSWEEP_FORKSERVER: environment variable set to 'flase'; expected 1 (on) or 0 (off)" in err
+    assert (
+        code == 2
+        and "CLSWEEP_FORKSERVER: environment variable set to 'flase'; expected 1 (on) or 0 (off)" in err
+    )
     assert not (tmp_path / "s").exists()

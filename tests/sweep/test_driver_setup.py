@@ -24,7 +24,10 @@ def test_tracking_uri_precedence(write_yaml, tiny, tmp_path, monkeypatch):
     assert driver.tracking_store(None, plain, None, paths, env) == "http://mlflow.example:5000"
     assert driver.tracking_store(None, plain, record, paths, env) == "sqlite:////record/mlflow.db"
     assert driver.tracking_store(None, pinned, record, paths, env) == "sqlite:////spec/mlflow.db"
-    assert driver.tracking_store("sqlite:////flag/mlflow.db", pinned, record, paths, env) == "sqlite:////flag/mlflow.db"
+    assert (
+        driver.tracking_store("sqlite:////flag/mlflow.db", pinned, record, paths, env)
+        == "sqlite:////flag/mlflow.db"
+    )
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/elsewhere/mlflow.db")
     assert driver.prepare(plain, storage=tmp_path).tracking_uri == f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
@@ -51,13 +54,18 @@ class FakeRay:
         self.up = False
 
 
-@pytest.mark.parametrize(("address", "nodes", "ray_address", "checked"), [
-    (None, 1, "local", False),            # embedded: never joins a cluster left running by `ray start`
-    ("10.0.0.1:6379", 1, "10.0.0.1:6379", False),
-    ("10.0.0.1:6379", 3, "10.0.0.1:6379", True),
-    ("ray://head:10001", 1, "ray://head:10001", True),  # Ray Client: the driver is not on the cluster
-])
-def test_ray_start_and_storage_check(write_yaml, tiny, tmp_path, monkeypatch, address, nodes, ray_address, checked):
+@pytest.mark.parametrize(
+    ("address", "nodes", "ray_address", "checked"),
+    [
+        (None, 1, "local", False),  # embedded: never joins a cluster left running by `ray start`
+        ("10.0.0.1:6379", 1, "10.0.0.1:6379", False),
+        ("10.0.0.1:6379", 3, "10.0.0.1:6379", True),
+        ("ray://head:10001", 1, "ray://head:10001", True),  # Ray Client: the driver is not on the cluster
+    ],
+)
+def test_ray_start_and_storage_check(
+    write_yaml, tiny, tmp_path, monkeypatch, address, nodes, ray_address, checked
+):
     import sys
 
     from clsweep.sweep import cluster
@@ -66,8 +74,14 @@ def test_ray_start_and_storage_check(write_yaml, tiny, tmp_path, monkeypatch, ad
     monkeypatch.setitem(sys.modules, "ray", fake)
     seen: list[Any] = []
     monkeypatch.setattr(cluster, "check_shared_storage", lambda storage, **kw: seen.append(storage))
-    plan = driver.Plan(load_sweep(write_yaml(tiny)), SweepPaths.at(tmp_path, "tiny"), None, "sqlite:////x.db",
-                       "tiny", address)
+    plan = driver.Plan(
+        load_sweep(write_yaml(tiny)),
+        SweepPaths.at(tmp_path, "tiny"),
+        None,
+        "sqlite:////x.db",
+        "tiny",
+        address,
+    )
     assert driver._start_ray(plan, 1) is True
     assert fake.address == ray_address
     assert seen == ([plan.paths.storage] if checked else [])
@@ -81,5 +95,15 @@ def test_parent_run_records_the_versions(write_yaml, tiny, tmp_path, runs_of):
     driver._open_tracking(plan, record)
     [parent] = runs_of(plan.tracking_uri, plan.experiment)
     versions = json.loads(parent.data.tags["clsweep.versions"])
-    assert set(versions) == {"python", "clsweep", "ray", "optuna", "mlflow", "torch", "lightning", "pandas", "matplotlib"}
+    assert set(versions) == {
+        "python",
+        "clsweep",
+        "ray",
+        "optuna",
+        "mlflow",
+        "torch",
+        "lightning",
+        "pandas",
+        "matplotlib",
+    }
     assert versions["mlflow"] == version("mlflow") and versions["python"].count(".") == 2

@@ -42,7 +42,12 @@ def spec(write_yaml: Any, tiny: str) -> Any:
 
 
 def _request(spec: Any, scratch: Path, **config: Any) -> dict[str, Any]:
-    return {"plan": spec.payload(), "config": {"seed": 0, **config}, "scratch": str(scratch), "resume_from": None}
+    return {
+        "plan": spec.payload(),
+        "config": {"seed": 0, **config},
+        "scratch": str(scratch),
+        "resume_from": None,
+    }
 
 
 def _keep(into: list[tuple[dict[str, Any], Path]], folder: Path) -> Any:
@@ -63,12 +68,17 @@ def test_a_forked_trial_reports_what_an_in_process_one_does(server, spec, tmp_pa
 
     assert [r["tasks_done"] for r, _ in forked] == [1, 2]
     for (f, path), mine in zip(forked, local, strict=True):
-        assert f["acc_matrix_val"] == mine["acc_matrix_val"] and f["acc_matrix_test"] == mine["acc_matrix_test"]
+        assert (
+            f["acc_matrix_val"] == mine["acc_matrix_val"] and f["acc_matrix_test"] == mine["acc_matrix_test"]
+        )
         assert f["trial_pid"] != os.getpid() and mine["trial_pid"] == os.getpid()
         assert json.loads((path / RESULT_FILE).read_text()) == f  # the checkpoint as it was reported
     assert not alive(forked[0][0]["trial_pid"], within=5.0)  # the child is gone once its trial is done
     log = Path(server._log.name).read_text()
-    assert "preloaded torch, torch._dynamo, lightning" in log and f"forked trial process {forked[0][0]['trial_pid']}" in log
+    assert (
+        "preloaded torch, torch._dynamo, lightning" in log
+        and f"forked trial process {forked[0][0]['trial_pid']}" in log
+    )
 
 
 def test_a_forked_trial_resumes_from_a_checkpoint(server, spec, tmp_path):
@@ -114,7 +124,9 @@ def test_a_killed_actor_takes_its_child_along(server, spec, tmp_path, alive):
         run_forked({server.address!r}, request, hang)
     """)
     request = _request(spec, tmp_path)
-    actor = subprocess.Popen([sys.executable, "-c", script, json.dumps(request)], stdout=subprocess.PIPE, text=True)
+    actor = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(request)], stdout=subprocess.PIPE, text=True
+    )
     try:
         child = int(actor.stdout.readline())  # type: ignore[union-attr]
         assert alive(child)
@@ -141,7 +153,9 @@ def test_a_child_that_never_answers_means_train_in_process(spec, tmp_path, monke
     listener.bind(address)
     listener.listen(1)
     accepted: list[socket.socket] = []
-    thread = threading.Thread(target=lambda: (accepted.append(listener.accept()[0]), accepted[0].sendall(b"F")))
+    thread = threading.Thread(
+        target=lambda: (accepted.append(listener.accept()[0]), accepted[0].sendall(b"F"))
+    )
     thread.start()
     try:
         started = time.monotonic()
@@ -158,7 +172,7 @@ def test_the_server_and_its_children_end_with_the_driver(tmp_path, alive):
         import time
         from pathlib import Path
         from clsweep.sweep.forkserver import ForkServer
-        server = ForkServer.start([], Path({str(tmp_path / 'log')!r}))
+        server = ForkServer.start([], Path({str(tmp_path / "log")!r}))
         print(server.process.pid, flush=True)
         time.sleep(600)
     """)
@@ -171,8 +185,9 @@ def test_the_server_and_its_children_end_with_the_driver(tmp_path, alive):
 
 
 @pytest.mark.parametrize("setting", ["", "0"])
-def test_a_local_sweep_trains_in_forked_children_unless_turned_off(write_yaml, tiny, tmp_path, ray_address, monkeypatch,
-                                                                   setting):
+def test_a_local_sweep_trains_in_forked_children_unless_turned_off(
+    write_yaml, tiny, tmp_path, ray_address, monkeypatch, setting
+):
     from clsweep.sweep.driver import execute, prepare
 
     if setting:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from clsweep.spec import _sweep_checks, experiment
+from clsweep.spec import _config_checks, experiment
 from clsweep.spec.sweep import SweepPlan, load_sweep
 from clsweep.spec.sweep_file import SweepFile
 
@@ -35,7 +35,7 @@ protocol: {name: first_k, k: 2}
 def parses(monkeypatch):
     """Counts configuration enumerations and experiment parses."""
     counts = {"enumerations": 0, "experiments": 0}
-    enumerate_all, parse = _sweep_checks.check_configurations, experiment.parse_experiment
+    enumerate_all, parse = _config_checks.check_configurations, experiment.parse_experiment
 
     def counting_enumeration(*args, **kwargs):
         counts["enumerations"] += 1
@@ -45,8 +45,8 @@ def parses(monkeypatch):
         counts["experiments"] += 1
         return parse(*args, **kwargs)
 
-    monkeypatch.setattr(_sweep_checks, "check_configurations", counting_enumeration)
-    monkeypatch.setattr(_sweep_checks, "parse_experiment", counting_parse)
+    monkeypatch.setattr(_config_checks, "check_configurations", counting_enumeration)
+    monkeypatch.setattr(_config_checks, "parse_experiment", counting_parse)
     import clsweep.spec.sweep as sweep_module
 
     monkeypatch.setattr(sweep_module, "parse_experiment", counting_parse)
@@ -68,8 +68,12 @@ def test_a_worker_rebuilds_the_plan_without_enumerating(write_yaml, parses):
     payload = json.loads(json.dumps(plan.payload()))  # travels as plain data
     parses.update(enumerations=0, experiments=0)
     rebuilt = SweepPlan.from_payload(payload)
-    config = {"variants.method": "hat", "experiment.algorithm.aggregation": "max",
-              "experiment.train.batch_size": 32, "seed": 8}
+    config = {
+        "variants.method": "hat",
+        "experiment.algorithm.aggregation": "max",
+        "experiment.train.batch_size": 32,
+        "seed": 8,
+    }
     cfg = rebuilt.experiment_for(config)
     assert parses == {"enumerations": 0, "experiments": 1}  # the trial's own experiment only
     assert cfg.algorithm.name == "hat" and cfg.algorithm.params.aggregation == "max" and cfg.seed == 8

@@ -32,19 +32,26 @@ def suggestions(spec):
 
 
 def test_tpe_runs_every_sampled_configuration_for_each_seed_and_grid_value(write_yaml, tiny):
-    spec = load_sweep(write_yaml(tiny + """
+    spec = load_sweep(
+        write_yaml(
+            tiny
+            + """
 search:
   experiment.train.lr: {log_uniform: [0.001, 0.1]}
   experiment.train.batch_size: {grid: [32, 64]}
 searcher: {name: tpe, samples: 3, seed: 1}
 seeds: 2
-"""))
+"""
+        )
+    )
     _, configs = suggestions(spec)
     assert len(configs) == 12
     by_lr = Counter(c["experiment.train.lr"] for c in configs)
     assert len(by_lr) == 3 and set(by_lr.values()) == {4}
     for lr in by_lr:
-        cells = {(c["experiment.train.batch_size"], c["seed"]) for c in configs if c["experiment.train.lr"] == lr}
+        cells = {
+            (c["experiment.train.batch_size"], c["seed"]) for c in configs if c["experiment.train.lr"] == lr
+        }
         assert cells == {(32, 0), (32, 1), (64, 0), (64, 1)}
     assert all(spec.experiment_for(c).train.lr == c["experiment.train.lr"] for c in configs)
 
@@ -69,16 +76,24 @@ def test_tpe_samples_variants_and_follows_conditions(write_yaml):
 
 
 def test_searcher_pickles_with_its_space(write_yaml, tiny):
-    spec = load_sweep(write_yaml(tiny + "search:\n  experiment.train.lr: {uniform: [0.01, 0.1]}\nsearcher: {samples: 2}\n"))
+    spec = load_sweep(
+        write_yaml(tiny + "search:\n  experiment.train.lr: {uniform: [0.01, 0.1]}\nsearcher: {samples: 2}\n")
+    )
     searcher, _ = suggestions(spec)
     clone = pickle.loads(pickle.dumps(searcher))
-    assert clone._space._plan is None and clone._space.payload == spec.payload()  # only the plan's payload travels
+    assert (
+        clone._space._plan is None and clone._space.payload == spec.payload()
+    )  # only the plan's payload travels
     assert 0.01 <= clone.suggest("t9")["experiment.train.lr"] <= 0.1
 
 
 def test_scheduler_counts_tasks(write_yaml, tiny):
-    spec = load_sweep(write_yaml(tiny.replace("num_tasks: 2", "num_tasks: 6")
-                                 + "scheduler: {name: asha, grace_period: 2, reduction_factor: 3}\n"))
+    spec = load_sweep(
+        write_yaml(
+            tiny.replace("num_tasks: 2", "num_tasks: 6")
+            + "scheduler: {name: asha, grace_period: 2, reduction_factor: 3}\n"
+        )
+    )
     asha = make_scheduler(spec)
     assert (asha._time_attr, asha._metric, asha._mode, asha._max_t) == ("tasks_done", "avg_acc_val", "max", 6)
     assert make_scheduler(load_sweep(write_yaml(tiny))) is None

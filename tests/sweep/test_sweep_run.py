@@ -13,18 +13,28 @@ from optuna.trial import TrialState
 from clsweep.spec.sweep import load_sweep
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
-SHRINK = ["experiment.train.epochs=1", "experiment.benchmark.num_tasks=2", "resources.max_concurrent=2",
-          "experiment.backbone.hidden_dims=[32]"]
+SHRINK = [
+    "experiment.train.epochs=1",
+    "experiment.benchmark.num_tasks=2",
+    "resources.max_concurrent=2",
+    "experiment.backbone.hidden_dims=[32]",
+]
 OFFLINE = {  # the sets that make each offline sweep 2-4 trials of 2 tasks x 1 epoch
     "quickstart.yaml": ["searcher.samples=2"],
     "hat_smax.yaml": ["seeds=1", "search.experiment.algorithm.s_max.grid=[100, 400]"],
     "hat_init_aggregation.yaml": ["seeds=1", "search.experiment.algorithm.init_mode.grid=[N01]"],
     "adahat.yaml": ["searcher.samples=2", "protocol.k=2"],
-    "benchmark_digits.yaml": ["seeds=1", "variants.method={finetuning: {}, joint: {algorithm: {name: joint}}, "
-                              "hat: {algorithm: {name: hat}, backbone: {name: hat_mask_mlp, hidden_dims: [32]}}}"],
+    "benchmark_digits.yaml": [
+        "seeds=1",
+        "variants.method={finetuning: {}, joint: {algorithm: {name: joint}}, "
+        "hat: {algorithm: {name: hat}, backbone: {name: hat_mask_mlp, hidden_dims: [32]}}}",
+    ],
     "benchmark_digits_cil.yaml": ["seeds=1", "variants.method={finetuning: {}, er: {algorithm: {name: er}}}"],
     # strengths kept where no method diverges on this shrunk run (a diverged trial is a failed one)
-    "baselines_tuned_digits.yaml": ["searcher.samples=3", "search.experiment.algorithm.strength.log_uniform=[0.1,10]"],
+    "baselines_tuned_digits.yaml": [
+        "searcher.samples=3",
+        "search.experiment.algorithm.strength.log_uniform=[0.1,10]",
+    ],
     "hat_pbt_digits.yaml": ["searcher.samples=3"],  # 3 trials, one PBT boundary
 }
 
@@ -36,8 +46,11 @@ def test_every_shipped_sweep_file_validates(path, cli):
 
 
 def test_offline_files_are_the_ones_run_below():
-    offline = {p.name for p in SPACES.glob("*.yaml")
-               if load_sweep(p).experiment["benchmark"]["source"] in ("digits", "synthetic")}
+    offline = {
+        p.name
+        for p in SPACES.glob("*.yaml")
+        if load_sweep(p).experiment["benchmark"]["source"] in ("digits", "synthetic")
+    }
     assert offline == set(OFFLINE)
 
 
@@ -50,10 +63,14 @@ def shared_storage(tmp_path_factory):
 @pytest.mark.parametrize("name", list(OFFLINE))
 def test_offline_sweep_runs(name, cli, ray_address, shared_storage, runs_of, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the report (quickstart only) goes to ./reports/NAME
-    sets = [a for s in SHRINK + OFFLINE[name] for a in ("--set", s)] + (["--no-report"] if name != "quickstart.yaml" else [])
+    sets = [a for s in SHRINK + OFFLINE[name] for a in ("--set", s)] + (
+        ["--no-report"] if name != "quickstart.yaml" else []
+    )
     spec = load_sweep(SPACES / name, SHRINK + OFFLINE[name])
     assert spec.num_trials <= 4
-    code, out, err = cli("run", str(SPACES / name), "--storage", str(shared_storage), "--address", ray_address, *sets)
+    code, out, err = cli(
+        "run", str(SPACES / name), "--storage", str(shared_storage), "--address", ray_address, *sets
+    )
     assert code == 0, err
     assert (tmp_path / "reports" / spec.name / "index.html").exists() == (name == "quickstart.yaml")
     tmp_path = shared_storage
@@ -86,27 +103,49 @@ retries: 0
 
 
 def test_failed_and_pruned_trials_are_recorded(cli, ray_address, write_yaml, tmp_path, runs_of):
-    code, out, err = cli("run", str(write_yaml(FAILING)), "--storage", str(tmp_path), "--address", ray_address,
-                         "--no-report")
+    code, out, err = cli(
+        "run", str(write_yaml(FAILING)), "--storage", str(tmp_path), "--address", ray_address, "--no-report"
+    )
     assert code == 1  # a trial failed
-    runs = {r.data.params["train.lr"]: r for r in runs_of(f"sqlite:///{tmp_path}/mlflow.db", "faults")
-            if r.data.tags["clsweep.role"] == "trial"}
+    runs = {
+        r.data.params["train.lr"]: r
+        for r in runs_of(f"sqlite:///{tmp_path}/mlflow.db", "faults")
+        if r.data.tags["clsweep.role"] == "trial"
+    }
     assert {lr: (r.info.status, r.data.tags["clsweep.status"]) for lr, r in runs.items()} == {
-        "0.05": ("FINISHED", "finished"), "1e-05": ("KILLED", "pruned"), "10000000000.0": ("FAILED", "failed")}
+        "0.05": ("FINISHED", "finished"),
+        "1e-05": ("KILLED", "pruned"),
+        "10000000000.0": ("FAILED", "failed"),
+    }
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     failed = runs["10000000000.0"].info.run_id
     assert {a.path for a in client.list_artifacts(failed)} >= {"traceback.txt", "config.yaml"}
-    assert "NonFiniteLossError" in Path(client.download_artifacts(failed, "traceback.txt", str(tmp_path))).read_text()
+    assert (
+        "NonFiniteLossError"
+        in Path(client.download_artifacts(failed, "traceback.txt", str(tmp_path))).read_text()
+    )
     finished = runs["0.05"].info.run_id
-    assert {a.path for a in client.list_artifacts(finished)} == {"config.yaml", "acc_matrix_val.csv", "acc_matrix_test.csv"}
+    assert {a.path for a in client.list_artifacts(finished)} == {
+        "config.yaml",
+        "acc_matrix_val.csv",
+        "acc_matrix_test.csv",
+    }
     state = pickle.loads(Path(glob.glob(str(tmp_path / "faults" / "searcher-state-*.pkl"))[0]).read_bytes())
-    assert [t.state for t in state["_ot_study"].trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert [t.state for t in state["_ot_study"].trials] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.FAIL,
+    ]
     from clsweep.sweep.summary import stored_sweep
 
     stored = stored_sweep(tmp_path, "faults")
     assert stored.state == "complete" and stored.summary.total == 3
-    assert {k: stored.summary.counts[k] for k in ("finished", "pruned", "failed")} == {"finished": 1, "pruned": 1, "failed": 1}
+    assert {k: stored.summary.counts[k] for k in ("finished", "pruned", "failed")} == {
+        "finished": 1,
+        "pruned": 1,
+        "failed": 1,
+    }
     assert stored.summary.best[0].config == {"experiment.train.lr": 0.05}
     assert cli("status", "faults", "--storage", str(tmp_path))[0] == 0

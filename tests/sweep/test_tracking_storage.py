@@ -125,7 +125,9 @@ def test_a_tracking_failure_does_not_stop_the_sweep(write_yaml, tiny):
         def find_trial(self, trial_id):
             raise ConnectionError("the tracking server went away")
 
-    callback = MLflowCallback(DownStore("http://mlflow:5000", "exp", "sw"), load_sweep(write_yaml(tiny)).payload())
+    callback = MLflowCallback(
+        DownStore("http://mlflow:5000", "exp", "sw"), load_sweep(write_yaml(tiny)).payload()
+    )
     trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={}, status="RUNNING")
     callback.on_trial_start(0, [trial], trial)  # raises inside: reported, not propagated
     callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5})
