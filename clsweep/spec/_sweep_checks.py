@@ -52,8 +52,20 @@ def check_seeds(shape: SweepFile, problems: list[Problem]) -> tuple[int, ...]:
     return seeds
 
 
+def _import_plugins(shape: SweepFile) -> None:
+    """The experiment's plugins (``imports:``) register their components before search paths are
+    checked against the registry; one that cannot be imported is reported per configuration."""
+    imports = shape.experiment.get("imports")
+    for module in imports if isinstance(imports, list) else []:
+        try:
+            registry.import_plugins([str(module)])
+        except Exception:  # noqa: BLE001, S112 - parse_experiment names the field and the error
+            continue
+
+
 def check_search(shape: SweepFile, problems: list[Problem]) -> tuple[Param, ...]:
     """Paths, conditions and searcher compatibility of the ``search`` entries."""
+    _import_plugins(shape)
     components = EXPERIMENT_COMPONENTS
     params: list[Param] = []
     for key, entry in shape.search.items():

@@ -79,3 +79,62 @@ def test_rung_fidelity_and_leak_gap_equal_a_hand_computation_from_mlflow(sweeps,
     assert '<section id="honesty">' in html and "leak gap" in html and "Spearman" in html
     rung_rows = summary["rung_importance"]
     assert [r["after_task"] for r in rung_rows] == [1, 2] and all(r["configurations"] == 3 for r in rung_rows)
+
+
+KNOWN = """
+name: known
+experiment:
+  imports: [tests.report.known_function_plugin]
+  seed: 0
+  benchmark: {name: permuted, source: synthetic, num_tasks: 2, seed: 0}
+  backbone: {name: mlp, hidden_dims: [32]}
+  algorithm: {name: known_function}
+  train: {epochs: 2, batch_size: 32, lr: 0.1}
+search:
+  experiment.algorithm.mode: {choice: [sharp, blurred, blind]}
+  experiment.algorithm.jitter: {uniform: [0.0, 0.001]}
+searcher: {name: random, samples: 12, seed: 0}
+resources: {max_concurrent: 2}
+"""
+
+
+def test_a_sweep_of_a_known_function_ranks_the_knob_that_decides_first(tmp_path):
+    """A real sweep of a plugin algorithm whose validation accuracy is a known function of its
+    knobs: the report ranks the categorical knob that decides first under both evaluators."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from clsweep.report import report_sweep
+    from tests.report import known_function_plugin  # noqa: F401 - registers the algorithm here too
+
+    repo = Path(__file__).resolve().parents[2]
+    space = tmp_path / "known.yaml"
+    space.write_text(KNOWN)
+    env = {**os.environ, "PYTHONPATH": str(repo), "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clsweep",
+            "run",
+            str(space),
+            "--storage",
+            str(tmp_path / "runs"),
+            "--no-report",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    index = report_sweep("known", storage=tmp_path / "runs", out=tmp_path / "report")
+    summary = json.loads((index.parent / "summary.json").read_text())
+    imp = summary["importance"]
+    for evaluator in ("values", "second"):
+        ranked = imp[evaluator]["avg_acc_val"]
+        assert max(ranked, key=ranked.get) == "algorithm.mode", (evaluator, ranked)
+        assert ranked["algorithm.mode"] > 5 * ranked["algorithm.jitter"]
