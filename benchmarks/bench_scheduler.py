@@ -80,10 +80,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--asha", default=SCHEDULERS["asha"], help=f"ASHA's settings (default {SCHEDULERS['asha']})"
+    )
+    parser.add_argument(
+        "--median", default=SCHEDULERS["median"], help=f"the median rule's (default {SCHEDULERS['median']})"
+    )
     parser.add_argument("--storage", default=None, help="where the sweeps go (default: a temporary folder)")
     args = parser.parse_args()
     storage = Path(args.storage) if args.storage else Path(tempfile.mkdtemp(prefix="bench-scheduler-"))
     seeds = [int(s) for s in args.seeds.split(",")]
+    SCHEDULERS.update(asha=args.asha, median=args.median)
+    print(f"schedulers: asha {args.asha}, median {args.median}")
     rows = []
     try:
         for seed in seeds:

@@ -52,6 +52,10 @@ class EWC(CLAlgorithm):
         self.anchors: list[dict[str, Tensor]] = []
         """The backbone's weights at the end of the task of the Fisher at the same index."""
         self._data: Any = None
+        self._sum_f: dict[str, Tensor] = {}
+        """Sum over the stored pairs of F (per parameter): the penalty's gradient is
+        strength * (sum F * theta - sum F * anchor), two fused updates per step."""
+        self._sum_fa: dict[str, Tensor] = {}
 
     # ---- hooks ------------------------------------------------------------------------------
     def on_task_data(self, task_id: int, data: Any) -> None:
@@ -61,13 +65,25 @@ class EWC(CLAlgorithm):
         device = next(self.backbone.parameters()).device  # tensors restored from a checkpoint are on the CPU
         self.fishers = [{n: f.to(device) for n, f in d.items()} for d in self.fishers]
         self.anchors = [{n: a.to(device) for n, a in d.items()} for d in self.anchors]
+        self._aggregate()
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
-        out = super().training_step(batch, batch_idx)
-        penalty = self.penalty()
-        out["loss"] = out["loss_cls"] + penalty
-        out["loss_penalty"] = penalty.detach()
-        return out
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Add the penalty's gradient, strength * sum_t F_t (theta - anchor_t), to the backbone's
+        gradients in two fused updates (the same gradient autograd would give the penalty term,
+        without building it into the graph at every step). The training loss the loop reports is
+        therefore the classification loss; :meth:`penalty` gives the penalty's value."""
+        if not self._sum_f:
+            return
+        names, params = zip(*[(n, p) for n, p in self._penalised() if n in self._sum_f], strict=True)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+        strength = self.params.strength
+        torch._foreach_addcmul_(
+            grads, [self._sum_f[n] for n in names], [p.detach() for p in params], value=strength
+        )
+        torch._foreach_add_(grads, [self._sum_fa[n] for n in names], alpha=-strength)
 
     def on_task_end(self, task_id: int) -> None:
         data, self._data = self._data, None
@@ -85,12 +101,22 @@ class EWC(CLAlgorithm):
         else:
             self.fishers.append(fisher)
             self.anchors.append(anchor)
+        self._aggregate()
+
+    def _aggregate(self) -> None:
+        self._sum_f, self._sum_fa = {}, {}
+        for fisher, anchor in zip(self.fishers, self.anchors, strict=True):
+            for n, f in fisher.items():
+                self._sum_f[n] = self._sum_f[n] + f if n in self._sum_f else f.clone()
+                fa = f * anchor[n]
+                self._sum_fa[n] = self._sum_fa[n] + fa if n in self._sum_fa else fa
 
     def extra_state(self) -> dict[str, Any]:
         return {"fishers": self.fishers, "anchors": self.anchors}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.fishers, self.anchors = list(state["fishers"]), list(state["anchors"])
+        self._aggregate()
 
     # ---- the rule -----------------------------------------------------------------------------
     def _penalised(self) -> list[tuple[str, Tensor]]:

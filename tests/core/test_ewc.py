@@ -90,7 +90,12 @@ def test_penalty_is_half_strength_times_fisher_weighted_squared_distance() -> No
     algorithm.setup_task(2, 3)
     batch = (data.train_x, torch.tensor([0, 1, 2]), torch.full((3,), 2))
     out = algorithm.training_step(batch, 0)
-    torch.testing.assert_close(out["loss"], out["loss_cls"] + want)
+    params = list(algorithm.backbone.parameters())
+    expected = torch.autograd.grad(out["loss_cls"] + want, params, retain_graph=True)  # the whole objective
+    out["loss"].backward()
+    algorithm.on_before_optimizer_step(None)  # adds the penalty's gradient
+    for p, g in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.grad, g)
 
 
 @pytest.mark.parametrize("online", [False, True])
