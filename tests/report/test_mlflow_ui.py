@@ -6,78 +6,21 @@ histories with step = tasks done, and the artifacts of each run."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-MLFLOW = Path(sys.executable).with_name("mlflow")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.mlflow_server import mlflow_server
 
 
 @pytest.fixture
 def server(sweeps, tmp_path) -> Iterator[str]:
-    """``mlflow server`` on the main sweep's store (about 15 s to start here); stopped afterwards."""
-    storage = sweeps["main"].storage
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(MLFLOW),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{storage / 'mlflow.db'}",
-            "--default-artifact-root",
-            str(storage / "mlartifacts"),
-            "--serve-artifacts",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+    """``mlflow server`` on the main sweep's store; stopped afterwards."""
+    with mlflow_server(sweeps["main"].storage, tmp_path / "server.log") as url:
         yield url
-    finally:
-        import os
-        import signal
-
-        os.killpg(process.pid, signal.SIGTERM)  # the server and its uvicorn worker (its own session)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def _get(url: str, path: str, **query: str) -> Any:
