@@ -43,6 +43,27 @@ resources: {{max_concurrent: {concurrent}}}
 """
 
 
+def start_driver(path: Path, storage: Path, ray_address: str) -> subprocess.Popen[bytes]:
+    """``clsweep run PATH`` as a driver process on the test cluster, with Tune's experiment
+    snapshots lagging (TUNE_GLOBAL_CHECKPOINT_S): the race a killed driver meets."""
+    lagging_snapshots = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "600"}
+    command = [
+        sys.executable,
+        "-m",
+        "clsweep",
+        "run",
+        str(path),
+        "--storage",
+        str(storage),
+        "--address",
+        ray_address,
+        "--no-report",
+    ]
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=lagging_snapshots
+    )
+
+
 def kill_driver_when(
     path: Path, storage: Path, ray_address: str, ready: Callable[[list[str]], bool]
 ) -> dict[str, Any]:
@@ -51,24 +72,7 @@ def kill_driver_when(
     when forced (num_to_keep checkpoints of a trial): the snapshot then always lags the status file,
     which is the race a killed driver meets."""
     paths = SweepPaths.at(storage, load_sweep(path).name)
-    lagging_snapshots = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "600"}
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "clsweep",
-            "run",
-            str(path),
-            "--storage",
-            str(storage),
-            "--address",
-            ray_address,
-            "--no-report",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=lagging_snapshots,
-    )
+    driver = start_driver(path, storage, ray_address)
     deadline = time.monotonic() + 150
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from clsweep.report.stats import spread
 from clsweep.storage import SweepPaths, read_json
 from clsweep.sweep.summary import stored_sweep
+from tests.sweep.test_reliability import start_driver
 
 SWEEP = """
 name: {name}
@@ -110,26 +109,6 @@ def test_confirmation_reruns_the_top_k_on_new_seeds_and_picks_the_winner_on_thei
     assert best_trial.seed in (1, 2)
 
 
-def _drive(path: Path, storage: Path, ray_address: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "clsweep",
-            "run",
-            str(path),
-            "--storage",
-            str(storage),
-            "--address",
-            ray_address,
-            "--no-report",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "600"},  # Tune's snapshot lags, as in test_reliability
-    )
-
-
 def _results(folder: Path) -> dict[str, str]:
     return {p.parent.name: p.read_text() for p in folder.glob("*/result.json")}
 
@@ -141,7 +120,7 @@ def test_a_driver_killed_during_confirmation_resumes_it_without_rerunning_anythi
     path = write_yaml(SWEEP.format(name="killed", extra=extra))
     paths = SweepPaths.at(tmp_path, "killed")
     confirm_status = paths.sweep_dir / "confirm" / "clsweep_status.json"
-    driver = _drive(path, tmp_path, ray_address)
+    driver = start_driver(path, tmp_path, ray_address)
     deadline, status = time.monotonic() + 240, {}
     while time.monotonic() < deadline:
         status = read_json(confirm_status) or {}
