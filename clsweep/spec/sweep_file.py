@@ -96,6 +96,10 @@ class ResourcesConfig(_Model):
 class TrackingConfig(_Model):
     uri: str | None = None
     experiment: str | None = None
+    outage_timeout: float = Field(60.0, gt=0.0, exclude=True)
+    """When the sweep's trials are done and the tracking server does not answer: seconds to wait
+    for it before the records left in the journal are reported unsent (``clsweep sync`` sends
+    them). Where it runs, not what it searches: not in the fingerprint."""
 
 
 class ClusterConfig(_Model):

@@ -1,4 +1,4 @@
-"""The sweep sub-commands: ``validate``, ``run``, ``resume``, ``status``.
+"""The sweep sub-commands: ``validate``, ``run``, ``resume``, ``status``, ``sync``.
 
 Registered on the main parser by :func:`add_sweep_commands`; each sets ``func`` to its command,
 which returns the exit status (0 ok, 1 some trial failed or tracking records were lost, 2 bad
@@ -19,16 +19,24 @@ from typing import Any
 from clsweep.common import DEFAULT_STORAGE
 from clsweep.spec.errors import Problem, SpecError
 
-__all__ = ["add_sweep_commands", "cmd_resume", "cmd_run", "cmd_status", "cmd_validate", "run_sweep"]
+__all__ = [
+    "add_sweep_commands",
+    "cmd_resume",
+    "cmd_run",
+    "cmd_status",
+    "cmd_sync",
+    "cmd_validate",
+    "run_sweep",
+]
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
 _RUN_EPILOG = """\
 exit status: 0 every trial finished or was pruned and every tracking record was written; 1 the
 sweep ran but at least one trial failed (after `retries` re-runs from its last task checkpoint;
-its traceback is an artifact of its MLflow run), or tracking records were lost (an MLflow call or
-a status-file write failed: the sweep went on without it; the count is printed at the end and
-each failure was logged as a warning); 2 bad input (sweep file, --set, storage folder of another
+its traceback is an artifact of its MLflow run), or tracking records were lost (MLflow refused
+one, or a status-file write failed: the sweep went on without it; the count is printed at the
+end), or records are still unsent (see below); 2 bad input (sweep file, --set, storage folder of another
 sweep, unreachable tracking store, a sweep whose driver is running, resources that no node
 has): nothing was started or written; 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM.
 
@@ -42,6 +50,13 @@ runs on this host; on another host, a heartbeat older than 120 s: the driver ref
 than any node has (--address, no autoscaler) exits 2; with an autoscaler the trials wait for a
 node for at most `resources.pending_timeout` seconds (default 600), then the sweep stops
 (resumable, exit status 1).
+
+Every MLflow record is first appended to STORAGE/NAME/tracking_journal.jsonl and sent from there
+in order, so a tracking server that stops answering delays records and loses none: the sweep goes
+on and the records are sent when the server answers again. When the trials are done and it still
+does not answer after `tracking.outage_timeout` seconds (default 60), the records stay in the
+journal, the count is printed, no report is written and the exit status is 1; `clsweep sync NAME`
+(or `clsweep resume NAME`) sends them once it answers. A record sent twice is stored once.
 
 Running the same command again (or `clsweep resume NAME`) continues an interrupted sweep:
 finished trials are kept, unfinished ones restart from their last task checkpoint, and every
@@ -130,6 +145,20 @@ def add_sweep_commands(subparsers: Any) -> None:
     p.add_argument("name", help="sweep name")
     _storage(p)
     p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser(
+        "sync",
+        help="send a sweep's tracking records that MLflow does not have yet",
+        description="Send the records of sweep NAME that its tracking journal "
+        "(STORAGE/NAME/tracking_journal.jsonl) holds and MLflow lacks (the tracking server did not "
+        "answer before the sweep ended), in order; a record sent twice is stored once. Exit status: "
+        "0 MLflow has every record; 1 some are still unsent (the server does not answer) or MLflow "
+        "refused some (their reasons are in STORAGE/NAME/tracking_sent.jsonl); 2 no such sweep, or "
+        "its driver is running (it sends them itself).",
+    )
+    p.add_argument("name", help="sweep name")
+    _storage(p)
+    p.set_defaults(func=cmd_sync)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -230,11 +259,22 @@ def _finish_sweep(outcome: Any, no_report: bool, started: float) -> tuple[int, P
     index = None
     if outcome.lost_records:
         print(
-            f"lost:      {outcome.lost_records} tracking record(s): MLflow calls or status-file writes that failed "
-            "(warnings above); the runs in MLflow are incomplete",
+            f"lost:      {outcome.lost_records} tracking record(s): refused by MLflow (reasons in "
+            f"{plan.paths.sweep_dir / 'tracking_sent.jsonl'}) or a journal or status-file write that "
+            "failed (warnings above); the runs in MLflow are incomplete",
             file=sys.stderr,
         )
-    if not no_report and outcome.complete and importlib.util.find_spec("clsweep.report") is not None:
+    unsent = getattr(outcome, "unsent", 0)
+    if unsent:
+        where = f"{plan.spec.name} --storage {plan.paths.storage}"
+        print(
+            f"unsent:    {unsent} tracking record(s) wait in {plan.paths.sweep_dir / 'tracking_journal.jsonl'}: "
+            f"{plan.tracking_uri} did not answer; send them with `clsweep sync {where}` once it does",
+            file=sys.stderr,
+        )
+        if not no_report and outcome.complete:
+            print(f"report:    not written (MLflow lacks records); after the sync: `clsweep report {where}`")
+    elif not no_report and outcome.complete and importlib.util.find_spec("clsweep.report") is not None:
         from clsweep.report import report_sweep
 
         try:
@@ -253,7 +293,7 @@ def _finish_sweep(outcome: Any, no_report: bool, started: float) -> tuple[int, P
             )
     if outcome.signal is not None:
         return 128 + int(outcome.signal), index
-    failed = outcome.failed or outcome.lost_records or outcome.stopped
+    failed = outcome.failed or outcome.lost_records or outcome.stopped or unsent
     return (EXIT_FAILED if failed else EXIT_OK), index
 
 
@@ -312,4 +352,42 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"state:     {sweep.state}{hint}")
     print(f"runs:      {SweepPaths.at(args.storage, args.name).sweep_dir}")
     print(f"view:      {ui_command(sweep.record.get('tracking_uri', ''))}")
+    from clsweep.tracking.journal import pending_in
+
+    waiting = pending_in(SweepPaths.at(args.storage, args.name).sweep_dir)
+    if waiting:
+        print(f"tracking:  {waiting} record(s) not yet in MLflow: `clsweep sync {args.name}` sends them")
     return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from clsweep.storage import SweepPaths, read_json
+    from clsweep.sweep import lock
+    from clsweep.tracking.journal import pending_in
+
+    paths = SweepPaths.at(args.storage, args.name)
+    record = read_json(paths.record)
+    if record is None:
+        raise SpecError([Problem(("name",), f"no sweep {args.name!r} under {paths.storage}")])
+    uri = str(record.get("tracking_uri"))
+    if not record.get("parent_run_id") or pending_in(paths.sweep_dir) == 0:
+        print(f"sync:      nothing to send: {uri} has every record of sweep {args.name!r}")
+        return EXIT_OK
+    from clsweep.sweep.tracking_session import sync_journal
+
+    with lock.holding(paths):  # SpecError while the sweep's driver runs
+        sent, left, refused = sync_journal(
+            paths, uri, str(record.get("experiment") or args.name), str(record["parent_run_id"])
+        )
+    print(f"sync:      sent {sent} record(s) of sweep {args.name!r} to {uri}")
+    if refused:
+        print(
+            f"lost:      MLflow refused {refused} record(s); the reasons are in {paths.sweep_dir / 'tracking_sent.jsonl'}",
+            file=sys.stderr,
+        )
+    if left:
+        print(
+            f"unsent:    {left} record(s) still wait: {uri} does not answer; run `clsweep sync` again when it does",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if left or refused else EXIT_OK

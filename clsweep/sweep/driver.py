@@ -7,7 +7,6 @@ MLflow experiment and parent run, starts (or joins) Ray and runs or restores the
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -16,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clsweep.common import versions
 from clsweep.recovery import trial_folder_name
 from clsweep.spec.errors import Problem, SpecError
 from clsweep.spec.sweep import SweepPlan
@@ -24,6 +22,7 @@ from clsweep.storage import SweepPaths, check_owner, new_record, read_json, writ
 from clsweep.sweep.forkserver_setup import start_forkserver
 from clsweep.sweep.ray_setup import ray_environment, ray_logs_to
 from clsweep.sweep.summary import Summary, summarize
+from clsweep.sweep.tracking_session import TrackingSession, open_tracking, sync_journal
 from clsweep.tracking.store import check_tracking_uri
 
 __all__ = ["Outcome", "Plan", "execute", "prepare", "tracking_store"]
@@ -52,8 +51,11 @@ class Outcome:
     complete: bool
     rows: list[dict[str, Any]] = field(default_factory=list)
     lost_records: int = 0
-    """Tracking records (MLflow calls, status-file writes) that failed in this run of the sweep;
-    the sweep went on without them."""
+    """Tracking records lost in this run of the sweep (refused by MLflow, a journal or status-file
+    write that failed); the sweep went on without them."""
+    unsent: int = 0
+    """Tracking records still in the journal, not in MLflow (the server did not come back in
+    time): ``clsweep sync`` sends them."""
     signal: int | None = None
     """The signal (SIGINT, SIGTERM) that stopped the sweep; it can be resumed."""
     stopped: str | None = None
@@ -159,9 +161,7 @@ def _start_ray(plan: Plan, num_cpus: int | None) -> bool:
     return started
 
 
-def _tuner(
-    plan: Plan, tracker: Any, callbacks: Sequence[Any], display: bool | None, forkserver: str | None = None
-) -> Any:
+def _tuner(plan: Plan, callbacks: Sequence[Any], display: bool | None, forkserver: str | None = None) -> Any:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -206,7 +206,7 @@ def _tuner(
                 JsonLoggerCallback(),
                 CSVLoggerCallback(),
                 adoption,
-                MLflowCallback(tracker, spec.payload(), adoption, closes=spec.later_stage is None),
+                MLflowCallback(path, spec.payload(), adoption, closes=spec.later_stage is None),
                 ProgressCallback(spec.payload(), plan.paths.status, display=display),
                 *callbacks,
             ],
@@ -254,12 +254,18 @@ def execute(
         tracking_uri=plan.tracking_uri,
         experiment=plan.experiment,
     )
-    if record.get("complete"):
-        return _outcome(plan, record)
+    from clsweep.sweep import lock as locks
     from clsweep.sweep import signals
-    from clsweep.sweep.lock import DriverLock
 
-    lock = DriverLock(plan.paths)
+    if record.get("complete"):  # its trials are done; what MLflow still lacks is sent
+        outcome = _outcome(plan, record)
+        if record.get("parent_run_id"):
+            with locks.holding(plan.paths):
+                _, outcome.unsent, outcome.lost_records = sync_journal(
+                    plan.paths, plan.tracking_uri, plan.experiment, record["parent_run_id"]
+                )
+        return outcome
+    lock = locks.DriverLock(plan.paths)
     with signals.interruptible() as state:
         state.on_force_exit.append(lock.release)
         try:
@@ -288,10 +294,10 @@ def _execute(
             # Embedded Ray: create the tracking store (a fresh sqlite file takes ~3 s of schema
             # migrations) while Ray starts. On a cluster the shared-storage check comes first.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clsweep-tracking") as pool:
-                opening = pool.submit(_open_tracking, plan, record)
+                opening = pool.submit(open_tracking, plan, record)
                 started_ray = _start_ray(plan, num_cpus)
                 try:
-                    tracker = opening.result()
+                    session = opening.result()
                 except BaseException:
                     _stop_ray(started_ray)
                     raise
@@ -302,13 +308,13 @@ def _execute(
 
                 check_joined(plan.spec.resources)  # before anything is written
                 lock.acquire()
-                tracker = _open_tracking(plan, record)
+                session = open_tracking(plan, record)
             except BaseException:
                 _stop_ray(started_ray)
                 raise
         try:
             server = server or start_forkserver(plan, before_ray=False)
-            return _run(plan, record, tracker, callbacks, display, server.address if server else None)
+            return _run(plan, record, session, callbacks, display, server.address if server else None)
         finally:
             _stop_ray(started_ray)
     finally:
@@ -323,36 +329,31 @@ def _stop_ray(started: bool) -> None:
         ray.shutdown()
 
 
-def _open_tracking(plan: Plan, record: dict[str, Any]) -> Any:
-    """Write the sweep record, create the MLflow experiment and the parent run (or find them)."""
-    from clsweep.tracking.store import SweepTracker
-
-    spec, paths = plan.spec, plan.paths
-    paths.sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(paths.record, record)
-    local = plan.tracking_uri.startswith("sqlite:")
-    tracker = SweepTracker(
-        plan.tracking_uri, plan.experiment, spec.name, artifact_root=paths.artifact_root if local else None
-    )
-    record["parent_run_id"] = tracker.open(
-        record.get("parent_run_id"),
-        plan=spec.payload(),
-        tags={
-            "clsweep.protocol": spec.protocol_tag,
-            "clsweep.searcher": spec.searcher.name,
-            "clsweep.objective": ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives),
-            "clsweep.fingerprint": spec.fingerprint,
-            "clsweep.versions": json.dumps(versions()),
-        },
-    )
-    write_json(paths.record, record)
-    return tracker
-
-
 def _run(
     plan: Plan,
     record: dict[str, Any],
-    tracker: Any,
+    session: TrackingSession,
+    callbacks: Sequence[Any],
+    display: bool | None,
+    forkserver: str | None,
+) -> Outcome:
+    """The stages with the journal's sender on; then what MLflow still lacks is sent (a stopped
+    sweep waits a few seconds only: its resume sends the rest)."""
+    from clsweep.sweep import signals
+
+    session.start(echo=display is not False)
+    try:
+        outcome = _stages(plan, record, callbacks, display, forkserver)
+    finally:
+        wait = plan.spec.tracking.outage_timeout
+        unsent, rejected = session.finish(min(wait, 5.0) if signals.STATE.stopping else wait)
+    outcome.unsent, outcome.lost_records = unsent, outcome.lost_records + rejected
+    return outcome
+
+
+def _stages(
+    plan: Plan,
+    record: dict[str, Any],
     callbacks: Sequence[Any],
     display: bool | None,
     forkserver: str | None,
@@ -363,14 +364,14 @@ def _run(
 
     outcome, lost = None, 0
     if stages.RECORD_KEY not in record:
-        outcome = _fit(plan, record, tracker, _tuner(plan, tracker, callbacks, display, forkserver))
+        outcome = _fit(plan, record, _tuner(plan, callbacks, display, forkserver))
         lost = outcome.lost_records
         search_over = outcome.summary.done >= plan.spec.num_trials and not signals.STATE.stopping
         if plan.spec.later_stage and search_over:
             stages.begin(plan.spec, record, outcome.rows, plan.paths.record)
     if stages.RECORD_KEY in record and not signals.STATE.stopping:
-        tuner = stages.stage_tuner(plan, record[stages.RECORD_KEY], tracker, callbacks, display, forkserver)
-        outcome = _fit(plan, record, tracker, tuner)
+        tuner = stages.stage_tuner(plan, record[stages.RECORD_KEY], callbacks, display, forkserver)
+        outcome = _fit(plan, record, tuner)
         outcome.lost_records += lost
     outcome = outcome or _outcome(plan, record, lost)  # a stop came before the stage's trials
     record["complete"] = outcome.complete
@@ -378,7 +379,7 @@ def _run(
     return outcome
 
 
-def _fit(plan: Plan, record: dict[str, Any], tracker: Any, tuner: Any) -> Outcome:
+def _fit(plan: Plan, record: dict[str, Any], tuner: Any) -> Outcome:
     from clsweep.sweep import signals
     from clsweep.sweep.progress import lost_records
 
@@ -389,8 +390,10 @@ def _fit(plan: Plan, record: dict[str, Any], tracker: Any, tuner: Any) -> Outcom
     if signals.STATE.stopping:
         outcome.signal, outcome.stopped = signals.STATE.signum, signals.STATE.reason
         try:
-            tracker.kill_running()
+            from clsweep.tracking.journal import live
+
+            live(plan.paths.sweep_dir).append("kill_running")
         except Exception:  # noqa: BLE001 - a lost record, as in the callbacks
-            logger.warning("could not mark the interrupted runs KILLED", exc_info=True)
+            logger.warning("could not record that the interrupted runs are KILLED", exc_info=True)
             outcome.lost_records += 1
     return outcome

@@ -119,7 +119,6 @@ class FixedPoints(Searcher):
 def stage_tuner(
     plan: Any,
     stage: Mapping[str, Any],
-    tracker: Any,
     callbacks: Sequence[Any],
     display: bool | None,
     forkserver: str | None = None,
@@ -166,7 +165,7 @@ def stage_tuner(
                 JsonLoggerCallback(),
                 CSVLoggerCallback(),
                 adoption,
-                MLflowCallback(tracker, payload, adoption, stage=name, total=len(points)),
+                MLflowCallback(plan.paths.sweep_dir, payload, adoption, stage=name, total=len(points)),
                 ProgressCallback(
                     payload, folder / STATUS_FILE, display=display, stage=name, total=len(points)
                 ),

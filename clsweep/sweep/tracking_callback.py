@@ -1,4 +1,4 @@
-"""The Tune callback that turns trial events into MLflow runs (driver side, one writer).
+"""The Tune callback that turns trial events into MLflow records (driver side, one writer).
 
 Each trial gets one child run of the sweep's parent run: params are the trial's resolved
 experiment config (dotted names), tags say sweep, trial, algorithm, benchmark, paradigm, seed,
@@ -6,15 +6,21 @@ protocol, status, node and device (cuda / cpu), and the benchmark is the run's d
 (the runs table's Dataset column); metrics are logged per task with step = tasks done (a result a trial
 sends again after a restore, marked ``replayed``, only when its step is not logged yet); at the
 end the resolved config, the accuracy matrices (CSV) and, for a failed trial, its traceback are
-stored as artifacts. Tune checkpoints the trial -> run map (get_state / set_state) and the tracker also finds
-a trial's run by its ``clsweep.trial_id`` tag, so a restored sweep keeps the same run ids.
+stored as artifacts.
+
+The callback does not call MLflow: it appends each record to the sweep's tracking journal
+(clsweep.tracking.journal), which the driver's sender thread sends (clsweep.tracking.replay), so
+no trial event waits for the tracking server and an outage loses nothing. Records name trials,
+not runs; what the callback must know (was this trial recorded, which of its steps) it reads from
+the journal, which a resumed driver loads again, so a restored sweep keeps one run per trial.
 
 A trial that adopts a trial Tune lost with a killed driver (clsweep.sweep.adoption) is given
 the lost trial's run, re-tagged ``clsweep.adopted_from``; runs of lost trials nobody adopts are
 deleted at the end (clsweep.recovery.orphan_runs).
 
-Every event handler is :func:`guarded`: a failing MLflow call loses that record, not the sweep.
-The count of such failures, ``failures``, is read by the driver after the sweep (exit status 1).
+Every event handler is :func:`guarded`: a failing journal write (disk full) loses that record,
+not the sweep. The count of such failures, ``failures``, is read by the driver after the sweep
+(exit status 1).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import io
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -36,8 +43,8 @@ from clsweep.recovery import REPLAYED
 from clsweep.spec.experiment import ExperimentConfig, flatten
 from clsweep.spec.sweep import SweepPlan, stage_of
 from clsweep.sweep.tasks import plan_of
+from clsweep.tracking.journal import Journal, live
 from clsweep.tracking.mlflow_ui import dataset_of
-from clsweep.tracking.store import TRIAL_ID, SweepTracker
 
 __all__ = ["Adoptions", "MLflowCallback", "guarded", "stopped_state", "trial_state", "trial_tags"]
 
@@ -156,15 +163,15 @@ class Adoptions(Protocol):
 
 
 class MLflowCallback(Callback):
-    """Maps trials to MLflow runs. ``adoption``: the callback (before this one in Tune's list) that
-    says which lost trial a new trial adopted; its run is then the new trial's. ``stage``: the
-    stage whose trials this Tune experiment runs (orphans are looked for among its runs only);
-    ``total``: its trials (default: the search's); ``closes``: whether its end ends the parent run
-    (not when a later stage follows)."""
+    """Journals the trials' MLflow records. ``sweep_dir``: the sweep folder (its journal);
+    ``adoption``: the callback (before this one in Tune's list) that says which lost trial a new
+    trial adopted; its run is then the new trial's. ``stage``: the stage whose trials this Tune
+    experiment runs (orphans are looked for among its runs only); ``total``: its trials (default:
+    the search's); ``closes``: whether its end ends the parent run (not when a later stage follows)."""
 
     def __init__(
         self,
-        tracker: SweepTracker,
+        sweep_dir: str | Path,
         plan: dict[str, Any],
         adoption: Adoptions | None = None,
         *,
@@ -173,14 +180,13 @@ class MLflowCallback(Callback):
         closes: bool = True,
     ) -> None:
         self.stage, self.total, self.closes = stage, total, closes
-        self.tracker = tracker
+        self.sweep_dir = str(sweep_dir)
         self.plan = plan
         """The sweep plan's payload (SweepPlan.payload())."""
         self.adoption = adoption
-        self.runs: dict[str, str] = {}
         self._located: set[str] = set()
         self.failures = 0
-        """Events whose record was lost (a failing MLflow call) in this run of the sweep."""
+        """Events whose record was lost (a failing journal write) in this run of the sweep."""
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_located": set()}
@@ -189,65 +195,55 @@ class MLflowCallback(Callback):
     def spec(self) -> SweepPlan:
         return plan_of(self.plan)  # rebuilt once per process, kept by fingerprint
 
+    @property
+    def journal(self) -> Journal:
+        return live(self.sweep_dir)
+
     def setup(self, **info: Any) -> None:  # type: ignore[override]
         self.failures = 0  # a restored tuner calls the copy pickled by an earlier driver
-
-    def get_state(self) -> dict[str, Any]:
-        return {"runs": dict(self.runs)}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.runs.update(state.get("runs", {}))
 
     # ---- trial events ---------------------------------------------------------------------------
     @guarded
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        tid = trial.trial_id
-        run_id = self.runs.get(tid) or self.tracker.find_trial(tid)
-        lost = None if run_id or self.adoption is None else self.adoption.lost_trial(tid)
-        if lost:  # the lost trial's run becomes this trial's: its metrics are this trial's replayed results
-            run_id = self.tracker.find_trial(lost)
-            if run_id:
-                self.tracker.set_tags(
-                    run_id,
-                    {
-                        TRIAL_ID: tid,
-                        "mlflow.runName": f"{self.spec.name}-{tid}",
-                        "clsweep.adopted_from": lost,
-                    },
-                )
-        if run_id:
-            self.tracker.resume_trial(run_id)
+        tid, journal = trial.trial_id, self.journal
+        if journal.knows(tid):
+            journal.append("resume", trial=tid)
+            return
+        cfg = self.spec.experiment_for(trial.config)
+        params = {
+            **flatten(cfg.to_dict()),
+            "trial.tasks": self.spec.trial_tasks(cfg, stage_of(trial.config)),
+        }
+        record = {
+            "trial": tid,
+            "name": f"{self.spec.name}-{tid}",
+            "params": params,
+            "tags": trial_tags(self.spec, trial.config, cfg),
+            "dataset": dataset_of(cfg),
+        }
+        lost = None if self.adoption is None else self.adoption.lost_trial(tid)
+        if lost:  # its run becomes this trial's: its metrics are this trial's replayed results
+            journal.append("adopt", lost=lost, **record)
         else:
-            cfg = self.spec.experiment_for(trial.config)
-            params = {
-                **flatten(cfg.to_dict()),
-                "trial.tasks": self.spec.trial_tasks(cfg, stage_of(trial.config)),
-            }
-            run_id = self.tracker.start_trial(
-                tid, f"{self.spec.name}-{tid}", params=params, tags=trial_tags(self.spec, trial.config, cfg)
-            )
-            self.tracker.log_dataset(run_id, dataset_of(cfg))
-        self.runs[tid] = run_id
+            journal.append("start", **record)
 
     @guarded
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
+        tid, journal = trial.trial_id, self.journal
+        if not journal.knows(tid):
             return
         step = int(result.get("tasks_done", result.get("training_iteration", 0)))
-        if result.get(REPLAYED) and step in self.tracker.logged_steps(run_id, "tasks_done"):
+        if result.get(REPLAYED) and step in journal.steps(tid):
             return  # a stored result the trial sent again after a restore, already logged
-        if trial.trial_id not in self._located:
-            self._located.add(trial.trial_id)
-            self.tracker.set_tags(
-                run_id,
-                {
-                    "clsweep.node": f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})",
-                    "clsweep.device": str(result.get("device") or trial_device_of(trial)),
-                },
-            )
+        if tid not in self._located:
+            self._located.add(tid)
+            tags = {
+                "clsweep.node": f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})",
+                "clsweep.device": str(result.get("device") or trial_device_of(trial)),
+            }
+            journal.append("tags", trial=tid, tags=tags)
         metrics = {
             k: float(v)
             for k, v in result.items()
@@ -256,27 +252,29 @@ class MLflowCallback(Callback):
             and not isinstance(v, bool)
             and math.isfinite(float(v))
         }
-        self.tracker.log_metrics(run_id, metrics, step=step)
+        journal.append("metrics", trial=tid, metrics=metrics, step=step, at=int(time.time() * 1000))
 
     def _finish(self, trial: Any, state: str, traceback: str | None = None) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
+        tid, journal = trial.trial_id, self.journal
+        if not journal.knows(tid):
             return
         cfg = self.spec.experiment_for(trial.config)
-        self.tracker.log_text(run_id, yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
+        journal.append(
+            "text", trial=tid, text=yaml.safe_dump(cfg.to_dict(), sort_keys=False), path="config.yaml"
+        )
         last = trial.last_result or {}
         for split in ("val", "test"):
             text = _csv(last.get(f"acc_matrix_{split}"))
             if text:
-                self.tracker.log_text(run_id, text, f"acc_matrix_{split}.csv")
+                journal.append("text", trial=tid, text=text, path=f"acc_matrix_{split}.csv")
         if last.get("pbt_lineage"):  # clsweep.sweep.pbt: who trained each task, with which knobs
-            self.tracker.log_text(run_id, str(last["pbt_lineage"]), "pbt_lineage.json")
+            journal.append("text", trial=tid, text=str(last["pbt_lineage"]), path="pbt_lineage.json")
             # the config the trial ended with (an exploit replaced the one it started with)
             ended_with = trial_tags(self.spec, trial.config, cfg)["clsweep.config"]
-            self.tracker.set_tags(run_id, {"clsweep.config": ended_with})
+            journal.append("tags", trial=tid, tags={"clsweep.config": ended_with})
         if traceback:
-            self.tracker.log_text(run_id, traceback, "traceback.txt")
-        self.tracker.end_trial(run_id, state)
+            journal.append("text", trial=tid, text=traceback, path="traceback.txt")
+        journal.append("end", trial=tid, state=state)
 
     @guarded
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -293,12 +291,12 @@ class MLflowCallback(Callback):
 
     @guarded
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        stage, given = getattr(self, "stage", "search"), getattr(self, "total", None)  # older pickles
-        self.tracker.delete_orphans((t.trial_id for t in trials), stage=stage)
+        journal = self.journal
+        journal.append("orphans", keep=[t.trial_id for t in trials], stage=self.stage)
         states = [trial_state(t) for t in trials]
-        total = self.spec.num_trials if given is None else given
+        total = self.spec.num_trials if self.total is None else self.total
         complete = all(s in ("finished", "pruned", "failed") for s in states) and len(trials) >= total
-        if complete and not getattr(self, "closes", True):
+        if complete and not self.closes:
             return
         counts = {f"clsweep.{s}": str(states.count(s)) for s in ("finished", "pruned", "failed")}
-        self.tracker.close(tags=counts, status="FINISHED" if complete else "KILLED")
+        journal.append("close", tags=counts, status="FINISHED" if complete else "KILLED")

@@ -205,6 +205,13 @@ class SweepTracker:
             self.client.log_text(self.parent_id, json.dumps(plan, indent=1), PLAN_ARTIFACT)
         return self.parent_id
 
+    def attach(self, parent_id: str) -> None:
+        """Use the existing experiment and parent run (``clsweep sync``); creates nothing."""
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            raise LookupError(f"MLflow has no experiment {self.experiment!r} at {self.uri}")
+        self.experiment_id, self.parent_id = exp.experiment_id, parent_id
+
     def _label_experiment(self, plan: Mapping[str, Any] | None) -> None:
         """Open the experiment on its training runs (not MLflow 3's GenAI overview), and store the
         shared runs view with the sweep's objective and CL metrics as the first columns."""
@@ -261,8 +268,6 @@ class SweepTracker:
     def start_trial(
         self, trial_id: str, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, str]
     ) -> str:
-        from mlflow.entities import Param
-
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
@@ -275,10 +280,15 @@ class SweepTracker:
                 **tags,
             },
         )
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
         for start in range(0, len(items), 100):  # log_batch takes at most 100 params
-            self.client.log_batch(run.info.run_id, params=items[start : start + 100])
-        return run.info.run_id
+            self.client.log_batch(run_id, params=items[start : start + 100])
 
     def log_dataset(self, run_id: str, dataset: Mapping[str, str], *, context: str = "train") -> None:
         """Record what the run trained on as an MLflow dataset input (the runs table's Dataset
@@ -292,10 +302,14 @@ class SweepTracker:
         self.client.update_run(run_id, status="RUNNING")
         self.set_tags(run_id, {STATUS: "running"})
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], step: int, *, at: int | None = None
+    ) -> None:
+        """``at``: the metrics' time in ms (default now); the same metrics sent again with the same
+        time are stored once (MLflow's SQL store drops exact duplicates)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if at is None else int(at)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start : start + 1000])

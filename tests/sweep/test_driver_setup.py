@@ -90,9 +90,11 @@ def test_ray_start_and_storage_check(
 def test_parent_run_records_the_versions(write_yaml, tiny, tmp_path, runs_of):
     from importlib.metadata import version
 
+    from clsweep.sweep.tracking_session import open_tracking
+
     plan = driver.prepare(load_sweep(write_yaml(tiny)), storage=tmp_path)
     record: dict[str, Any] = {}
-    driver._open_tracking(plan, record)
+    open_tracking(plan, record)
     [parent] = runs_of(plan.tracking_uri, plan.experiment)
     versions = json.loads(parent.data.tags["clsweep.versions"])
     assert set(versions) == {

@@ -278,7 +278,7 @@ def test_driver_killed_before_tunes_first_snapshot(write_yaml, tmp_path, ray_add
     record["parent_run_id"] = tracker.open(None, tags={})
     write_json(plan.paths.record, record)
     ghost = tracker.start_trial("ghost_00000", "early-ghost", params={}, tags={})
-    driver._tuner(plan, tracker, (), False)  # writes tuner.pkl, no experiment state yet
+    driver._tuner(plan, (), False)  # writes tuner.pkl, no experiment state yet
     assert (plan.paths.sweep_dir / "tuner.pkl").exists()
 
     code, _, err = cli("run", str(path), "--storage", str(tmp_path), "--address", ray_address, "--no-report")

@@ -116,38 +116,38 @@ def test_trial_function_reports_every_task_with_a_checkpoint(write_yaml, tiny):
     assert seen[-1][0]["acc_matrix_test"].startswith("[[")
 
 
-def test_a_tracking_failure_does_not_stop_the_sweep(write_yaml, tiny):
+def test_a_failing_journal_write_does_not_stop_the_sweep(write_yaml, tiny, tmp_path):
     from types import SimpleNamespace
 
     from clsweep.sweep.tracking_callback import MLflowCallback
 
-    class DownStore(SweepTracker):
-        def find_trial(self, trial_id):
-            raise ConnectionError("the tracking server went away")
-
-    callback = MLflowCallback(
-        DownStore("http://mlflow:5000", "exp", "sw"), load_sweep(write_yaml(tiny)).payload()
-    )
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # the journal cannot be created inside a file
+    callback = MLflowCallback(blocked / "sweep", load_sweep(write_yaml(tiny)).payload())
     trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={}, status="RUNNING")
     callback.on_trial_start(0, [trial], trial)  # raises inside: reported, not propagated
     callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5})
-    assert callback.failures == 1 and callback.runs == {}  # the result had no run to go to: skipped
+    assert callback.failures == 1  # the result had no run to go to: skipped, not a second failure
 
 
 def test_a_replayed_result_is_logged_only_when_its_step_is_missing(write_yaml, tiny, tmp_path):
     from types import SimpleNamespace
 
     from clsweep.sweep.tracking_callback import MLflowCallback
+    from clsweep.tracking.journal import live
+    from clsweep.tracking.replay import send_pending
 
     tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "exp", "sw", artifact_root=tmp_path / "art")
     tracker.open(None, tags={})
-    callback = MLflowCallback(tracker, load_sweep(write_yaml(tiny)).payload())
+    callback = MLflowCallback(tmp_path / "sweep", load_sweep(write_yaml(tiny)).payload())
     trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={}, status="RUNNING")
     callback.on_trial_start(0, [trial], trial)
     callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5})
     callback.on_trial_result(0, [trial], trial, {"tasks_done": 1, "avg_acc_val": 0.5, "replayed": True})
     callback.on_trial_result(0, [trial], trial, {"tasks_done": 2, "avg_acc_val": 0.6, "replayed": True})
-    history = tracker.client.get_metric_history(callback.runs["t1"], "avg_acc_val")
+    journal = live(tmp_path / "sweep")
+    assert send_pending(journal, tracker) == 0
+    history = tracker.client.get_metric_history(journal.runs["t1"], "avg_acc_val")
     assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 0.6)] and callback.failures == 0
 
 
@@ -162,6 +162,8 @@ def test_a_new_trial_adopts_a_lost_one_with_its_config(write_yaml, tiny, tmp_pat
     from clsweep.sweep.adoption import AdoptionCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
     from clsweep.sweep.trial import TrialIO, train_trial
+    from clsweep.tracking.journal import live
+    from clsweep.tracking.replay import send_pending
 
     spec = load_sweep(write_yaml(tiny))
     sweep_dir = tmp_path / "sweep"
@@ -178,10 +180,11 @@ def test_a_new_trial_adopts_a_lost_one_with_its_config(write_yaml, tiny, tmp_pat
     )
     tracker = SweepTracker(f"sqlite:///{tmp_path}/mlflow.db", "exp", "tiny", artifact_root=tmp_path / "art")
     tracker.open(None, tags={})
-    lost_run = tracker.start_trial("lost", "tiny-lost", params={}, tags={})
+    lost_run = tracker.start_trial("lost", "tiny-lost", params={}, tags={})  # by the killed driver
 
     adoption = AdoptionCallback(sweep_dir)
-    tracking = MLflowCallback(tracker, spec.payload(), adoption)
+    tracking = MLflowCallback(sweep_dir, spec.payload(), adoption)
+    journal = live(sweep_dir)
     new, other = (
         SimpleNamespace(trial_id=t, config={"seed": s}, last_result={}, status="RUNNING")
         for t, s in (("new", 0), ("other", 1))
@@ -190,7 +193,8 @@ def test_a_new_trial_adopts_a_lost_one_with_its_config(write_yaml, tiny, tmp_pat
         for callback in (adoption, tracking):  # Tune's order
             callback.on_trial_start(0, [new, other], trial)
     assert adoption.adopted == {"new": "lost"} and (sweep_dir / "new" / ADOPT_FILE).exists()
-    assert tracking.runs["new"] == lost_run and tracking.runs["other"] != lost_run
+    assert send_pending(journal, tracker) == 0
+    assert journal.runs["new"] == lost_run and journal.runs["other"] != lost_run
     tags = tracker.client.get_run(lost_run).data.tags
     assert (tags["clsweep.trial_id"], tags["clsweep.adopted_from"]) == ("new", "lost")
 
@@ -206,6 +210,7 @@ def test_a_new_trial_adopts_a_lost_one_with_its_config(write_yaml, tiny, tmp_pat
     ]  # the lost trial's results, nothing trained
     for result, _ in replayed:
         tracking.on_trial_result(0, [new, other], new, result)
+    assert send_pending(journal, tracker) == 0
     assert [m.step for m in tracker.client.get_metric_history(lost_run, "tasks_done")] == [1, 2]
     assert (
         tracker.delete_orphans(["new", "other"]) == [] and tracking.failures == 0
