@@ -341,7 +341,7 @@ def _run(
     sweep waits a few seconds only: its resume sends the rest)."""
     from clsweep.sweep import signals
 
-    session.start(echo=display is not False)
+    session.start()
     try:
         outcome = _stages(plan, record, callbacks, display, forkserver)
     finally:

@@ -289,26 +289,26 @@ def test_driver_killed_before_tunes_first_snapshot(write_yaml, tmp_path, ray_add
 
 
 class DeleteTheExperiment(Callback):
-    """Deletes the sweep's MLflow experiment, and with it every run in it, once the first result is
-    logged (it comes after the MLflow callback): each later MLflow write of the sweep fails."""
+    """Deletes the sweep's MLflow experiment, and with it the parent run, when Tune sets the
+    experiment up (after the parent run was opened, before any trial record): MLflow refuses each
+    later record of the sweep."""
 
     def __init__(self, tracking_uri: str, experiment: str) -> None:
         self.tracking_uri, self.experiment = tracking_uri, experiment
-        self.deleted = False
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if not self.deleted:
-            client = MlflowClient(self.tracking_uri)
-            client.delete_experiment(client.get_experiment_by_name(self.experiment).experiment_id)
-            self.deleted = True
+    def setup(self, **info: Any) -> None:
+        client = MlflowClient(self.tracking_uri)
+        client.delete_experiment(client.get_experiment_by_name(self.experiment).experiment_id)
 
 
 def test_lost_tracking_records_are_counted_and_fail_the_exit_status(
     write_yaml, tiny, tmp_path, ray_address, capsys
 ):
-    """The tracking store breaks after the first task's metrics: the trial still trains to the end,
-    every MLflow write that failed is counted on the outcome, printed, and the exit status is 1."""
+    """The tracking store refuses every record of the sweep: the trial still trains to the end, each
+    refused record is counted on the outcome (and kept with MLflow's reason in the sent log),
+    printed, and the exit status is 1."""
     from clsweep.sweep.commands import _finish
+    from clsweep.tracking.journal import SENT_FILE, Journal
 
     plan = prepare(load_sweep(write_yaml(tiny)), storage=tmp_path)
     outcome = execute(
@@ -317,14 +317,17 @@ def test_lost_tracking_records_are_counted_and_fail_the_exit_status(
     assert outcome.complete and outcome.failed == 0 and [r["state"] for r in outcome.rows] == ["finished"]
     client = MlflowClient(plan.tracking_uri)
     deleted = client.get_experiment_by_name(plan.experiment)
-    [run] = client.search_runs(
+    runs = client.search_runs(
         [deleted.experiment_id], "tags.`clsweep.role` = 'trial'", run_view_type=ViewType.ALL
     )
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "tasks_done")] == [
-        1
-    ]  # task 2's was lost
-    # lost: task 2's metrics, the trial's end (status tags), the parent run's end
-    assert outcome.lost_records == 3
+    assert runs == []  # its first record was refused, and so every record of its run
+    journal = Journal(plan.paths.sweep_dir)
+    records = list(journal.records())
+    assert {r["op"] for r in records} >= {"start", "metrics", "end", "close"}
+    refused = [r for r in records if r["op"] != "orphans"]  # no orphan to delete: nothing lost
+    assert outcome.lost_records == len(refused) == journal.rejected and outcome.unsent == 0
+    sent = (plan.paths.sweep_dir / SENT_FILE).read_text()
+    assert sent.count('"rejected"') == len(refused)
     capsys.readouterr()
     assert _finish(outcome, True, time.monotonic()) == 1
-    assert "lost:      3 tracking record(s)" in capsys.readouterr().err
+    assert f"lost:      {len(refused)} tracking record(s)" in capsys.readouterr().err
