@@ -134,3 +134,33 @@ def test_a_record_mlflow_refuses_is_counted_and_the_next_ones_go_on(write_yaml, 
     assert line["op"] == "metrics" and "no MLflow run" in line["rejected"]
     assert tracker.client.get_run(str(tracker.parent_id)).data.tags["clsweep.note"] == "after"
     assert Journal(tmp_path / "sweep").rejected == 1  # kept across drivers
+
+
+def test_a_resumed_driver_sends_what_the_killed_one_left_before_reopening_the_parent(
+    write_yaml, tiny, tmp_path
+):
+    """The killed driver's last records (a trial, then "the sweep was stopped": runs KILLED) were
+    never sent; the resumed driver sends them first, then sets the parent run running again."""
+    from clsweep.storage import new_record
+    from clsweep.sweep.driver import prepare
+    from clsweep.sweep.tracking_session import open_tracking
+
+    plan = prepare(load_sweep(write_yaml(tiny)), storage=tmp_path)
+    record = new_record(
+        plan.spec.data,
+        plan.spec.fingerprint,
+        source=None,
+        tracking_uri=plan.tracking_uri,
+        experiment=plan.experiment,
+    )
+    first = open_tracking(plan, record)
+    _trial_events(plan.paths.sweep_dir, plan.spec.payload())
+    first.journal.append("kill_running")
+    first.journal.close()  # the driver dies with every record unsent
+    assert pending_in(plan.paths.sweep_dir) > 0
+
+    second = open_tracking(plan, record)
+    assert second.journal.pending == 0 and second.journal.rejected == 0
+    [child] = second.tracker.children()
+    assert child.info.status == "FINISHED" and child.data.tags[TRIAL_ID] == "t1"
+    assert second.tracker.client.get_run(record["parent_run_id"]).info.status == "RUNNING"
