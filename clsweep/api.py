@@ -52,6 +52,9 @@ class SweepResult:
     report: Path | None
     """The report's index.html (None when not written)."""
     lost_records: int = 0
+    """Tracking records MLflow refused (or whose journal write failed): they are not in MLflow."""
+    unsent: int = 0
+    """Tracking records still in the sweep's journal (the server did not answer): ``clsweep sync``."""
 
 
 def _plan_from(
@@ -112,6 +115,7 @@ def run(
         parent_run_id=outcome.parent_run_id,
         report=index.resolve() if index else None,
         lost_records=outcome.lost_records,
+        unsent=outcome.unsent,
     )
 
 
