@@ -6,16 +6,17 @@ backward pass, a reference gradient ``g_ref`` is computed on a random batch of t
 current gradient ``g`` would increase the memory loss (``g . g_ref < 0``) it is projected onto the
 half-space where it does not: ``g <- g - (g . g_ref / g_ref . g_ref) g_ref``; otherwise it is left
 as it is. The projection is written without a branch (the coefficient is ``min(g . g_ref, 0)``), so
-no step waits on the device.
+it never waits on the device.
 
 Which gradient: ``g`` and ``g_ref`` are the gradients of every trainable parameter, the
 backbone's then every head's, taken as one vector, as the paper's ``g`` covers all parameters and
-Mammoth's ``models/agem.py`` projects over ``self.parameters()`` (there through flat
-``get_grads()`` / ``set_grads()`` copies; here the parameters' ``.grad`` are updated in place). In TIL the current
-batch reaches only the new head and the memory only old heads, so the heads add nothing to the dot
-product; the projection then also moves old heads by ``-alpha g_ref``, which lowers their memory loss
-(with plain SGD, no weight decay, heads with no gradient and a zero gradient update the same).
-``g_ref`` comes from ``torch.autograd.grad``, so ``.grad`` keeps the current gradient meanwhile.
+Mammoth's ``models/agem.py`` projects over ``self.parameters()`` (through flat ``get_grads()`` /
+``set_grads()`` copies there; here the dot products come from one flat copy and each ``.grad`` is
+updated in place). In TIL the current batch reaches only the new head and the memory only old
+heads, so the heads add nothing to the dot product; the projection then also moves old heads by
+``-alpha g_ref``, which lowers their memory loss (with plain SGD, no weight decay, heads with no
+gradient and a zero gradient update the same). ``g_ref`` comes from ``torch.autograd.grad``, so
+``.grad`` keeps the current gradient meanwhile.
 
 Memory: per task, as the authors' code (facebookresearch/agem ``fc_permute_mnist.py``, a per-class
 ring buffer of ``--mem-size`` samples of each class of the task); here ``samples_per_class`` random

@@ -11,11 +11,14 @@ penalty of Eq. 3 to the classification loss::
 
 The Fisher is the mean over samples of the squared per-sample gradient of log p(label | x), the
 label being the data's label (``fisher_labels: true``: the empirical Fisher) or the model's most
-likely class (``predicted``: FACIL's ``max_pred``). Per-sample gradients come from
-``torch.func.vmap`` in chunks (no Python loop over samples), in eval mode (no dropout, batch-norm
-running statistics), so the estimate is deterministic. Kirkpatrick et al. define F as the
-expectation over the model's predictive distribution; both variants here are the usual
-approximations (FACIL: src/approach/ewc.py, GMvandeVen/continual-learning).
+likely class (``predicted``: FACIL's ``max_pred``). It is computed in eval mode (no dropout,
+batch-norm running statistics), so the estimate is deterministic, and without a Python loop over
+samples: for ``nn.Linear`` layers the sum of squared per-sample gradients has a closed form in the
+layer's inputs and output gradients from one batched backward pass (Goodfellow 2015, see
+:meth:`EWC._linear_squared_grads`); any other parameter takes per-sample gradients from
+``torch.func.vmap``, in chunks. Kirkpatrick et al. define F as the expectation over the model's
+predictive distribution; both variants here are the usual approximations (FACIL:
+src/approach/ewc.py, GMvandeVen/continual-learning).
 
 Only the backbone is penalised, as in FACIL ("we only keep importance weights for the model, but
 not for the heads"): in TIL an old task's head takes no gradient from later tasks anyway; in CIL
