@@ -6,15 +6,17 @@ backward pass, a reference gradient ``g_ref`` is computed on a random batch of t
 current gradient ``g`` would increase the memory loss (``g . g_ref < 0``) it is projected onto the
 half-space where it does not: ``g <- g - (g . g_ref / g_ref . g_ref) g_ref``; otherwise it is left
 as it is. The projection is written without a branch (the coefficient is ``min(g . g_ref, 0)``), so
-no step waits on the device.
+it never waits on the device.
 
-Which gradient: ``g`` and ``g_ref`` are the flat gradients of the backbone (``get_grads()`` /
-``set_grads()``) followed by those of every head, one vector, as the paper's ``g`` covers all
-parameters and Mammoth's ``models/agem.py`` projects over ``self.parameters()``. In TIL the current
-batch reaches only the new head and the memory only old heads, so the heads add nothing to the dot
-product; the projection then also moves old heads by ``-alpha g_ref``, which lowers their memory loss
-(with plain SGD, no weight decay, heads with no gradient and a zero gradient update the same).
-``g_ref`` comes from ``torch.autograd.grad``, so ``.grad`` keeps the current gradient meanwhile.
+Which gradient: ``g`` and ``g_ref`` are the gradients of every trainable parameter, the
+backbone's then every head's, taken as one vector, as the paper's ``g`` covers all parameters and
+Mammoth's ``models/agem.py`` projects over ``self.parameters()`` (through flat ``get_grads()`` /
+``set_grads()`` copies there; here the dot products come from one flat copy and each ``.grad`` is
+updated in place). In TIL the current batch reaches only the new head and the memory only old
+heads, so the heads add nothing to the dot product; the projection then also moves old heads by
+``-alpha g_ref``, which lowers their memory loss (with plain SGD, no weight decay, heads with no
+gradient and a zero gradient update the same). ``g_ref`` comes from ``torch.autograd.grad``, so
+``.grad`` keeps the current gradient meanwhile.
 
 Memory: per task, as the authors' code (facebookresearch/agem ``fc_permute_mnist.py``, a per-class
 ring buffer of ``--mem-size`` samples of each class of the task); here ``samples_per_class`` random
@@ -29,27 +31,25 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._utils import _flatten_dense_tensors
 
 from clsweep.algorithms.base import CLAlgorithm
-from clsweep.algorithms.replay_buffer import Memory, per_class_subset, task_grouped_cross_entropy
+from clsweep.algorithms.replay_buffer import Memory, per_class_subset, task_grouped_logits
 from clsweep.backbones.base import CLBackbone
 from clsweep.spec.methods.agem import AGEMParams
 
-__all__ = ["AGEM", "project"]
+__all__ = ["AGEM", "project", "projection_coefficient"]
+
+
+def projection_coefficient(dot: Tensor, g_ref: Tensor) -> Tensor:
+    """``min(g . g_ref, 0) / (g_ref . g_ref)`` from ``dot = g . g_ref``: the multiple of ``g_ref``
+    that A-GEM subtracts from ``g`` (0 when the two agree)."""
+    return dot.clamp(max=0.0) / torch.dot(g_ref, g_ref).clamp_min(torch.finfo(g_ref.dtype).tiny)
 
 
 def project(g: Tensor, g_ref: Tensor) -> Tensor:
     """A-GEM's update: ``g`` if ``g . g_ref >= 0``, else ``g`` minus its component along ``g_ref``."""
-    dot = torch.dot(g, g_ref)
-    alpha = dot.clamp(max=0.0) / torch.dot(g_ref, g_ref).clamp_min(torch.finfo(g.dtype).tiny)
-    return g - alpha * g_ref
-
-
-def _flat(grads: list[Tensor | None], params: list[nn.Parameter]) -> Tensor:
-    """``grads`` laid end to end in one vector, zeros for a parameter without one."""
-    return torch.cat(
-        [(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)]
-    )
+    return g - projection_coefficient(torch.dot(g, g_ref), g_ref) * g_ref
 
 
 class AGEM(CLAlgorithm):
@@ -61,39 +61,56 @@ class AGEM(CLAlgorithm):
         super().__init__(backbone, heads, params=params)
         self.memory = Memory()
         self._data: Any = None
-        self._steps = 0
-        self._projected: Tensor | None = None
+        self._dots: list[Tensor] = []
+        """g . g_ref of every step of the task (kept as tensors: counted in :meth:`diagnostics`)."""
+        self._trainable: list[nn.Parameter] | None = None
+
+    def setup_task(self, task_id: int, num_classes: int) -> None:
+        super().setup_task(task_id, num_classes)
+        self._trainable = None  # a new head
 
     def on_task_data(self, task_id: int, data: Any) -> None:
         self._data = data
         self.memory.to(data.train_x.device)  # a resumed memory comes back on the CPU
 
     def on_task_start(self, task_id: int) -> None:
-        self._steps, self._projected = 0, None
+        self._dots, self._trainable = [], None
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """:func:`project` on the ``.grad`` of every trainable parameter, in place: one flat copy
+        of the gradients gives both dot products; the update ``g <- g - alpha g_ref`` is two fused
+        list operations (a parameter without a gradient, in TIL an old head, gets ``-alpha g_ref``)."""
         if not len(self.memory):
             return
-        backbone, heads = list(self.backbone.parameters()), list(self.heads.parameters())
+        if self._trainable is None:
+            self._trainable = [
+                p for p in (*self.backbone.parameters(), *self.heads.parameters()) if p.requires_grad
+            ]
+        trainable = self._trainable
         size = self.params.reference_batch_size
         x, y, task_ids = self.memory.sample(self.train_config.batch_size if size is None else size)
         feature, _ = self.backbone(x, stage="train", task_id=self.task_id)
-        losses, _ = task_grouped_cross_entropy(self.heads, feature, y, task_ids)
-        trainable = [p for p in backbone + heads if p.requires_grad]
-        grads = iter(torch.autograd.grad(losses.mean(), trainable, allow_unused=True))
-        g_ref = _flat([next(grads) if p.requires_grad else None for p in backbone + heads], backbone + heads)
-        g = torch.cat([self.backbone.get_grads(), _flat([p.grad for p in heads], heads)])
-        dot = torch.dot(g, g_ref)
-        new = project(g, g_ref)
-        n = sum(p.numel() for p in backbone)
-        self.backbone.set_grads(new[:n])
-        offset = n
-        for p in heads:
-            p.grad = new[offset : offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
-        self._steps += 1
-        hit = (dot < 0).float()
-        self._projected = hit if self._projected is None else self._projected + hit
+        loss = nn.functional.cross_entropy(task_grouped_logits(self.heads, feature, task_ids), y)
+        refs = torch.autograd.grad(loss, trainable, allow_unused=True)
+        both = [(p, r) for p, r in zip(trainable, refs, strict=True) if r is not None and p.grad is not None]
+        ref_only = [(p, r) for p, r in zip(trainable, refs, strict=True) if r is not None and p.grad is None]
+        grads = [p.grad for p, _ in both if p.grad is not None]
+        ref_grads = [r for _, r in both] + [r for _, r in ref_only]
+        if ref_grads:
+            n = sum(g.numel() for g in grads)
+            flat = _flatten_dense_tensors([*grads, *ref_grads])  # g where both exist | every g_ref
+            dot = torch.dot(flat[:n], flat[n : 2 * n])
+            alpha = projection_coefficient(dot, flat[n:])
+            step = torch._foreach_mul(ref_grads, alpha)
+            if grads:
+                torch._foreach_sub_(grads, step[: len(grads)])
+            if ref_only:
+                for (p, _), moved in zip(ref_only, torch._foreach_neg(step[len(grads) :]), strict=True):
+                    p.grad = moved
+            self._dots.append(dot.detach())
+        for p in trainable:
+            if p.grad is None:  # no gradient from either batch: zero, as the flat update gives it
+                p.grad = torch.zeros_like(p)
 
     def on_task_end(self, task_id: int) -> None:
         data = self._data
@@ -104,9 +121,11 @@ class AGEM(CLAlgorithm):
 
     def diagnostics(self) -> dict[str, float]:
         """Share of the task's steps whose gradient was projected (0 on the first task)."""
-        if self._projected is None or not self._steps:
+        if not self._dots:
             return {"agem_projected_fraction": 0.0}
-        return {"agem_projected_fraction": float(self._projected.item()) / self._steps}
+        return {
+            "agem_projected_fraction": float((torch.stack(self._dots) < 0).sum().item()) / len(self._dots)
+        }
 
     def extra_state(self) -> dict[str, Any]:
         return {"memory": self.memory.state()}

@@ -11,11 +11,14 @@ penalty of Eq. 3 to the classification loss::
 
 The Fisher is the mean over samples of the squared per-sample gradient of log p(label | x), the
 label being the data's label (``fisher_labels: true``: the empirical Fisher) or the model's most
-likely class (``predicted``: FACIL's ``max_pred``). Per-sample gradients come from
-``torch.func.vmap`` in chunks (no Python loop over samples), in eval mode (no dropout, batch-norm
-running statistics), so the estimate is deterministic. Kirkpatrick et al. define F as the
-expectation over the model's predictive distribution; both variants here are the usual
-approximations (FACIL: src/approach/ewc.py, GMvandeVen/continual-learning).
+likely class (``predicted``: FACIL's ``max_pred``). It is computed in eval mode (no dropout,
+batch-norm running statistics), so the estimate is deterministic, and without a Python loop over
+samples: for ``nn.Linear`` layers the sum of squared per-sample gradients has a closed form in the
+layer's inputs and output gradients from one batched backward pass (Goodfellow 2015, see
+:meth:`EWC._linear_squared_grads`); any other parameter takes per-sample gradients from
+``torch.func.vmap``, in chunks. Kirkpatrick et al. define F as the expectation over the model's
+predictive distribution; both variants here are the usual approximations (FACIL:
+src/approach/ewc.py, GMvandeVen/continual-learning).
 
 Only the backbone is penalised, as in FACIL ("we only keep importance weights for the model, but
 not for the heads"): in TIL an old task's head takes no gradient from later tasks anyway; in CIL
@@ -28,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from clsweep.algorithms.base import CLAlgorithm
@@ -134,9 +137,103 @@ class EWC(CLAlgorithm):
 
     def fisher_diagonal(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
         """Mean over the samples of the squared gradient of log p(label | x) for each backbone
-        parameter, the label per ``fisher_labels`` (``y`` for ``true``)."""
-        named = self._penalised()
-        params = {n: p.detach() for n, p in named}
+        parameter, the label per ``fisher_labels`` (``y`` for ``true``).
+
+        The parameters of ``nn.Linear`` layers come in closed form from one batched forward and
+        backward (:meth:`_linear_squared_grads`); any other parameter (batch norm, convolutions)
+        from per-sample gradients by ``torch.func.vmap`` (:meth:`_per_sample_squared_grads`).
+        Both give the same numbers as one backward pass per sample (tests/core/test_ewc.py)."""
+        fisher = {n: torch.zeros_like(p) for n, p in self._penalised()}
+        rows = self.train_config.eval_batch_size
+        was_training = self.training
+        self.eval()
+        try:
+            for start in range(0, x.shape[0], rows):
+                xb, yb = x[start : start + rows], y[start : start + rows]
+                if self.params.fisher_labels == "predicted":
+                    with torch.no_grad():
+                        yb = self(xb, stage="test", task_id=task_id)[0].argmax(1)
+                sums = self._linear_squared_grads(xb, yb, task_id)
+                rest = [n for n in fisher if n not in sums]
+                if rest:
+                    sums.update(self._per_sample_squared_grads(xb, yb, task_id, rest))
+                for n, s in sums.items():
+                    fisher[n] += s
+        finally:
+            self.train(was_training)
+        return {n: f / max(1, x.shape[0]) for n, f in fisher.items()}
+
+    def _log_likelihood(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+        """sum_n log p(y_n | x_n) through backbone and heads (test stage)."""
+        feature, _ = self.backbone(x, stage="test", task_id=task_id)
+        return torch.log_softmax(self.heads(feature, task_id), dim=-1).gather(1, y.view(-1, 1)).sum()
+
+    def _linear_squared_grads(self, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
+        """sum_n g_n^2 for the parameters of the backbone's ``nn.Linear`` layers, without per-sample
+        gradients (Goodfellow 2015, "Efficient Per-Example Gradient Computations", arXiv:1510.01799):
+        for ``z = a W^T + b`` on a batch of rows, sample n's gradient is ``delta_n a_n^T`` for W and
+        ``delta_n`` for b, with ``delta_n = d log p(y_n | x_n) / d z_n``, so the sums of squares are
+        ``(delta^2)^T (a^2)`` and ``sum_n delta_n^2``. One forward and one backward of
+        sum_n log p(y_n | x_n) give every ``delta_n``: in eval mode the samples of a batch do not
+        interact (no dropout, batch norm on running statistics).
+
+        A layer counts only if it ran exactly once on a 2-D input and its parameters belong to no
+        other module, and if the batch gradient autograd gives its parameters equals
+        ``delta^T a`` (a weight also used outside the layer's forward would differ); the
+        parameters of the other layers are left to the caller (absent from the result)."""
+        names = {id(p): n for n, p in self._penalised()}
+        owners: dict[int, int] = {}
+        for module in self.backbone.modules():
+            for owned_param in module.parameters(recurse=False):
+                owners[id(owned_param)] = owners.get(id(owned_param), 0) + 1
+        records: dict[nn.Linear, list[tuple[Tensor, Tensor]]] = {
+            m: [] for m in self.backbone.modules() if isinstance(m, nn.Linear) and type(m) is nn.Linear
+        }
+
+        def record(module: Any, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+            records[module].append((inputs[0], output))
+            return output.clone()  # an in-place op downstream (ReLU(inplace=True)) keeps `output` intact
+
+        handles = [m.register_forward_hook(record) for m in records]
+        try:
+            with torch.enable_grad():
+                log_likelihood = self._log_likelihood(x, y, task_id)
+        finally:
+            for handle in handles:
+                handle.remove()
+        layers: list[tuple[Tensor, Tensor, list[tuple[str, Tensor]]]] = []  # (a, z, [(kind, param)])
+        for module, calls in records.items():
+            owned = [
+                (kind, p)
+                for kind, p in (("weight", module.weight), ("bias", module.bias))
+                if p is not None and id(p) in names and owners[id(p)] == 1
+            ]
+            if len(calls) == 1 and calls[0][0].dim() == 2 and calls[0][1].requires_grad and owned:
+                layers.append((calls[0][0].detach(), calls[0][1], owned))
+        if not layers or not log_likelihood.requires_grad:
+            return {}
+        params = [p for _, _, owned in layers for _, p in owned]
+        grads = torch.autograd.grad(log_likelihood, [z for _, z, _ in layers] + params, allow_unused=True)
+        batch_grads = iter(grads[len(layers) :])
+        sums: dict[str, Tensor] = {}
+        for (a, z, owned), delta in zip(layers, grads[: len(layers)], strict=True):
+            d = torch.zeros_like(z) if delta is None else delta.detach()
+            for kind, p in owned:
+                got = next(batch_grads)
+                total = d.t() @ a if kind == "weight" else d.sum(0)
+                batch_grad = torch.zeros_like(p) if got is None else got
+                if torch.allclose(batch_grad, total, rtol=1e-4, atol=1e-6 * float(total.abs().max())):
+                    sums[names[id(p)]] = (
+                        d.t().square() @ a.square() if kind == "weight" else d.square().sum(0)
+                    )
+        return sums
+
+    def _per_sample_squared_grads(
+        self, x: Tensor, y: Tensor, task_id: int, names: list[str]
+    ) -> dict[str, Tensor]:
+        """sum_n g_n^2 for the backbone parameters ``names``, from per-sample gradients
+        (``torch.func.vmap`` over ``grad``, in chunks; the other parameters held fixed)."""
+        params = {n: p.detach() for n, p in self._penalised() if n in names}
         buffers = dict(self.backbone.named_buffers())
         heads = self.heads
 
@@ -149,19 +246,10 @@ class EWC(CLAlgorithm):
 
         per_sample = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
         chunk = max(1, _FLOATS_PER_CHUNK // max(1, sum(p.numel() for p in params.values())))
-        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-        was_training = self.training
-        self.eval()
-        try:
-            for start in range(0, x.shape[0], chunk):
-                xb, yb = x[start : start + chunk], y[start : start + chunk]
-                if self.params.fisher_labels == "predicted":
-                    with torch.no_grad():
-                        yb = self(xb, stage="test", task_id=task_id)[0].argmax(1)
-                with torch.no_grad():  # torch.func.grad still differentiates; autograd records nothing
-                    grads = per_sample(params, xb, yb)
-                for n, g in grads.items():
-                    fisher[n] += g.detach().pow(2).sum(0)
-        finally:
-            self.train(was_training)
-        return {n: f / max(1, x.shape[0]) for n, f in fisher.items()}
+        sums = {n: torch.zeros_like(p) for n, p in params.items()}
+        for start in range(0, x.shape[0], chunk):
+            with torch.no_grad():  # torch.func.grad still differentiates; autograd records nothing
+                grads = per_sample(params, x[start : start + chunk], y[start : start + chunk])
+            for n, g in grads.items():
+                sums[n] += g.detach().pow(2).sum(0)
+        return sums

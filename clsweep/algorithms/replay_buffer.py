@@ -5,8 +5,9 @@
 - :class:`ReservoirMemory`: a fixed number of rows filled by reservoir sampling over the stream of
   training samples (Vitter's Algorithm R, the writing strategy of Chaudhry et al. 2019, "On Tiny
   Episodic Memories in Continual Learning"), one batch at a time without per-sample Python.
-- :func:`task_grouped_cross_entropy`: the cross-entropy of a batch that mixes tasks, each sample
-  scored by its own task's head (one head call per task present, never per sample).
+- :func:`task_grouped_logits` / :func:`task_grouped_cross_entropy`: the logits / cross-entropy of a
+  batch that mixes tasks, each sample scored by its own task's head (one head call per task
+  present, never per sample).
 
 The tensors travel in the algorithm's ``extra_state()`` (their size varies, which a module buffer
 would refuse on load) and come back on the CPU; :meth:`Memory.to` moves them to the trial's device.
@@ -19,7 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Memory", "ReservoirMemory", "per_class_subset", "reservoir_slots", "task_grouped_cross_entropy"]
+from clsweep.heads import TaskHeads
+
+__all__ = [
+    "Memory",
+    "ReservoirMemory",
+    "per_class_subset",
+    "reservoir_slots",
+    "task_grouped_cross_entropy",
+    "task_grouped_logits",
+]
 
 Batch = tuple[Tensor, Tensor, Tensor]
 
@@ -53,10 +63,11 @@ class Memory:
     def sample(self, n: int) -> Batch:
         """``min(n, len(self))`` distinct stored samples drawn uniformly, grouped by task id (the
         global RNG, which the task loop seeds at every task start, so a resumed run draws the same)."""
-        x, y, t = self.rows()
-        idx = torch.randperm(len(self), device=y.device)[:n]
-        idx = idx[torch.argsort(t[idx], stable=True)]
-        return x[idx], y[idx], t[idx]
+        assert self.x is not None and self.y is not None and self.task_ids is not None, "memory is empty"
+        idx = torch.randperm(len(self), device=self.y.device)[:n]  # rows 0 .. len - 1: the filled ones
+        task_ids, order = torch.sort(self.task_ids.index_select(0, idx), stable=True)
+        idx = idx.index_select(0, order)
+        return self.x.index_select(0, idx), self.y.index_select(0, idx), task_ids
 
     def to(self, device: torch.device) -> None:
         if self.x is not None and self.y is not None and self.task_ids is not None:
@@ -149,22 +160,23 @@ def per_class_subset(y: Tensor, per_class: int) -> Tensor:
     return by_class[rank < per_class]
 
 
-def task_grouped_cross_entropy(
-    heads: nn.Module, feature: Tensor, y: Tensor, task_ids: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Per-sample cross-entropy and correctness, in the rows' order, each sample through
-    ``heads(feature, its task)``: one head call per run of equal task ids, so batches whose rows
-    are grouped by task (as :meth:`Memory.sample` returns them) cost one call per task.
-
-    TIL heads give that task's local logits; CIL heads ignore the task id and give every seen
-    class, so the same grouping serves both paradigms."""
+def task_grouped_logits(heads: TaskHeads, feature: Tensor, task_ids: Tensor) -> Tensor:
+    """Logits of a batch that mixes tasks, each row through ``heads(feature, its task)``, padded to
+    the widest task (:meth:`TaskHeads.forward_runs`): one head call per run of equal task ids, so
+    batches whose rows are grouped by task (as :meth:`Memory.sample` returns them) cost one call
+    per task. TIL heads give each task's local logits; CIL heads ignore the task id and give every
+    seen class, so the same grouping serves both paradigms."""
     runs, counts = torch.unique_consecutive(task_ids, return_counts=True)
-    sizes = counts.tolist()
-    losses, correct = [], []
-    for task_id, f, labels in zip(runs.tolist(), feature.split(sizes), y.split(sizes), strict=True):
-        logits = heads(f, int(task_id))
-        losses.append(nn.functional.cross_entropy(logits, labels, reduction="none"))
-        correct.append(logits.argmax(1) == labels)
-    if len(losses) == 1:
-        return losses[0], correct[0]
-    return torch.cat(losses), torch.cat(correct)
+    run_ids = runs.tolist()
+    if len(run_ids) == 1:
+        return heads(feature, int(run_ids[0]))
+    return heads.forward_runs(feature, run_ids, counts.tolist())
+
+
+def task_grouped_cross_entropy(
+    heads: TaskHeads, feature: Tensor, y: Tensor, task_ids: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per-sample cross-entropy and correctness, in the rows' order, of :func:`task_grouped_logits`
+    (one cross-entropy over the padded logits: the padding's softmax weight is exactly 0)."""
+    logits = task_grouped_logits(heads, feature, task_ids)
+    return nn.functional.cross_entropy(logits, y, reduction="none"), logits.argmax(1) == y

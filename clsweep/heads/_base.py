@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from clsweep.registry import NoParams
 
-__all__ = ["MASKING_VALUE", "TaskHeads", "fill_value"]
+__all__ = ["MASKING_VALUE", "TaskHeads", "fill_value", "stack_padded"]
 
 MASKING_VALUE: float = -1e10
 """Logit written where a class must never win: its softmax weight is exactly 0 in float32.
@@ -17,6 +19,22 @@ The same order as the masking value of SequeL's multi-head backbones (-10e10).""
 def fill_value(dtype: torch.dtype, value: float = MASKING_VALUE) -> float:
     """``value`` clipped to what ``dtype`` can hold (half precision tops out near -65504)."""
     return max(value, torch.finfo(dtype).min)
+
+
+def stack_padded(parts: Sequence[Tensor]) -> Tensor:
+    """Row blocks of logits stacked, each padded on the right to the widest with
+    :data:`MASKING_VALUE`."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(part.shape[1] for part in parts)
+    return torch.cat(
+        [
+            part
+            if part.shape[1] == width
+            else nn.functional.pad(part, (0, width - part.shape[1]), value=fill_value(part.dtype))
+            for part in parts
+        ]
+    )
 
 
 class TaskHeads(nn.Module):
@@ -72,6 +90,16 @@ class TaskHeads(nn.Module):
     def heads_for(self, task_id: int) -> list[nn.Module]:
         """The modules whose parameters produce the logits of task ``task_id``."""
         raise NotImplementedError
+
+    def forward_runs(self, feature: Tensor, task_ids: Sequence[int], sizes: Sequence[int]) -> Tensor:
+        """Logits of a batch whose rows come in runs of one task: ``sizes[i]`` rows of task
+        ``task_ids[i]``, in that order (a replay batch grouped by task). Row ``n`` holds
+        ``self(feature[n], its task)``, padded to the widest run with :data:`MASKING_VALUE` (as
+        :class:`~clsweep.heads.HeadsMTL` pads per-sample task ids), so cross-entropy and argmax
+        against the local label behave as on the unpadded logits. One ``forward`` per run here;
+        heads that can do with less override it (the same numbers)."""
+        parts = [self(f, t) for t, f in zip(task_ids, feature.split(list(sizes)), strict=True)]
+        return stack_padded(parts)
 
     # ---- setting up ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from clsweep.heads._base import MASKING_VALUE, TaskHeads, fill_value
+from clsweep.heads._base import MASKING_VALUE, TaskHeads, fill_value, stack_padded
 from clsweep.heads.masked import MaskedMultiHead
 from clsweep.registry import NoParams
 
@@ -68,6 +68,17 @@ class HeadsTIL(_PerTaskHeads):
     def forward(self, feature: Tensor, task_id: int) -> Tensor:
         return self.get_head(int(task_id))(feature)
 
+    def forward_runs(self, feature: Tensor, task_ids: Sequence[int], sizes: Sequence[int]) -> Tensor:
+        """Each run through its task's head with ``nn.functional.linear`` (what ``nn.Linear``
+        computes, without a module call per run)."""
+        runs = feature.split(list(sizes))
+        return stack_padded(
+            [
+                nn.functional.linear(f, head.weight, head.bias)
+                for head, f in zip([self.get_head(int(t)) for t in task_ids], runs, strict=True)
+            ]
+        )
+
 
 class HeadsCIL(_PerTaskHeads):
     """Class-incremental heads: one head per task, the logits of all heads set up so far concatenated
@@ -86,6 +97,10 @@ class HeadsCIL(_PerTaskHeads):
         if not self._classes:
             raise RuntimeError("HeadsCIL: no task set up yet; call setup_task_id first")
         return torch.cat([self.heads[str(t)](feature) for t in self._classes], dim=-1)
+
+    def forward_runs(self, feature: Tensor, task_ids: Sequence[int], sizes: Sequence[int]) -> Tensor:
+        """The task id is ignored: one call over every row."""
+        return self(feature)
 
 
 class HeadDIL(TaskHeads):
@@ -138,6 +153,10 @@ class HeadDIL(TaskHeads):
         if self.head is None:
             raise RuntimeError(f"{type(self).__name__}: no task set up yet; call setup_task_id first")
         return self.head(feature)
+
+    def forward_runs(self, feature: Tensor, task_ids: Sequence[int], sizes: Sequence[int]) -> Tensor:
+        """The task id is ignored: one call over every row."""
+        return self(feature)
 
 
 class HeadSTL(HeadDIL):

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor, nn
 
 from clsweep import registry
+from clsweep.backbones.base import CLBackbone
 from clsweep.experiment import run_experiment
 from clsweep.spec import parse_experiment
 from tests.core.test_experiment import tiny
@@ -59,6 +61,51 @@ def test_fisher_is_the_mean_squared_per_sample_gradient() -> None:
     for n in want:
         torch.testing.assert_close(got[n], want[n])
     assert any(f.abs().sum() > 0 for f in got.values())
+
+
+class _Reuse(CLBackbone):
+    """A layer run twice and a weight read outside its layer: the cases the closed form refuses."""
+
+    def __init__(self) -> None:
+        super().__init__((1, 1, 3), 4)
+        self.fc, self.twice, self.tied = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(3, 4)
+
+    def forward(self, input: Tensor, stage: str, task_id: int | None = None) -> tuple[Tensor, dict]:  # type: ignore[override]
+        x = input.flatten(1)
+        h = self.twice(self.twice(self.fc(x).relu()).tanh())
+        return h + self.tied(x).tanh() + x @ self.tied.weight.t(), {}
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "batch_norm", "reuse"])
+def test_fast_fisher_equals_the_per_sample_autograd_fisher(backbone: str) -> None:
+    """Closed form for linear layers, vmap for the rest: equal to one backward pass per sample."""
+    torch.manual_seed(0)
+    if backbone == "reuse":
+        net: Any = _Reuse()
+    else:
+        hidden = {"hidden_dims": [5, 4], "batch_norm": backbone == "batch_norm"}
+        net = registry.create("backbone", "mlp", (1, 1, 3), **hidden)
+    algorithm = registry.create("algorithm", "ewc", net, registry.create("heads", "til", 4))
+    algorithm.setup_task(1, 3)
+    if backbone == "batch_norm":  # running statistics that are not the identity
+        for bn in net.bn:
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    algorithm.train_config = algorithm.train_config.model_copy(update={"eval_batch_size": 16})  # 3 chunks
+    data = _data(7, n=40)
+    got = algorithm.fisher_diagonal(data.train_x, data.train_y, 1)
+    assert algorithm.training  # back in training mode
+    algorithm.eval()  # the Fisher's mode: batch norm on its running statistics
+    want = _hand_fisher(algorithm, data.train_x, data.train_y, 1)
+    assert got.keys() == want.keys()
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-6, atol=1e-6)
+    closed = set(algorithm._linear_squared_grads(data.train_x, data.train_y, 1))
+    expected = {
+        "mlp": set(want),
+        "batch_norm": {n for n in want if n.startswith("fc.")},
+        "reuse": {"fc.weight", "fc.bias", "tied.bias"},
+    }[backbone]
+    assert closed == expected
 
 
 def test_predicted_labels_use_the_model_argmax() -> None:

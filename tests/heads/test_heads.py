@@ -156,3 +156,21 @@ def test_forward_before_any_task_is_a_clear_error() -> None:
     for name in ("cil", "dil", "stl"):
         with pytest.raises(RuntimeError, match="no task set up"):
             registry.create("heads", name, DIM)(_feature())
+
+
+@pytest.mark.parametrize("name", ALL_HEADS)
+def test_every_head_scores_runs_of_tasks_like_one_call_per_run(name: str) -> None:
+    """forward_runs (a replay batch grouped by task): row n is heads(row, its task), every run
+    padded to the widest with MASKING_VALUE."""
+    torch.manual_seed(0)
+    heads = registry.create("heads", name, DIM)
+    classes = {"stl": [3], "dil": [3, 3, 3]}.get(name, [2, 4, 3])
+    for t, k in enumerate(classes, start=1):
+        heads.setup_task_id(t, k)
+    task_ids = list(range(1, len(classes) + 1))
+    sizes = [2, 3, 2][: len(classes)] if len(classes) > 1 else [7]
+    feature = _feature()
+    parts = [heads(f, t) for t, f in zip(task_ids, feature.split(sizes), strict=True)]
+    width = max(p.shape[1] for p in parts)
+    want = torch.cat([F.pad(p, (0, width - p.shape[1]), value=MASKING_VALUE) for p in parts])
+    torch.testing.assert_close(heads.forward_runs(feature, task_ids, sizes), want)
