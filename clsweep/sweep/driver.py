@@ -171,6 +171,7 @@ def _tuner(
     from clsweep.sweep.stopping import StopCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
     from clsweep.sweep.trial import train_trial
+    from clsweep.sweep.tune_state import TrimCallback
 
     spec = plan.spec
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
@@ -209,6 +210,7 @@ def _tuner(
                 MLflowCallback(tracker, spec.payload(), adoption, closes=spec.later_stage is None),
                 ProgressCallback(spec.payload(), plan.paths.status, display=display),
                 *callbacks,
+                TrimCallback(),  # last: the others have seen the trial end
             ],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             # pbt: a donor's task checkpoint must outlive the copy that an exploit hands another trial
@@ -360,7 +362,9 @@ def _run(
     """The search, then its later stage (clsweep.sweep.stages); a search the record says is over
     is not run again."""
     from clsweep.sweep import signals, stages
+    from clsweep.sweep.tune_state import bound_forced_snapshots
 
+    bound_forced_snapshots()  # before Tune runs: its forced snapshots cost O(trials) each
     outcome, lost = None, 0
     if stages.RECORD_KEY not in record:
         outcome = _fit(plan, record, tracker, _tuner(plan, tracker, callbacks, display, forkserver))
