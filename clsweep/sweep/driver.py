@@ -171,7 +171,7 @@ def _tuner(
     from clsweep.sweep.stopping import StopCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
     from clsweep.sweep.trial import train_trial
-    from clsweep.sweep.tune_state import TrimCallback
+    from clsweep.sweep.tune_state import LiveFirstFIFO, TrimCallback
 
     spec = plan.spec
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
@@ -196,7 +196,7 @@ def _tuner(
             reuse_actors=True,
             max_concurrent_trials=spec.resources.max_concurrent,
             trial_dirname_creator=trial_folder_name,
-            **({"scheduler": scheduler} if scheduler is not None else {}),
+            scheduler=scheduler or LiveFirstFIFO(),  # FIFO's choice, among the live trials only
         ),
         run_config=tune.RunConfig(
             name=spec.name,

@@ -164,3 +164,25 @@ def test_a_forced_tune_snapshot_waits_for_19_times_the_last_one_s_duration(tmp_p
     assert len(saved) == 2 and not manager._should_force_sync_up
     manager.sync_up_experiment_state(snapshot, force=True)  # Tune's own forced ones (the end) pass
     assert len(saved) == 3
+
+
+def test_the_next_trial_is_fifo_s_choice_looked_for_among_the_live_trials():
+    from ray.tune.schedulers import FIFOScheduler
+
+    from clsweep.sweep.tune_state import LiveFirstFIFO
+
+    rng = random.Random(1)
+    for _ in range(200):
+        trials = [_trial(i) for i in range(rng.randint(0, 12))]
+        ours = LiveFirstFIFO()
+        for t in trials:  # as Tune adds them, then they run and end
+            ours.on_trial_add(None, t)
+            t.status = rng.choice(["PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR"])
+            if t.status == "TERMINATED":
+                ours.on_trial_complete(None, t, {})
+        live = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        rng.shuffle(live)  # Tune's live trials are a set: in no order
+        controller = SimpleNamespace(
+            get_trials=lambda trials=trials: trials, get_live_trials=lambda live=live: live
+        )
+        assert ours.choose_trial_to_run(controller) is FIFOScheduler().choose_trial_to_run(controller)
