@@ -47,6 +47,7 @@ __all__ = [
     "saved_result",
     "trial_checkpoints",
     "trial_folder_name",
+    "unknown_folders",
     "write_adoption",
     "write_atomically",
 ]
@@ -147,15 +148,26 @@ def foreign_checkpoint(given: Path | None, sweep_dir: Path, trial_id: str) -> bo
     return Path(given).parent.name not in owners
 
 
-def orphan_trial(sweep_dir: Path, config: Mapping[str, Any], known: Iterable[str]) -> str | None:
+def unknown_folders(sweep_dir: Path, known: Iterable[str]) -> list[str]:
+    """The names of the folders in ``sweep_dir`` that are not named in ``known``, sorted."""
+    if not sweep_dir.is_dir():
+        return []
+    skip = set(known)
+    return sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name not in skip)
+
+
+def orphan_trial(
+    sweep_dir: Path, config: Mapping[str, Any], known: Iterable[str], *, among: Iterable[str] | None = None
+) -> str | None:
     """A trial folder in ``sweep_dir`` whose trial ran with ``config``, that Tune no longer knows and
     that holds at least one complete checkpoint; None if there is none. ``known``: the trial ids
-    Tune knows, and those adopted already."""
-    if not sweep_dir.is_dir():
-        return None
+    Tune knows, and those adopted already. ``among``: the folder names to look at (default: every
+    folder of ``sweep_dir``; a driver lists those Tune does not know once, see
+    :func:`unknown_folders`)."""
     wanted = json.loads(json.dumps(dict(config), sort_keys=True, default=str))
     skip = set(known)
-    for folder in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name not in skip):
+    names = unknown_folders(sweep_dir, skip) if among is None else [n for n in among if n not in skip]
+    for folder in (sweep_dir / name for name in names):
         try:
             params = json.loads((folder / TUNE_PARAMS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -15,7 +15,13 @@ from typing import Any
 
 from ray.tune import Callback
 
-from clsweep.recovery import CHECKPOINT_PATTERN, complete_checkpoints, orphan_trial, write_adoption
+from clsweep.recovery import (
+    CHECKPOINT_PATTERN,
+    complete_checkpoints,
+    orphan_trial,
+    unknown_folders,
+    write_adoption,
+)
 from clsweep.sweep.tracking_callback import guarded
 
 __all__ = ["AdoptionCallback"]
@@ -30,10 +36,13 @@ class AdoptionCallback(Callback):
         self.adopted: dict[str, str] = {}
         """Trial id -> id of the lost trial it adopted (kept in Tune's experiment state)."""
         self._seen: set[str] = set()
+        self._unknown: list[str] | None = None
+        """The folders of the sweep that this driver's Tune did not know when the first trial
+        started: the only ones a lost trial can be in (Tune knows every trial it makes later)."""
         self.failures = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_seen": set()}
+        return {**self.__dict__, "_seen": set(), "_unknown": None}
 
     def get_state(self) -> dict[str, Any]:
         return {"adopted": dict(self.adopted)}
@@ -59,8 +68,9 @@ class AdoptionCallback(Callback):
         self._seen.add(tid)
         if complete_checkpoints((self.sweep_dir / tid).glob(CHECKPOINT_PATTERN)):
             return None  # the trial ran before: it is not new, whatever Tune's snapshot says
-        known = {t.trial_id for t in trials} | set(self.adopted.values())
-        lost = orphan_trial(self.sweep_dir, trial.config, known)
+        if getattr(self, "_unknown", None) is None:  # once per driver, not per trial: O(trials)
+            self._unknown = unknown_folders(self.sweep_dir, (t.trial_id for t in trials))
+        lost = orphan_trial(self.sweep_dir, trial.config, self.adopted.values(), among=self._unknown)
         if lost:
             write_adoption(self.sweep_dir / tid, lost)
             self.adopted[tid] = lost

@@ -171,6 +171,7 @@ def _tuner(plan: Plan, callbacks: Sequence[Any], display: bool | None, forkserve
     from clsweep.sweep.stopping import StopCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
     from clsweep.sweep.trial import train_trial
+    from clsweep.sweep.tune_state import LiveFirstFIFO, TrimCallback
 
     spec = plan.spec
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
@@ -195,7 +196,7 @@ def _tuner(plan: Plan, callbacks: Sequence[Any], display: bool | None, forkserve
             reuse_actors=True,
             max_concurrent_trials=spec.resources.max_concurrent,
             trial_dirname_creator=trial_folder_name,
-            **({"scheduler": scheduler} if scheduler is not None else {}),
+            scheduler=scheduler or LiveFirstFIFO(),  # FIFO's choice, among the live trials only
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -209,6 +210,7 @@ def _tuner(plan: Plan, callbacks: Sequence[Any], display: bool | None, forkserve
                 MLflowCallback(path, spec.payload(), adoption, closes=spec.later_stage is None),
                 ProgressCallback(spec.payload(), plan.paths.status, display=display),
                 *callbacks,
+                TrimCallback(),  # last: the others have seen the trial end
             ],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             # pbt: a donor's task checkpoint must outlive the copy that an exploit hands another trial
@@ -361,7 +363,9 @@ def _stages(
     """The search, then its later stage (clsweep.sweep.stages); a search the record says is over
     is not run again."""
     from clsweep.sweep import signals, stages
+    from clsweep.sweep.tune_state import bound_forced_snapshots
 
+    bound_forced_snapshots()  # before Tune runs: its forced snapshots cost O(trials) each
     outcome, lost = None, 0
     if stages.RECORD_KEY not in record:
         outcome = _fit(plan, record, _tuner(plan, callbacks, display, forkserver))

@@ -120,8 +120,9 @@ def make_searcher(spec: SweepPlan) -> Any:
 
 
 def make_scheduler(spec: SweepPlan) -> Any:
-    """ASHA or median stopping on ``tasks_done``, population-based training over tasks
-    (clsweep.sweep.pbt); None for no early stopping (FIFO)."""
+    """ASHA or median stopping on ``tasks_done`` (choosing the next trial among the live ones:
+    clsweep.sweep.tune_state), population-based training over tasks (clsweep.sweep.pbt); None
+    for no early stopping (the driver then uses tune_state.LiveFirstFIFO)."""
     sched = spec.scheduler
     if sched.name == "none":
         return None
@@ -131,9 +132,9 @@ def make_scheduler(spec: SweepPlan) -> Any:
         return make_pbt(spec)
     metric, mode = spec.objectives[0].metric, spec.objectives[0].mode
     if sched.name == "asha":
-        from ray.tune.schedulers import ASHAScheduler
+        from clsweep.sweep.tune_state import LiveFirstASHA
 
-        return ASHAScheduler(
+        return LiveFirstASHA(
             time_attr=TIME_ATTR,
             metric=metric,
             mode=mode,
@@ -141,12 +142,12 @@ def make_scheduler(spec: SweepPlan) -> Any:
             grace_period=sched.grace_period,
             reduction_factor=sched.reduction_factor,
         )
-    from ray.tune.schedulers import MedianStoppingRule
+    from clsweep.sweep.tune_state import LiveFirstMedian
 
     # Median stopping compares a trial's best value so far with the others' running means; with
     # accuracy over seen tasks (which falls as tasks accumulate) it seldom stops anything, and it may
     # pause trials (they resume from their last task checkpoint). ASHA is the better default.
-    return MedianStoppingRule(
+    return LiveFirstMedian(
         time_attr=TIME_ATTR,
         metric=metric,
         mode=mode,

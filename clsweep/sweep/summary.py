@@ -16,11 +16,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clsweep.common import dominates, format_duration
+from clsweep.common import better, dominates, format_duration
 
 __all__ = [
     "STATES",
     "Best",
+    "RunningSummary",
     "StoredSweep",
     "Summary",
     "format_summary",
@@ -56,26 +57,115 @@ def _key(config: Mapping[str, Any]) -> str:
     return json.dumps(dict(config), sort_keys=True, default=str)
 
 
-def _candidates(rows: Iterable[Mapping[str, Any]], n: int, summary: Summary | None = None) -> list[Best]:
-    """Each configuration with a finished trial: its mean objective values over those trials."""
-    groups: dict[str, tuple[dict[str, Any], list[tuple[int, list[float]]]]] = {}
-    for row in rows:
+def _finished_values(row: Mapping[str, Any]) -> list[float] | None:
+    """The objective values of a finished trial's row; None for any other row (pruned trials
+    saw fewer tasks; a missing or non-finite value cannot be compared)."""
+    values = row.get("objective")
+    if row.get("state", "pending") != "finished" or not values:
+        return None
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return list(values)
+
+
+class RunningSummary:
+    """:func:`summarize` kept up to date one row at a time (the live display of a long sweep).
+    Rows of ended trials are added once (:meth:`add`); the few open ones (running, pending,
+    paused) are passed at each look (:meth:`summary`). A look costs O(open rows), not O(all rows).
+
+    Each configuration with a finished trial is a candidate, in the order of its first finished
+    row, with its mean over seeds. One objective: the best candidate (the first of equal ones) is
+    kept up to date as rows come; two: the Pareto front is recomputed at the next look after a
+    change, in O(candidates x front)."""
+
+    def __init__(self, modes: Sequence[str], total: int) -> None:
+        self.modes = [str(m) for m in modes]
+        self.total = total
+        self.counts = dict.fromkeys(STATES, 0)
+        self._index: dict[str, int] = {}
+        self._runs: list[list[tuple[int, list[float]]]] = []
+        self._candidates: list[Best] = []
+        self._best: list[int] | None = []
+        """Indices of the best candidate (one objective) or of the front; None: to recompute."""
+
+    def add(self, row: Mapping[str, Any]) -> None:
         state = row.get("state", "pending")
-        if summary is not None:
-            summary.counts[state] = summary.counts.get(state, 0) + 1
-        values = row.get("objective")
-        if state != "finished" or not values or any(v is None or not math.isfinite(v) for v in values):
-            continue
+        self.counts[state] = self.counts.get(state, 0) + 1
+        values = _finished_values(row)
+        if values is None:
+            return
         config = dict(row.get("config") or {})
-        groups.setdefault(_key(config), (config, []))[1].append((int(row.get("seed", 0)), list(values)))
-    return [
-        Best(
-            config,
-            tuple(sum(v[i] for _, v in runs) / len(runs) for i in range(n)),
+        i = self._index.setdefault(_key(config), len(self._runs))
+        if i == len(self._runs):
+            self._runs.append([])
+            self._candidates.append(Best(config, (), ()))
+        runs = self._runs[i]
+        runs.append((int(row.get("seed", 0)), values))
+        n = len(self.modes)
+        self._candidates[i] = Best(
+            self._candidates[i].config,
+            tuple(sum(v[k] for _, v in runs) / len(runs) for k in range(n)),
             tuple(sorted(s for s, _ in runs)),
         )
-        for config, runs in groups.values()
-    ]
+        self._update_best(i, new=len(runs) == 1)
+
+    def _update_best(self, i: int, *, new: bool) -> None:
+        if self._best is None:
+            return
+        if len(self.modes) > 1:  # a new candidate joins the front, or not; a changed one: recompute
+            if not new:
+                self._best = None
+            elif self._on_front(i):
+                self._best.append(i)
+            return
+        if not self._best:
+            self._best = [i]
+            return
+        b = self._best[0]
+        if i == b:  # the best's mean moved: it may no longer be the best
+            self._best = None
+            return
+        x, y = self._candidates[i].values[0], self._candidates[b].values[0]
+        if better(x, y, self.modes[0]) or (x == y and i < b):
+            self._best = [i]
+
+    def _on_front(self, i: int) -> bool:
+        """Whether new candidate ``i`` joins the front (which then drops what it dominates)."""
+        assert self._best is not None
+        values = self._candidates[i].values
+        if any(dominates(self._candidates[f].values, values, self.modes) for f in self._best):
+            return False
+        self._best = [f for f in self._best if not dominates(values, self._candidates[f].values, self.modes)]
+        return True
+
+    def _recompute(self) -> list[int]:
+        if len(self.modes) == 1:
+            pick = max if self.modes[0] == "max" else min
+            return [pick(range(len(self._candidates)), key=lambda k: self._candidates[k].values[0])]
+        self._best = []
+        for i in range(len(self._candidates)):
+            if self._on_front(i):
+                self._best.append(i)
+        return sorted(self._best)
+
+    def summary(self, open_rows: Iterable[Mapping[str, Any]] = ()) -> Summary:
+        """The summary over the rows added and ``open_rows`` (counted only: an open trial has
+        not finished, so it is no candidate)."""
+        counts = dict(self.counts)
+        for row in open_rows:
+            state = row.get("state", "pending")
+            counts[state] = counts.get(state, 0) + 1
+        if self._best is None:
+            self._best = self._recompute() if self._candidates else []
+        return Summary(counts, self.total, [self._candidates[i] for i in sorted(self._best)])
+
+
+def _candidates(rows: Iterable[Mapping[str, Any]], n: int) -> list[Best]:
+    """Each configuration with a finished trial: its mean objective values over those trials."""
+    running = RunningSummary(["max"] * n, 0)
+    for row in rows:
+        running.add(row)
+    return list(running._candidates)
 
 
 def ranking(rows: Iterable[Mapping[str, Any]], mode: str) -> list[Best]:
@@ -85,16 +175,10 @@ def ranking(rows: Iterable[Mapping[str, Any]], mode: str) -> list[Best]:
 
 
 def summarize(rows: Iterable[Mapping[str, Any]], modes: Sequence[str], total: int) -> Summary:
-    summary = Summary(total=total)
-    candidates = _candidates(rows, len(modes), summary)
-    if len(modes) == 1 and candidates:
-        pick = max if modes[0] == "max" else min
-        summary.best = [pick(candidates, key=lambda b: b.values[0])]
-    elif candidates:
-        summary.best = [
-            c for c in candidates if not any(dominates(o.values, c.values, modes) for o in candidates)
-        ]
-    return summary
+    running = RunningSummary(modes, total)
+    for row in rows:
+        running.add(row)
+    return running.summary()
 
 
 def _value(v: Any) -> str:

@@ -43,3 +43,33 @@ def test_bench_scheduler_prints_the_compute_and_regret_of_each_scheduler(tmp_pat
     assert rows[0][2:5] == ["1.00x", "1.00x", "same"] and float(rows[0][5]) == 0.0  # the reference itself
     summary = [line for line in lines if " compute " in line and "same top-1 in" in line]
     assert [s.split()[0] for s in summary] == ["none", "asha", "median"]
+
+
+def test_bench_scale_prints_the_per_window_curve_memory_and_profile(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_scale.py",
+            "--trials",
+            "150",
+            "--every",
+            "50",
+            "--storage",
+            str(tmp_path / "runs"),
+        ],
+        cwd=REPO,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.split() for line in done.stdout.splitlines()]
+    curve = [line for line in lines if line[:1] == ["trials"] and line[-1].endswith("x")]
+    assert [c[1] for c in curve] == ["1-", "51-", "101-"]
+    assert [(c[5], c[-1]) for c in curve][1] == ("1.00x", "1.00x")  # the reference: trials 51-100
+    assert all(float(c[3]) > 0 and float(c[-3]) > 0 for c in curve)  # wall and CPU seconds per window
+    assert any(line[:2] == ["growth", "after"] and "MB/trial" in line for line in lines)
+    buckets = {" ".join(line[:3]) for line in lines}
+    assert {"Tune experiment snapshot", "progress display, status", "waiting for trial"} <= buckets
+    assert (tmp_path / "runs" / "bench_scale" / "clsweep_status.json").exists()

@@ -1,0 +1,141 @@
+"""What keeps Tune's per-trial cost flat over a long sweep (issue 14; benchmarks/bench_scale.py).
+
+Two things in Ray Tune 2.60 grow with the number of trials a sweep has run, and neither has a
+setting:
+
+- **Forced experiment snapshots.** With ``CheckpointConfig(num_to_keep=k)`` Tune snapshots its
+  whole experiment state whenever a trial has made ``k`` checkpoints since the last snapshot
+  (``_ExperimentCheckpointManager.on_trial_checkpoint``), so that a snapshot never names a
+  checkpoint it has deleted. A snapshot serialises every trial, so trials of ``k`` tasks or more
+  force one each: O(trials) per trial. :func:`bound_forced_snapshots` holds a forced snapshot
+  back until 19 times the last snapshot's duration has passed since it, Tune's own rule for its
+  periodic snapshots (at most 5% of the time). A small sweep's snapshots take milliseconds, so it
+  still snapshots at every trial's ``k``-th checkpoint; a sweep of thousands of short trials lags
+  by a few seconds. A lagging snapshot is what clsweep recovers from anyway (clsweep.recovery: a
+  trial resumes from the checkpoints in its folder, and a trial Tune lost is adopted).
+- **Running statistics of every metric.** For each trial, Tune keeps the max, min, mean and two
+  moving averages (with their deques) of every number it reported, for its own progress reporter
+  and ResultGrid, which clsweep uses neither of (the status file and MLflow hold the results):
+  about 60 KB per trial in the driver's memory with 22 metrics, and 20 KB in every snapshot.
+  :class:`TrimCallback` drops them once a trial has ended; its last result, checkpoints and status
+  stay.
+
+And one thing costs O(trials) at every step of Tune's loop (about ten a second): the FIFO choice of
+the next trial to run (``FIFOScheduler.choose_trial_to_run``, which ASHA and median stopping
+inherit) looks through every trial of the sweep for a pending one, then again for a paused one.
+:class:`LiveFirst` makes the same choice among Tune's live trials (those not ended: a few); the
+sweep's schedulers are its subclasses below (population-based training has its own choice).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
+
+__all__ = [
+    "LiveFirst",
+    "LiveFirstASHA",
+    "LiveFirstFIFO",
+    "LiveFirstMedian",
+    "TrimCallback",
+    "bound_forced_snapshots",
+]
+
+_COST_SHARE = 19  # Tune's: a snapshot every 19 times its duration takes 5% of the time
+
+
+def bound_forced_snapshots() -> None:
+    """Hold Tune's forced experiment snapshots to at most 5% of the driver's time (see the module
+    docstring). Deferred, not dropped: the snapshot happens at the first step after that; Tune's
+    explicit snapshots (``force=True``: at the end, on a pause) are untouched. Once per process."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager as manager
+
+    if getattr(manager, "_clsweep_bounded", False):
+        return
+    sync_up, record = manager.sync_up_experiment_state, manager._update_auto_checkpoint_time
+
+    def recording(self: Any, time_taken: float) -> None:
+        self._clsweep_took = time_taken  # called after every snapshot, whatever the period setting
+        record(self, time_taken)
+
+    def bounded(self: Any, save_fn: Any, force: bool = False, wait: bool = False) -> None:
+        if self._should_force_sync_up and not force:
+            since = time.monotonic() - self._last_save_time
+            if since < min(_COST_SHARE * getattr(self, "_clsweep_took", 0.0), self._checkpoint_period):
+                return  # the flag stays set: a later step snapshots
+        sync_up(self, save_fn, force=force, wait=wait)
+
+    manager._update_auto_checkpoint_time = recording  # type: ignore[method-assign]
+    manager.sync_up_experiment_state = bounded  # type: ignore[method-assign]
+    manager._clsweep_bounded = True  # type: ignore[attr-defined]
+
+
+class TrimCallback(Callback):
+    """Drops an ended trial's running metric statistics from Tune's trial (see the module
+    docstring). Comes last in the callback list: every other callback has seen the trial end."""
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        _trim(trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        _trim(trial)
+
+
+def _trim(trial: Any) -> None:
+    metadata = getattr(trial, "run_metadata", None)
+    if metadata is not None and hasattr(metadata, "metric_n_steps"):
+        # both together: Tune adds a metric to both when it first sees it (a trial that reports
+        # again after a restore starts its statistics afresh)
+        metadata.metric_analysis = {}
+        metadata.metric_n_steps = {}
+
+
+class LiveFirst:
+    """Mixed in before a Tune scheduler that inherits FIFO's ``choose_trial_to_run``: the first
+    pending trial in the order Tune added them, else the first paused one, looked for among the
+    live trials (``get_live_trials``, which Tune lets schedulers read) instead of all trials."""
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        order = self.__dict__.setdefault("_order", {})  # trial id -> when added, live trials only
+        order.setdefault(trial.trial_id, len(order) + self.__dict__.setdefault("_ended", 0))
+        super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
+
+    def _forget(self, trial: Any) -> None:
+        if self.__dict__.get("_order", {}).pop(trial.trial_id, None) is not None:
+            self._ended = self.__dict__.get("_ended", 0) + 1
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._forget(trial)
+        super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._forget(trial)
+        super().on_trial_error(tune_controller, trial)  # type: ignore[misc]
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._forget(trial)
+        super().on_trial_remove(tune_controller, trial)  # type: ignore[misc]
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        order: dict[str, int] = self.__dict__.get("_order", {})
+        live = list(tune_controller.get_live_trials())
+        for status in ("PENDING", "PAUSED"):
+            found = [t for t in live if t.status == status]
+            if found:
+                return min(found, key=lambda t: order.get(t.trial_id, -1))
+        return None
+
+
+class LiveFirstFIFO(LiveFirst, FIFOScheduler):
+    """Tune's default scheduler (no early stopping)."""
+
+
+class LiveFirstASHA(LiveFirst, AsyncHyperBandScheduler):
+    pass
+
+
+class LiveFirstMedian(LiveFirst, MedianStoppingRule):
+    pass
