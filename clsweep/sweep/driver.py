@@ -326,9 +326,7 @@ def _execute(
 
 def _stop_ray(started: bool) -> None:
     if started:
-        import ray
-
-        ray.shutdown()
+        __import__("ray").shutdown()
 
 
 def _run(
@@ -342,13 +340,14 @@ def _run(
     """The stages with the journal's sender on; then what MLflow still lacks is sent (a stopped
     sweep waits a few seconds only: its resume sends the rest)."""
     from clsweep.sweep import signals
+    from clsweep.sweep.tune_state import bound_forced_snapshots
 
+    bound_forced_snapshots()  # before Tune runs: its forced snapshots cost O(trials) each
     session.start()
     try:
         outcome = _stages(plan, record, callbacks, display, forkserver)
     finally:
-        wait = plan.spec.tracking.outage_timeout
-        unsent, rejected = session.finish(min(wait, 5.0) if signals.STATE.stopping else wait)
+        unsent, rejected = session.finish(plan.spec.tracking.outage_timeout, signals.STATE.stopping)
     outcome.unsent, outcome.lost_records = unsent, outcome.lost_records + rejected
     return outcome
 
@@ -363,9 +362,7 @@ def _stages(
     """The search, then its later stage (clsweep.sweep.stages); a search the record says is over
     is not run again."""
     from clsweep.sweep import signals, stages
-    from clsweep.sweep.tune_state import bound_forced_snapshots
 
-    bound_forced_snapshots()  # before Tune runs: its forced snapshots cost O(trials) each
     outcome, lost = None, 0
     if stages.RECORD_KEY not in record:
         outcome = _fit(plan, record, _tuner(plan, callbacks, display, forkserver))

@@ -45,11 +45,12 @@ class TrackingSession:
         self.sender = Sender(self.journal, self.tracker, echo=echo)
         self.sender.start()
 
-    def finish(self, outage_timeout: float) -> tuple[int, int]:
+    def finish(self, outage_timeout: float, stopping: bool = False) -> tuple[int, int]:
         """Send what is left (waiting at most ``outage_timeout`` s for a server that does not
-        answer) and stop the sender; returns (records still unsent, records MLflow refused in
-        this run of the sweep)."""
-        unsent = self.sender.finish(outage_timeout) if self.sender else self.journal.pending
+        answer; 5 s when a signal stopped the sweep: its resume sends the rest) and stop the
+        sender; returns (records still unsent, records MLflow refused in this run of the sweep)."""
+        wait = min(outage_timeout, 5.0) if stopping else outage_timeout
+        unsent = self.sender.finish(wait) if self.sender else self.journal.pending
         self.sender = None
         return unsent, self.journal.rejected - self.rejected_before
 
