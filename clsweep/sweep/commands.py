@@ -376,9 +376,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from clsweep.sweep.tracking_session import sync_journal
 
     with lock.holding(paths):  # SpecError while the sweep's driver runs
-        sent, left, refused = sync_journal(
-            paths, uri, str(record.get("experiment") or args.name), str(record["parent_run_id"])
-        )
+        try:
+            sent, left, refused = sync_journal(
+                paths, uri, str(record.get("experiment") or args.name), str(record["parent_run_id"])
+            )
+        except LookupError as err:  # the experiment was deleted: nowhere to send them
+            raise SpecError([Problem(("name",), f"{err}; the records stay in the journal")]) from None
     print(f"sync:      sent {sent} record(s) of sweep {args.name!r} to {uri}")
     if refused:
         print(

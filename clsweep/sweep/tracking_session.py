@@ -74,8 +74,11 @@ def open_tracking(plan: Any, record: dict[str, Any]) -> TrackingSession:
             f"tracking:  sending the {journal.pending} records an earlier driver left in {journal.path.name}",
             file=sys.stderr,
         )
-        tracker.attach(str(record["parent_run_id"]))
-        send_pending(journal, tracker)
+        try:
+            tracker.attach(str(record["parent_run_id"]))
+            send_pending(journal, tracker)
+        except LookupError:  # the experiment is gone: the sender meets MLflow's refusals, counted
+            pass
     record["parent_run_id"] = tracker.open(
         record.get("parent_run_id"),
         plan=spec.payload(),

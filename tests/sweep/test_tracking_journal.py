@@ -164,3 +164,41 @@ def test_a_resumed_driver_sends_what_the_killed_one_left_before_reopening_the_pa
     [child] = second.tracker.children()
     assert child.info.status == "FINISHED" and child.data.tags[TRIAL_ID] == "t1"
     assert second.tracker.client.get_run(record["parent_run_id"]).info.status == "RUNNING"
+
+
+def test_sync_of_an_unknown_sweep_or_of_one_whose_driver_runs_is_refused(cli, tmp_path, write_yaml, tiny):
+    import os
+    import socket
+    import time
+
+    from clsweep.storage import new_record, write_json
+    from clsweep.sweep.driver import prepare
+    from clsweep.sweep.lock import lock_path
+
+    code, _, err = cli("sync", "nope", "--storage", str(tmp_path))
+    assert code == 2 and "no sweep 'nope'" in err and "Traceback" not in err
+    plan = prepare(load_sweep(write_yaml(tiny)), storage=tmp_path)
+    record = new_record(
+        plan.spec.data,
+        plan.spec.fingerprint,
+        source=None,
+        tracking_uri=plan.tracking_uri,
+        experiment=plan.experiment,
+    )
+    record["parent_run_id"] = "p"
+    write_json(plan.paths.record, record)
+    Journal(plan.paths.sweep_dir).append("tags", tags={"a": "b"})
+    now = time.time()
+    driver = {
+        "host": socket.gethostname(),
+        "pid": os.getppid(),
+        "started": now,
+        "heartbeat": now,
+        "token": "x",
+    }
+    lock_path(plan.paths).write_text(json.dumps(driver))  # a live driver (another process) holds the sweep
+    code, _, err = cli("sync", "tiny", "--storage", str(tmp_path))
+    assert code == 2 and "driver" in err and pending_in(plan.paths.sweep_dir) == 1
+    lock_path(plan.paths).unlink()
+    code, _, err = cli("sync", "tiny", "--storage", str(tmp_path))  # MLflow has no such experiment
+    assert code == 2 and "no experiment 'tiny'" in err and "Traceback" not in err
