@@ -41,9 +41,9 @@ M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 def cap_malloc_arenas(arenas: int = 2) -> bool:
     """Let the driver's threads share ``arenas`` glibc heaps. By default glibc gives a thread that
     allocates under contention its own arena (up to 8 per core); Ray's, Tune's and the tracking
-    sender's threads each keep one, and their fragmentation made the driver's memory grow by about
-    0.11 MB per trial over a long sweep, against about 0.056 with MALLOC_ARENA_MAX=2
-    (benchmarks/bench_scale.py, 600 trials). Applies to arenas created from now on; a
+    sender's threads each keep one, and their fragmentation made the driver's memory grow by 0.13
+    MB per trial over a long sweep, against 0.06 with two (benchmarks/bench_scale.py, 600 trials
+    each). Applies to arenas created from now on; a
     MALLOC_ARENA_MAX the user set wins. False where it does not apply (not glibc)."""
     if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
         return False

@@ -109,3 +109,16 @@ def test_parent_run_records_the_versions(write_yaml, tiny, tmp_path, runs_of):
         "matplotlib",
     }
     assert versions["mlflow"] == version("mlflow") and versions["python"].count(".") == 2
+
+
+def test_the_driver_caps_glibc_heap_arenas_unless_the_user_chose(monkeypatch):
+    """bench_scale.py: the driver's memory grew 0.13 MB per trial with glibc's default arenas and
+    0.06 with two; a MALLOC_ARENA_MAX the user exported is theirs."""
+    import sys
+
+    from clsweep.sweep.ray_setup import cap_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert cap_malloc_arenas() is sys.platform.startswith("linux")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert cap_malloc_arenas() is False
