@@ -141,18 +141,9 @@ def test_a_resumed_driver_sends_what_the_killed_one_left_before_reopening_the_pa
 ):
     """The killed driver's last records (a trial, then "the sweep was stopped": runs KILLED) were
     never sent; the resumed driver sends them first, then sets the parent run running again."""
-    from clsweep.storage import new_record
-    from clsweep.sweep.driver import prepare
     from clsweep.sweep.tracking_session import open_tracking
 
-    plan = prepare(load_sweep(write_yaml(tiny)), storage=tmp_path)
-    record = new_record(
-        plan.spec.data,
-        plan.spec.fingerprint,
-        source=None,
-        tracking_uri=plan.tracking_uri,
-        experiment=plan.experiment,
-    )
+    plan, record = _new_sweep(write_yaml(tiny), tmp_path)
     first = open_tracking(plan, record)
     _trial_events(plan.paths.sweep_dir, plan.spec.payload())
     first.journal.append("kill_running")
@@ -171,20 +162,12 @@ def test_sync_of_an_unknown_sweep_or_of_one_whose_driver_runs_is_refused(cli, tm
     import socket
     import time
 
-    from clsweep.storage import new_record, write_json
-    from clsweep.sweep.driver import prepare
+    from clsweep.storage import write_json
     from clsweep.sweep.lock import lock_path
 
     code, _, err = cli("sync", "nope", "--storage", str(tmp_path))
     assert code == 2 and "no sweep 'nope'" in err and "Traceback" not in err
-    plan = prepare(load_sweep(write_yaml(tiny)), storage=tmp_path)
-    record = new_record(
-        plan.spec.data,
-        plan.spec.fingerprint,
-        source=None,
-        tracking_uri=plan.tracking_uri,
-        experiment=plan.experiment,
-    )
+    plan, record = _new_sweep(write_yaml(tiny), tmp_path)
     record["parent_run_id"] = "p"
     write_json(plan.paths.record, record)
     Journal(plan.paths.sweep_dir).append("tags", tags={"a": "b"})
@@ -202,3 +185,19 @@ def test_sync_of_an_unknown_sweep_or_of_one_whose_driver_runs_is_refused(cli, tm
     lock_path(plan.paths).unlink()
     code, _, err = cli("sync", "tiny", "--storage", str(tmp_path))  # MLflow has no such experiment
     assert code == 2 and "no experiment 'tiny'" in err and "Traceback" not in err
+
+
+def _new_sweep(path: Path, storage: Path) -> tuple[Any, dict[str, Any]]:
+    """The checked plan of the sweep file ``path`` and the record a new driver writes for it."""
+    from clsweep.storage import new_record
+    from clsweep.sweep.driver import prepare
+
+    plan = prepare(load_sweep(path), storage=storage)
+    record = new_record(
+        plan.spec.data,
+        plan.spec.fingerprint,
+        source=None,
+        tracking_uri=plan.tracking_uri,
+        experiment=plan.experiment,
+    )
+    return plan, record
