@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_bench_scheduler_prints_the_compute_and_regret_of_each_scheduler(tmp_path):
     shrink = [
-        "experiment.benchmark.num_tasks=3",
+        "experiment.benchmark.num_tasks=2",
         "experiment.train.epochs=1",
         "experiment.backbone.hidden_dims=[16]",
     ]
@@ -51,9 +51,9 @@ def test_bench_scale_prints_the_per_window_curve_memory_and_profile(tmp_path):
             sys.executable,
             "benchmarks/bench_scale.py",
             "--trials",
-            "150",
+            "60",
             "--every",
-            "50",
+            "20",
             "--storage",
             str(tmp_path / "runs"),
         ],
@@ -66,8 +66,8 @@ def test_bench_scale_prints_the_per_window_curve_memory_and_profile(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line.split() for line in done.stdout.splitlines()]
     curve = [line for line in lines if line[:1] == ["trials"] and line[-1].endswith("x")]
-    assert [c[1] for c in curve] == ["1-", "51-", "101-"]
-    assert [(c[5], c[-1]) for c in curve][1] == ("1.00x", "1.00x")  # the reference: trials 51-100
+    assert [c[1] for c in curve] == ["1-", "21-", "41-"]
+    assert [(c[5], c[-1]) for c in curve][1] == ("1.00x", "1.00x")  # the reference: trials 21-40
     assert all(float(c[3]) > 0 and float(c[-3]) > 0 for c in curve)  # wall and CPU seconds per window
     assert any(line[:2] == ["growth", "after"] and "MB/trial" in line for line in lines)
     buckets = {" ".join(line[:3]) for line in lines}
