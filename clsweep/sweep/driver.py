@@ -171,7 +171,7 @@ def _tuner(plan: Plan, callbacks: Sequence[Any], display: bool | None, forkserve
     from clsweep.sweep.stopping import StopCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
     from clsweep.sweep.trial import train_trial
-    from clsweep.sweep.tune_state import LiveFirstFIFO, TrimCallback
+    from clsweep.sweep.tune_state import LiveFirstFIFO, TrimCallback, kept_result_keys
 
     spec = plan.spec
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
@@ -210,7 +210,7 @@ def _tuner(plan: Plan, callbacks: Sequence[Any], display: bool | None, forkserve
                 MLflowCallback(path, spec.payload(), adoption, closes=spec.later_stage is None),
                 ProgressCallback(spec.payload(), plan.paths.status, display=display),
                 *callbacks,
-                TrimCallback(),  # last: the others have seen the trial end
+                TrimCallback(kept_result_keys(spec)),  # last: the others have seen the trial end
             ],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             # pbt: a donor's task checkpoint must outlive the copy that an exploit hands another trial

@@ -19,6 +19,15 @@ setting:
   about 60 KB per trial in the driver's memory with 22 metrics, and 20 KB in every snapshot.
   :class:`TrimCallback` drops them once a trial has ended; its last result, checkpoints and status
   stay.
+- **The full results of finished trials.** Tune keeps a finished trial's last result and the
+  result reported with each checkpoint it keeps (Tune's 25-35 auto-filled and reported values
+  each, with the accuracy matrices), and their JSON in the trial's cached snapshot state: about
+  10 KB per trial. Once a trial has finished (every callback has seen its end, and MLflow's
+  journal holds it), :class:`TrimCallback` keeps of each only what is read later: the objective
+  metrics and ``tasks_done`` / ``tasks_total`` (the status rows and the summary, made afresh at
+  the end and after a restore) and Tune's own bookkeeping keys (:data:`KEPT`). Not under
+  population-based training, whose exploits read a donor's checkpoint result, nor for a failed
+  trial, which a resume may restore from its checkpoint result.
 
 And one thing costs O(trials) at every step of Tune's loop (about ten a second): the FIFO choice of
 the next trial to run (``FIFOScheduler.choose_trial_to_run``, which ASHA and median stopping
@@ -42,6 +51,7 @@ __all__ = [
     "LiveFirstMedian",
     "TrimCallback",
     "bound_forced_snapshots",
+    "kept_result_keys",
 ]
 
 _COST_SHARE = 19  # Tune's: a snapshot every 19 times its duration takes 5% of the time
@@ -73,12 +83,42 @@ def bound_forced_snapshots() -> None:
     manager._clsweep_bounded = True  # type: ignore[attr-defined]
 
 
+KEPT = frozenset(
+    {
+        "tasks_done",
+        "tasks_total",
+        "done",
+        "training_iteration",
+        "trial_id",
+        "config",
+        "time_total_s",
+        "timestamp",
+    }
+)
+"""Result keys a finished trial keeps besides its objective metrics (:func:`kept_result_keys`):
+what clsweep reads of an ended trial (clsweep.sweep.progress.trial_row, stopped_state) and what
+Tune reads of one (``done``, ``training_iteration``, ``config``: searchers' restore, ResultGrid)."""
+
+
+def kept_result_keys(spec: Any) -> frozenset[str] | None:
+    """The result keys a finished trial of ``spec`` (a SweepPlan) keeps; None: keep all (pbt)."""
+    if spec.scheduler.name == "pbt":
+        return None
+    return KEPT | {o.metric for o in spec.objectives}
+
+
 class TrimCallback(Callback):
-    """Drops an ended trial's running metric statistics from Tune's trial (see the module
-    docstring). Comes last in the callback list: every other callback has seen the trial end."""
+    """Drops an ended trial's running metric statistics from Tune's trial and, for a finished one,
+    all but ``keep`` of its last result and checkpoint results (see the module docstring; None:
+    those stay whole). Comes last in the callback list: every other callback has seen the end."""
+
+    def __init__(self, keep: frozenset[str] | None = None) -> None:
+        self.keep = keep
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         _trim(trial)
+        if self.keep is not None:
+            _shrink_results(trial, self.keep)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         _trim(trial)
@@ -91,6 +131,22 @@ def _trim(trial: Any) -> None:
         # again after a restore starts its statistics afresh)
         metadata.metric_analysis = {}
         metadata.metric_n_steps = {}
+
+
+def _shrink_results(trial: Any, keep: frozenset[str]) -> None:
+    metadata = getattr(trial, "run_metadata", None)
+    if metadata is None or not metadata.last_result:
+        return
+    # new dicts, not edits: whoever holds the full result (a callback, the scheduler) keeps it
+    metadata.last_result = {k: v for k, v in metadata.last_result.items() if k in keep}
+    manager = getattr(metadata, "checkpoint_manager", None)
+    if manager is not None:
+        results = list(getattr(manager, "_checkpoint_results", []))
+        latest = getattr(manager, "_latest_checkpoint_result", None)
+        for result in {id(r): r for r in (*results, latest) if r is not None}.values():
+            result.metrics = {k: v for k, v in result.metrics.items() if k in keep}
+    metadata.invalidate_cache()  # the snapshot's JSON of this trial is made again, smaller
+    trial.invalidate_json_state()
 
 
 class LiveFirst:

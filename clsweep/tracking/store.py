@@ -333,6 +333,7 @@ class SweepTracker:
         self.client.set_terminated(
             run_id, {"finished": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}[state]
         )
+        forget_artifact_repo(run_id)
 
     def kill_running(self) -> list[str]:
         """Mark the sweep's trial runs still RUNNING as KILLED (tag ``interrupted``), and the parent
@@ -347,3 +348,15 @@ class SweepTracker:
         if self.client.get_run(self.parent_id).info.status != "KILLED":
             self.client.set_terminated(self.parent_id, "KILLED")
         return killed
+
+
+def forget_artifact_repo(run_id: str) -> None:
+    """Drop MLflow's cached artifact repository of an ended run. MLflow 3 keeps one per run it has
+    logged an artifact to, up to 1024 runs (``_tracking_service/client.py``, ``_get_artifact_repo``;
+    4-5 KB each): in a sweep of thousands of trials that is driver memory growing with every trial
+    for runs that get no artifact again (a record sent again looks its run up afresh)."""
+    from mlflow.tracking._tracking_service import utils
+
+    cache = getattr(utils, "_artifact_repos_cache", None)
+    if cache is not None:
+        cache.pop(run_id, None)

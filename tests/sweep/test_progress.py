@@ -8,6 +8,7 @@ import json
 import math
 import random
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +19,8 @@ from clsweep.sweep import progress
 from clsweep.sweep.progress import ProgressCallback
 from clsweep.sweep.summary import RunningSummary, summarize
 from clsweep.sweep.tune_state import TrimCallback, bound_forced_snapshots
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _reference(rows: list[dict[str, Any]], modes: list[str]) -> list[tuple[Any, ...]]:
@@ -132,6 +135,67 @@ def test_an_ended_trial_keeps_its_result_and_drops_tune_s_running_statistics():
         {"tasks_done": 2, "avg_acc_val": 0.6, "training_iteration": 2}
     )  # after a restore
     assert trial.run_metadata.metric_analysis["avg_acc_val"]["last"] == 0.6
+
+
+def test_a_finished_trial_keeps_only_the_result_keys_read_after_its_end(tmp_path):
+    from ray.train import Checkpoint
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import CheckpointConfig
+    from ray.tune.experiment import Trial
+
+    from clsweep.sweep.tune_state import KEPT, kept_result_keys
+
+    spec = load_sweep(REPO / "search_spaces" / "quickstart.yaml", [])
+    keep = kept_result_keys(spec)
+    assert keep == KEPT | {"avg_acc_val"}
+    assert kept_result_keys(load_sweep(REPO / "search_spaces" / "hat_pbt_digits.yaml", [])) is None
+
+    trial = Trial("noop", config={"seed": 0, "experiment.train.lr": 0.1}, stub=True)
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+    trial.run_metadata.checkpoint_manager = manager
+    reported = []
+    for task in (1, 2):
+        (tmp_path / str(task)).mkdir()
+        result = {
+            "tasks_done": task,
+            "tasks_total": 2,
+            "avg_acc_val": 0.5 + task / 10,
+            "training_iteration": task,
+            "acc_matrix_val": "[[0.9]]" * 50,
+            "loss_train": 0.3,
+            "hostname": "h",
+            "done": task == 2,
+        }
+        reported.append(result)
+        manager.register_checkpoint(_TrainingResult(Checkpoint(str(tmp_path / str(task))), dict(result)))
+        trial.update_last_result(result)
+    held = trial.last_result  # what the other callbacks were handed
+    before = len(trial.run_metadata.get_json_state())
+
+    TrimCallback(keep).on_trial_complete(0, [trial], trial)
+
+    def kept(result: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in result.items() if k in keep and k != "trial_id"}  # Tune adds trial_id
+
+    assert kept(trial.last_result) == kept(reported[-1]) and set(kept(reported[-1])) == {
+        "tasks_done",
+        "tasks_total",
+        "avg_acc_val",
+        "training_iteration",
+        "done",
+    }
+    assert progress.trial_row(trial, spec, "finished")["objective"] == [0.7]
+    assert progress.stopped_state(trial.last_result) == "finished"
+    assert [r.metrics for r in manager._checkpoint_results] == [kept(r) for r in reported]
+    assert manager.latest_checkpoint_result.checkpoint.path == str(tmp_path / "2")  # checkpoints stay
+    assert held["acc_matrix_val"] == reported[-1]["acc_matrix_val"]  # a new dict, not an edit
+    assert len(trial.run_metadata.get_json_state()) < before / 2  # the snapshot's JSON was made again
+
+    errored = Trial("noop", config={"seed": 1}, stub=True)
+    errored.update_last_result(dict(reported[0]))
+    TrimCallback(keep).on_trial_error(0, [errored], errored)  # a resume may restore a failed trial
+    assert errored.last_result["acc_matrix_val"] == reported[0]["acc_matrix_val"]
 
 
 def test_a_forced_tune_snapshot_waits_for_19_times_the_last_one_s_duration(tmp_path):

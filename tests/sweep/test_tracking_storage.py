@@ -21,7 +21,12 @@ def test_tracker_reuses_parent_and_trial_runs_and_drops_orphans(tmp_path):
     tracker.start_trial("t2", "sw-t2", params={}, tags={})
     tracker.log_metrics(a, {"avg_acc_val": 0.5}, step=1)
     tracker.log_metrics(a, {"avg_acc_val": 0.4}, step=2)
+    tracker.log_text(a, "1,0\n", "acc_matrix_val.csv")
+    from mlflow.tracking._tracking_service import utils
+
+    assert a in utils._artifact_repos_cache  # MLflow caches a repository per run (1024 runs)
     tracker.end_trial(a, "pruned")
+    assert a not in utils._artifact_repos_cache  # an ended run's: dropped (driver memory, issue 14)
 
     again = SweepTracker(uri, "exp", "sw", artifact_root=tmp_path / "art")  # a restarted driver
     assert again.open(parent, tags={}) == parent
