@@ -13,6 +13,9 @@ clsweep, ...) so that load from other processes hits both alike.
 Then, through clsweep's own loop, side by side with Finetuning (same data, MLP, budget):
 - ``--baselines ewc,er,agem``: each method's time over Finetuning's (targets: ewc <= 1.3x,
   er <= 1.5x, agem <= 2x);
+- the floor under ER's ratio: Finetuning whose every step trains on twice the rows (batch 128,
+  twice the epochs: the same steps, each on as many rows as ER's current + replay batch; on all
+  five tasks, where ER replays on tasks 2-5 only, so it bounds that floor from above);
 - the plateau schedule's cost: Finetuning under ``plateau`` with a patience that never runs out
   (so it trains exactly EPOCHS epochs per task, plus one validation pass per epoch) over the
   fixed schedule; the ratio is the price of those validation passes.
@@ -158,6 +161,9 @@ def same_loop_rows(args: argparse.Namespace) -> None:
     plateau_raw["train"].pop("epochs")
     plateau_raw["train"]["schedule"] = {"name": "plateau", "max_epochs": args.epochs, "patience": 10**6}
     variants = {name: parse_experiment(config(name, args.epochs)) for name in args.baselines.split(",")}
+    doubled = config("finetuning", 2 * args.epochs)
+    doubled["train"]["batch_size"] = 128
+    variants["finetuning 2x rows"] = parse_experiment(doubled)
     variants["plateau schedule"] = parse_experiment(plateau_raw)
     run_experiment(fixed)
     for name, cfg in variants.items():

@@ -4,6 +4,7 @@ assertion: speed is measured by running them, not by tests."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,31 @@ def test_bench_scale_prints_the_per_window_curve_memory_and_profile(tmp_path):
     buckets = {" ".join(line[:3]) for line in lines}
     assert {"Tune experiment snapshot", "progress display, status", "waiting for trial"} <= buckets
     assert (tmp_path / "runs" / "bench_scale" / "clsweep_status.json").exists()
+
+
+def test_bench_loop_prints_each_ratio_against_finetuning():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_loop.py",
+            "--epochs",
+            "1",
+            "--repeats",
+            "1",
+            "--algorithms",
+            "finetuning",
+            "--baselines",
+            "er",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if " ratio " in line]
+    rows = {re.split(r"\s{2,}", line)[0]: line.split() for line in lines}
+    # against the plain PyTorch loop, then through clsweep's loop against Finetuning
+    assert list(rows) == ["finetuning", "er", "finetuning 2x rows", "plateau schedule"]
+    for words in rows.values():
+        assert float(words[words.index("ratio") + 1]) > 0
