@@ -66,6 +66,12 @@ def tiny_sweep(folder: Path, name: str, samples: int = 2) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def cluster_tools() -> ModuleType:
+    """tests/clusters/local_cluster.py, for tests that start a cluster of their own."""
+    return local_cluster
+
+
 @pytest.fixture
 def make_sweep(tmp_path: Path) -> Callable[..., Path]:
     return lambda name, samples=2: tiny_sweep(tmp_path, name, samples)

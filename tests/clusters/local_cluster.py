@@ -11,6 +11,7 @@ other people's included).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -114,9 +115,14 @@ class LocalCluster:
         job_server: bool = False,
         token: bool = False,
         node_env: Mapping[int, Mapping[str, str]] | None = None,
+        autoscaled: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="clr-", dir="/tmp"))  # short: Unix socket paths <= 107 bytes
         self.nodes, self.cpus = nodes, cpus
+        self.autoscaled = dict(autoscaled or {})
+        """Node types (name -> resources) a real Ray autoscaler on the head may add, one of each at
+        most: Ray's ``fake_multinode`` node provider, which starts each added node as processes
+        on this machine (in the cluster's temp dir, so :meth:`stop` stops them too)."""
         self.job_server = job_server
         self.node_env = dict(node_env or {})
         self.token = secrets.token_hex(32) if token else None
@@ -160,6 +166,8 @@ class LocalCluster:
             "--metrics-export-port",
             str(free_port()),
         ]
+        if index == 0 and self.autoscaled:
+            args += ["--autoscaling-config", str(self._autoscaling_config())]
         if index == 0:
             args = [
                 "--head",
@@ -186,11 +194,62 @@ class LocalCluster:
             args = ["--address", self.address, *args]
         return args
 
+    def _autoscaling_config(self) -> Path:
+        """The cluster config of Ray's fake_multinode provider (the keys its launcher requires)."""
+        types: dict[str, object] = {
+            "ray.head.default": {"resources": {"CPU": self.cpus}, "node_config": {}, "max_workers": 0}
+        }
+        for name, resources in self.autoscaled.items():
+            types[name] = {
+                "resources": dict(resources),
+                "node_config": {},
+                "min_workers": 0,
+                "max_workers": 1,
+            }
+        config = {
+            "cluster_name": "fake_multinode",
+            "max_workers": len(self.autoscaled),
+            "provider": {
+                "type": "fake_multinode",
+                "use_node_id_as_ip": True,
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+                "gcs_address": self.address,  # else the added nodes look for a head on port 6379
+            },
+            "available_node_types": types,
+            "head_node_type": "ray.head.default",
+            "upscaling_speed": 1.0,
+            "idle_timeout_minutes": 5,
+            "auth": {"ssh_user": "clsweep"},
+            "docker": {},
+            **{
+                key: []
+                for key in (
+                    "initialization_commands",
+                    "setup_commands",
+                    "head_setup_commands",
+                    "worker_setup_commands",
+                    "head_start_ray_commands",
+                    "worker_start_ray_commands",
+                    "cluster_synced_files",
+                    "rsync_exclude",
+                    "rsync_filter",
+                )
+            },
+            "file_mounts": {},
+            "file_mounts_sync_continuously": False,
+        }
+        path = self.root / "autoscaling.json"
+        path.write_text(json.dumps(config))
+        return path
+
     def log(self, index: int) -> Path:
         return self.root / f"node{index}.log"
 
     def _start_node(self, index: int, timeout: float) -> None:
         env = self.env(self.node_env.get(index))
+        if index == 0 and self.autoscaled:  # what the fake provider needs; a quick autoscaler loop
+            env.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})
         with open(self.log(index), "wb") as out:
             proc = subprocess.Popen(
                 [str(BIN / "ray"), "start", *self._node_args(index)],
