@@ -12,32 +12,31 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def bench(script: str, *args: str, timeout: float = 600) -> list[str]:
+    """Run ``benchmarks/SCRIPT ARGS`` as a user runs it; its printed lines (exit status 0)."""
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
+        cwd=REPO,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
 def test_bench_scheduler_prints_the_compute_and_regret_of_each_scheduler(tmp_path):
     shrink = [
         "experiment.benchmark.num_tasks=2",
         "experiment.train.epochs=1",
         "experiment.backbone.hidden_dims=[16]",
     ]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/bench_scheduler.py",
-            "--samples",
-            "3",
-            "--seeds",
-            "0",
-            "--storage",
-            str(tmp_path / "runs"),
-            *[a for s in shrink for a in ("--set", s)],
-        ],
-        cwd=REPO,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    lines = bench(
+        "bench_scheduler.py",
+        *("--samples", "3", "--seeds", "0", "--storage", str(tmp_path / "runs")),
+        *[a for s in shrink for a in ("--set", s)],
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("scheduler seed"))
     rows = [line.split() for line in lines[header + 1 : header + 4]]
     assert [r[0] for r in rows] == ["none", "asha", "median"]
@@ -47,25 +46,10 @@ def test_bench_scheduler_prints_the_compute_and_regret_of_each_scheduler(tmp_pat
 
 
 def test_bench_scale_prints_the_per_window_curve_memory_and_profile(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/bench_scale.py",
-            "--trials",
-            "60",
-            "--every",
-            "20",
-            "--storage",
-            str(tmp_path / "runs"),
-        ],
-        cwd=REPO,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-        capture_output=True,
-        text=True,
-        timeout=900,
+    printed = bench(
+        "bench_scale.py", "--trials", "60", "--every", "20", "--storage", str(tmp_path / "runs"), timeout=900
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = [line.split() for line in done.stdout.splitlines()]
+    lines = [line.split() for line in printed]
     curve = [line for line in lines if line[:1] == ["trials"] and line[-1].endswith("x")]
     assert [c[1] for c in curve] == ["1-", "21-", "41-"]
     assert [(c[5], c[-1]) for c in curve][1] == ("1.00x", "1.00x")  # the reference: trials 21-40
@@ -77,26 +61,10 @@ def test_bench_scale_prints_the_per_window_curve_memory_and_profile(tmp_path):
 
 
 def test_bench_loop_prints_each_ratio_against_finetuning():
-    done = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/bench_loop.py",
-            "--epochs",
-            "1",
-            "--repeats",
-            "1",
-            "--algorithms",
-            "finetuning",
-            "--baselines",
-            "er",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    printed = bench(
+        "bench_loop.py", "--epochs", "1", "--repeats", "1", "--algorithms", "finetuning", "--baselines", "er"
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = [line for line in done.stdout.splitlines() if " ratio " in line]
+    lines = [line for line in printed if " ratio " in line]
     rows = {re.split(r"\s{2,}", line)[0]: line.split() for line in lines}
     # against the plain PyTorch loop, then through clsweep's loop against Finetuning
     assert list(rows) == ["finetuning", "er", "finetuning 2x rows", "plateau schedule"]
