@@ -5,8 +5,9 @@ An episodic memory keeps samples of every finished task. Each step, after the cu
 backward pass, a reference gradient ``g_ref`` is computed on a random batch of the memory; if the
 current gradient ``g`` would increase the memory loss (``g . g_ref < 0``) it is projected onto the
 half-space where it does not: ``g <- g - (g . g_ref / g_ref . g_ref) g_ref``; otherwise it is left
-as it is. The projection is written without a branch (the coefficient is ``min(g . g_ref, 0)``), so
-it never waits on the device.
+as it is. On an accelerator the projection is written without a branch (the coefficient is
+``min(g . g_ref, 0)``), so it never waits on the device; on the CPU, where reading the coefficient
+waits for nothing, a step that needs no projection skips the update.
 
 Which gradient: ``g`` and ``g_ref`` are the gradients of every trainable parameter, the
 backbone's then every head's, taken as one vector, as the paper's ``g`` covers all parameters and
@@ -101,16 +102,41 @@ class AGEM(CLAlgorithm):
             flat = _flatten_dense_tensors([*grads, *ref_grads])  # g where both exist | every g_ref
             dot = torch.dot(flat[:n], flat[n : 2 * n])
             alpha = projection_coefficient(dot, flat[n:])
-            step = torch._foreach_mul(ref_grads, alpha)
-            if grads:
-                torch._foreach_sub_(grads, step[: len(grads)])
-            if ref_only:
-                for (p, _), moved in zip(ref_only, torch._foreach_neg(step[len(grads) :]), strict=True):
-                    p.grad = moved
+            if self._reads_coefficient(flat.device):
+                self._update_with_number(grads, ref_grads, ref_only, float(alpha))
+            else:
+                step = torch._foreach_mul(ref_grads, alpha)
+                if grads:
+                    torch._foreach_sub_(grads, step[: len(grads)])
+                if ref_only:
+                    for (p, _), moved in zip(ref_only, torch._foreach_neg(step[len(grads) :]), strict=True):
+                        p.grad = moved
             self._dots.append(dot.detach())
         for p in trainable:
             if p.grad is None:  # no gradient from either batch: zero, as the flat update gives it
                 p.grad = torch.zeros_like(p)
+
+    @staticmethod
+    def _reads_coefficient(device: torch.device) -> bool:
+        """Whether to read ``alpha`` as a number: on the CPU that waits for nothing, and it saves
+        the update on the steps that need no projection; on an accelerator it would wait for the
+        device every step, so the update stays in tensors there."""
+        return device.type == "cpu"
+
+    @staticmethod
+    def _update_with_number(
+        grads: list[Tensor],
+        ref_grads: list[Tensor],
+        ref_only: list[tuple[nn.Parameter, Tensor]],
+        alpha: float,
+    ) -> None:
+        """The update with ``alpha`` a number: one fused ``g -= alpha g_ref`` over the gradients,
+        none at all when ``alpha`` is 0; a reference-only parameter gets ``-alpha g_ref``, written
+        into its reference gradient (a fresh tensor from ``autograd.grad``, shared with nothing)."""
+        if alpha and grads:
+            torch._foreach_add_(grads, ref_grads[: len(grads)], alpha=-alpha)
+        for p, r in ref_only:
+            p.grad = r.mul_(-alpha)
 
     def on_task_end(self, task_id: int) -> None:
         data = self._data

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from clsweep import registry
-from clsweep.algorithms.agem import project
+from clsweep.algorithms.agem import AGEM, project
 from clsweep.algorithms.replay_buffer import per_class_subset
 from clsweep.experiment import run_experiment
 from clsweep.spec import parse_experiment
@@ -66,7 +66,16 @@ def step(algorithm: Any, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return before, flat_grads(algorithm)
 
 
-def test_gradient_is_untouched_when_it_agrees_with_the_memory() -> None:
+@pytest.fixture(params=["number", "tensor"])
+def update_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of applying the update: ``alpha`` read as a number (what the CPU does) and kept in
+    tensors (what an accelerator does, forced here on the CPU)."""
+    if request.param == "tensor":
+        monkeypatch.setattr(AGEM, "_reads_coefficient", staticmethod(lambda device: False))
+    return str(request.param)
+
+
+def test_gradient_is_untouched_when_it_agrees_with_the_memory(update_mode: str) -> None:
     algorithm = build()
     x, y = torch.randn(3, 1, 2, 2), torch.tensor([0, 1, 1])
     algorithm.memory.append(x, y, torch.full((3,), 2))  # memory = the batch itself: g_ref = g
@@ -76,7 +85,7 @@ def test_gradient_is_untouched_when_it_agrees_with_the_memory() -> None:
     assert torch.equal(after, g)
 
 
-def test_gradient_is_projected_when_it_opposes_the_memory() -> None:
+def test_gradient_is_projected_when_it_opposes_the_memory(update_mode: str) -> None:
     algorithm = build()
     x, y = torch.randn(1, 1, 2, 2), torch.tensor([0])
     # memory: the batch's sample with its label flipped (2 classes: its gradient is a negative
