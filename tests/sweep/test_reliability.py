@@ -256,15 +256,11 @@ def test_killed_worker_resumes_from_its_last_task(write_yaml, tmp_path, ray_addr
     assert json.loads(results[-1]["acc_matrix_val"]) == direct.val_acc_matrix
 
 
-def test_driver_killed_before_tunes_first_snapshot(write_yaml, tmp_path, ray_address, cli, runs_of):
-    """What a driver killed between creating its Tuner and Tune's first snapshot leaves behind: the
-    record, the MLflow parent run with a run of a trial Tune never saved, and tuner.pkl alone."""
-    from clsweep.storage import new_record, write_json
-    from clsweep.sweep import driver
-    from clsweep.tracking.store import SweepTracker
+def new_sweep(path: Path, storage: Path) -> tuple[Any, dict[str, Any]]:
+    """The checked plan of the sweep file ``path`` and the record a new driver writes for it."""
+    from clsweep.storage import new_record
 
-    path = write_yaml(SLOW.format(name="early", extra="").replace("epochs: 6", "epochs: 1"))
-    plan = prepare(load_sweep(path), storage=tmp_path)
+    plan = prepare(load_sweep(path), storage=storage)
     record = new_record(
         plan.spec.data,
         plan.spec.fingerprint,
@@ -272,6 +268,18 @@ def test_driver_killed_before_tunes_first_snapshot(write_yaml, tmp_path, ray_add
         tracking_uri=plan.tracking_uri,
         experiment=plan.experiment,
     )
+    return plan, record
+
+
+def test_driver_killed_before_tunes_first_snapshot(write_yaml, tmp_path, ray_address, cli, runs_of):
+    """What a driver killed between creating its Tuner and Tune's first snapshot leaves behind: the
+    record, the MLflow parent run with a run of a trial Tune never saved, and tuner.pkl alone."""
+    from clsweep.storage import write_json
+    from clsweep.sweep import driver
+    from clsweep.tracking.store import SweepTracker
+
+    path = write_yaml(SLOW.format(name="early", extra="").replace("epochs: 6", "epochs: 1"))
+    plan, record = new_sweep(path, tmp_path)
     tracker = SweepTracker(
         plan.tracking_uri, plan.experiment, "early", artifact_root=plan.paths.artifact_root
     )

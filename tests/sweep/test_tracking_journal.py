@@ -14,6 +14,7 @@ from clsweep.sweep.tracking_callback import MLflowCallback
 from clsweep.tracking.journal import SENT_FILE, Journal, live, pending_in
 from clsweep.tracking.replay import apply, send_pending
 from clsweep.tracking.store import TRIAL_ID, SweepTracker
+from tests.sweep.test_reliability import new_sweep
 
 
 def test_appends_survive_a_killed_writer_and_a_reload_knows_what_was_sent(tmp_path):
@@ -143,7 +144,7 @@ def test_a_resumed_driver_sends_what_the_killed_one_left_before_reopening_the_pa
     never sent; the resumed driver sends them first, then sets the parent run running again."""
     from clsweep.sweep.tracking_session import open_tracking
 
-    plan, record = _new_sweep(write_yaml(tiny), tmp_path)
+    plan, record = new_sweep(write_yaml(tiny), tmp_path)
     first = open_tracking(plan, record)
     _trial_events(plan.paths.sweep_dir, plan.spec.payload())
     first.journal.append("kill_running")
@@ -167,7 +168,7 @@ def test_sync_of_an_unknown_sweep_or_of_one_whose_driver_runs_is_refused(cli, tm
 
     code, _, err = cli("sync", "nope", "--storage", str(tmp_path))
     assert code == 2 and "no sweep 'nope'" in err and "Traceback" not in err
-    plan, record = _new_sweep(write_yaml(tiny), tmp_path)
+    plan, record = new_sweep(write_yaml(tiny), tmp_path)
     record["parent_run_id"] = "p"
     write_json(plan.paths.record, record)
     Journal(plan.paths.sweep_dir).append("tags", tags={"a": "b"})
@@ -185,19 +186,3 @@ def test_sync_of_an_unknown_sweep_or_of_one_whose_driver_runs_is_refused(cli, tm
     lock_path(plan.paths).unlink()
     code, _, err = cli("sync", "tiny", "--storage", str(tmp_path))  # MLflow has no such experiment
     assert code == 2 and "no experiment 'tiny'" in err and "Traceback" not in err
-
-
-def _new_sweep(path: Path, storage: Path) -> tuple[Any, dict[str, Any]]:
-    """The checked plan of the sweep file ``path`` and the record a new driver writes for it."""
-    from clsweep.storage import new_record
-    from clsweep.sweep.driver import prepare
-
-    plan = prepare(load_sweep(path), storage=storage)
-    record = new_record(
-        plan.spec.data,
-        plan.spec.fingerprint,
-        source=None,
-        tracking_uri=plan.tracking_uri,
-        experiment=plan.experiment,
-    )
-    return plan, record
