@@ -5,7 +5,7 @@ evaluation of every seen task (validation and test) after each task, in both loo
 Algorithms: Finetuning, and HAT (the plain loop writes HAT's update out: annealed masks, sparsity
 term, gradient conditioning, embedding compensation, clipping, clamping).
 
-Run:  .venv/bin/python benchmarks/bench_loop.py [--epochs 10] [--repeats 3]
+Run:  .venv/bin/python benchmarks/bench_loop.py [--epochs 10] [--repeats 3] [--device cpu]
 Prints one line per algorithm with the median wall time of each loop and their ratio
 (targets: Finetuning at most 1.3, HAT at most 1.1). Runs are interleaved (clsweep, plain,
 clsweep, ...) so that load from other processes hits both alike.
@@ -19,6 +19,9 @@ Then, through clsweep's own loop, side by side with Finetuning (same data, MLP, 
 - the plateau schedule's cost: Finetuning under ``plateau`` with a patience that never runs out
   (so it trains exactly EPOCHS epochs per task, plus one validation pass per epoch) over the
   fixed schedule; the ratio is the price of those validation passes.
+
+``--device cuda`` runs these same-loop rows on the GPU (``benchmarks/gpu_check.sh`` does); the
+plain-loop rows are CPU-only and are skipped there.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from clsweep.experiment import run_experiment
 from clsweep.spec import parse_experiment
 
 
-def config(algorithm: str, epochs: int) -> dict:
+def config(algorithm: str, epochs: int, device: str = "cpu") -> dict:
     backbone = "hat_mask_mlp" if algorithm == "hat" else "mlp"
     algo = (
         {"name": "hat", "s_max": 400, "sparsity_strength": 0.75}
@@ -44,6 +47,7 @@ def config(algorithm: str, epochs: int) -> dict:
     )
     return {
         "seed": 0,
+        "device": device,
         "benchmark": {"name": "permuted", "source": "digits", "num_tasks": 5},
         "backbone": {"name": backbone, "hidden_dims": [256, 256]},
         "algorithm": algo,
@@ -141,9 +145,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--algorithms", default="finetuning,hat")
     parser.add_argument("--baselines", default="ewc,er,agem")
+    parser.add_argument("--device", default="cpu", help="device of the same-loop rows (cpu, cuda)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    plain_rows(args)
+    if args.device != "cpu":
+        print(f"plain-loop rows skipped: the plain loop runs on the CPU only (--device {args.device})")
+    elif args.algorithms:
+        plain_rows(args)
     if args.baselines:
         same_loop_rows(args)
 
@@ -156,12 +164,13 @@ def _timed(cfg: object) -> float:
 
 def same_loop_rows(args: argparse.Namespace) -> None:
     """Baselines and the plateau schedule against Finetuning, all through clsweep's loop."""
-    fixed = parse_experiment(config("finetuning", args.epochs))
-    plateau_raw = config("finetuning", args.epochs)
+    dev = args.device
+    fixed = parse_experiment(config("finetuning", args.epochs, dev))
+    plateau_raw = config("finetuning", args.epochs, dev)
     plateau_raw["train"].pop("epochs")
     plateau_raw["train"]["schedule"] = {"name": "plateau", "max_epochs": args.epochs, "patience": 10**6}
-    variants = {name: parse_experiment(config(name, args.epochs)) for name in args.baselines.split(",")}
-    doubled = config("finetuning", 2 * args.epochs)
+    variants = {name: parse_experiment(config(name, args.epochs, dev)) for name in args.baselines.split(",")}
+    doubled = config("finetuning", 2 * args.epochs, dev)
     doubled["train"]["batch_size"] = 128
     variants["finetuning 2x rows"] = parse_experiment(doubled)
     variants["plateau schedule"] = parse_experiment(plateau_raw)
@@ -175,7 +184,7 @@ def same_loop_rows(args: argparse.Namespace) -> None:
         a, b = statistics.median(ours), statistics.median(base)
         print(
             f"{name:<17} {a:6.2f}s  finetuning {b:6.2f}s  ratio {a / b:4.2f}  "
-            f"(same loop; {args.epochs} epochs x 5 tasks, median of {args.repeats})",
+            f"(same loop on {dev}; {args.epochs} epochs x 5 tasks, median of {args.repeats})",
             flush=True,
         )
 

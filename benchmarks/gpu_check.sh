@@ -3,8 +3,9 @@
 # `resources.gpus: 1` (one trial per GPU) and then `0.25` (four trials packed per GPU). Prints, for
 # both: trials per minute and their ratio, the device each trial reported to MLflow (clsweep.device),
 # whether each trial's process was seen on the GPU, its peak GPU memory, and `nvidia-smi` while the
-# packed trials run. Installs nothing: it uses the repository's .venv (or $CLSWEEP_PYTHON).
-# Takes about 5-8 minutes on one GPU. Exit status: 0 ok, 1 a check failed, 3 no GPU here.
+# packed trials run. Then bench_loop.py's same-loop rows (ewc, er, agem against Finetuning) on cuda,
+# which do not change the exit status. Installs nothing: it uses the repository's .venv (or
+# $CLSWEEP_PYTHON). Takes about 6-9 minutes on one GPU. Exit status: 0 ok, 1 a check failed, 3 no GPU here.
 #
 #   benchmarks/gpu_check.sh            # from the repository root, on a machine with an NVIDIA GPU
 set -euo pipefail
@@ -72,6 +73,9 @@ echo "== gpus: 0.25 (four trials packed per GPU), $SAMPLES trials"
 run_sweep gpu_packed
 echo "== nvidia-smi while the packed trials ran"
 cat "$WORK/gpu_packed.nvidia-smi.txt" 2>/dev/null || echo "(no snapshot)"
+echo "== the baselines' time over Finetuning on cuda (bench_loop.py, same loop; informational)"
+"$PY" "$ROOT/benchmarks/bench_loop.py" --device cuda --epochs 10 --repeats 3 --algorithms "" 2>&1 \
+    | grep -E " ratio |skipped" || echo "gpu_check: bench_loop.py --device cuda printed no ratio" >&2
 
 "$PY" - "$WORK" <<'EOF'
 import json
