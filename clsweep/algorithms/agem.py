@@ -131,12 +131,12 @@ class AGEM(CLAlgorithm):
         alpha: float,
     ) -> None:
         """The update with ``alpha`` a number: one fused ``g -= alpha g_ref`` over the gradients,
-        none at all when ``alpha`` is 0; a reference-only parameter gets ``-alpha g_ref``, written
-        into its reference gradient (a fresh tensor from ``autograd.grad``, shared with nothing)."""
+        none at all when ``alpha`` is 0; a reference-only parameter gets ``-alpha g_ref`` as a new
+        tensor (``autograd.grad`` may hand two parameters one gradient tensor, so none is edited)."""
         if alpha and grads:
             torch._foreach_add_(grads, ref_grads[: len(grads)], alpha=-alpha)
         for p, r in ref_only:
-            p.grad = r.mul_(-alpha)
+            p.grad = r * -alpha
 
     def on_task_end(self, task_id: int) -> None:
         data = self._data
