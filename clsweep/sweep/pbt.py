@@ -117,7 +117,8 @@ class Bounds:
 
 class TaskPBT(PopulationBasedTraining):
     """Ray's synchronous PBT, with two changes. A trial which has done its last task is never
-    perturbed (it is about to end). And the barrier cannot dead-lock: Ray waits until every live
+    perturbed (it is about to end). A result a restored trial sends again (marked ``replayed``) is
+    no boundary: the trial trains on. And the barrier cannot dead-lock: Ray waits until every live
     trial has reached the next boundary, but after a restored sweep (the scheduler's clock starts
     again at 0 while the trials stand at their checkpoints) or when the trial that would complete
     the barrier ends instead, every trial waits, paused, and none is chosen to run. Then the
@@ -126,6 +127,15 @@ class TaskPBT(PopulationBasedTraining):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if int(result.get(TIME_ATTR, 0)) >= int(result.get("tasks_total", math.inf)):
+            return str(self.CONTINUE)
+        if result.get(REPLAYED) and {TIME_ATTR, self._metric} <= result.keys() and trial in self._trial_state:
+            # A stored result sent again after a restore (clsweep.recovery.resume_point): Tune's
+            # checkpoint of the trial predates it. Paused here, the trial would be handed that old
+            # checkpoint again, replay the same result and be paused again, for ever. The trial's
+            # state moves to the replayed task and it trains on: that boundary goes unperturbed.
+            state = self._trial_state[trial]
+            self._save_trial_state(state, int(result[TIME_ATTR]), result, trial)
+            state.last_perturbation_time = int(result[TIME_ATTR])
             return str(self.CONTINUE)
         return str(super().on_trial_result(tune_controller, trial, result))
 

@@ -293,3 +293,50 @@ def test_an_interrupted_pbt_sweep_resumes_to_the_end(cli, ray_address, tmp_path,
     ]
     assert sorted(r.data.tags["clsweep.trial_id"] for r in runs) == trials
     assert all(r.info.status == "FINISHED" and r.data.metrics["tasks_done"] == 3 for r in runs)
+
+
+def test_a_replayed_result_is_no_pbt_boundary():
+    """After a restore, a trial whose newest checkpoint Tune's snapshot missed is handed an older
+    one, sends the stored result again (replayed) and trains on. Ray's synchronous PBT pauses it
+    there to wait for the barrier; resumed, it is handed the same old checkpoint and replays the
+    same result: a loop that never ends (seen in a CI run: 13,516 restarts in 8 minutes). A
+    replayed result must let the trial train on, with the scheduler's state at the replayed task."""
+    from ray.tune.experiment import Trial
+
+    from clsweep.sweep.pbt import TaskPBT
+
+    class Controller:  # what Tune's PBT reads of its controller here
+        search_alg = None
+
+        def __init__(self, trials: list[Trial]) -> None:
+            self.trials = trials
+
+        def get_trials(self) -> list[Trial]:
+            return self.trials
+
+        def get_live_trials(self) -> list[Trial]:
+            return [t for t in self.trials if t.status != Trial.TERMINATED]
+
+    pbt = TaskPBT(
+        time_attr="tasks_done",
+        metric="avg_acc_val",
+        mode="max",
+        perturbation_interval=1,
+        hyperparam_mutations={"lr": [0.1, 0.2]},
+        synch=True,
+    )
+    a, b = Trial("train", config={"lr": 0.1}, stub=True), Trial("train", config={"lr": 0.2}, stub=True)
+    controller = Controller([a, b])
+    for trial in (a, b):
+        pbt.on_trial_add(controller, trial)
+        pbt._trial_state[trial].last_train_time = 1  # what the restored scheduler holds
+        trial.set_status(Trial.PAUSED)
+    pbt._next_perturbation_sync = 2
+    a.set_status(Trial.RUNNING)
+    result = {"tasks_done": 2, "tasks_total": 3, "avg_acc_val": 0.5, "replayed": True}
+    assert pbt.on_trial_result(controller, a, result) == TaskPBT.CONTINUE
+    assert pbt._trial_state[a].last_train_time == 2 and pbt._trial_state[a].last_perturbation_time == 2
+    # the same result, new rather than replayed, is a boundary: a waits there for b
+    fresh = {k: v for k, v in result.items() if k != "replayed"}
+    pbt._trial_state[a].last_train_time = pbt._trial_state[a].last_perturbation_time = 1
+    assert pbt.on_trial_result(controller, a, fresh) == TaskPBT.PAUSE
