@@ -40,16 +40,28 @@ class MLP(CLBackbone):
         self.input_dropout = nn.Dropout(params.input_dropout)
         self.dropout = nn.Dropout(params.dropout)
         self.weighted_layer_names = [f"fc/{i}" for i in range(len(self.fc))]
+        # identities (no batch norm, dropout of probability 0) are not called: a module call per
+        # layer and step is a measurable share of a small MLP's step (benchmarks/bench_loop.py)
+        self._batch_norm, self._input_drop, self._drop = (
+            bool(params.batch_norm),
+            params.input_dropout > 0,
+            params.dropout > 0,
+        )
 
     def forward(  # type: ignore[override]
         self, input: Tensor, stage: str, task_id: int | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         check_stage(stage)
-        x = self.input_dropout(input.flatten(1))
+        x = input.flatten(1)
+        if self._input_drop:
+            x = self.input_dropout(x)
         hidden: dict[str, Tensor] = {}
-        for i, (fc, bn) in enumerate(zip(self.fc, self.bn, strict=True)):
-            x = self.dropout(bn(fc(x)).relu())
-            hidden[f"fc/{i}"] = x
+        for name, fc, bn in zip(self.weighted_layer_names, self.fc, self.bn, strict=True):
+            x = fc(x)
+            x = (bn(x) if self._batch_norm else x).relu()
+            if self._drop:
+                x = self.dropout(x)
+            hidden[name] = x
         return x, hidden
 
 
@@ -67,6 +79,7 @@ class HATMaskMLP(HATMaskBackbone):
         self.fc = _linear_stack(math.prod(self.input_shape), dims)
         self.input_dropout = nn.Dropout(params.input_dropout)
         self.dropout = nn.Dropout(params.dropout)
+        self._input_drop, self._drop = params.input_dropout > 0, params.dropout > 0  # as MLP's
         names = [f"fc/{i}" for i in range(len(self.fc))]
         self.register_hat_layers(
             {name: LayerInput(() if i == 0 else (names[i - 1],)) for i, name in enumerate(names)}
@@ -75,10 +88,13 @@ class HATMaskMLP(HATMaskBackbone):
     def masked_forward(
         self, input: Tensor, mask: dict[str, Tensor], task_id: int | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        x = self.input_dropout(input.flatten(1))
+        x = input.flatten(1)
+        if self._input_drop:
+            x = self.input_dropout(x)
         hidden: dict[str, Tensor] = {}
         for i, fc in enumerate(self.fc):
             name = f"fc/{i}"
-            x = apply_gate(self.dropout(fc(x).relu()), mask[name])
+            x = fc(x).relu()
+            x = apply_gate(self.dropout(x) if self._drop else x, mask[name])
             hidden[name] = x
         return x, hidden
