@@ -71,3 +71,20 @@ def test_hat_mask_is_applied_after_both_dropouts_as_in_the_reference() -> None:
     torch.testing.assert_close(hidden["fc/0"], h)
     h = F.dropout(backbone.fc[1](h).relu(), 0.5, training=True) * mask["fc/1"]
     torch.testing.assert_close(feature, h)
+
+
+def test_mlp_hidden_dropout_and_batch_norm_are_applied_when_set() -> None:
+    """The MLP skips calling its identities (no batch norm, dropout 0); set, both act in train mode."""
+    torch.manual_seed(0)
+    x = torch.rand(256, *SHAPE)
+    dropping = _build("mlp", dropout=0.5).train()
+    plain = _build("mlp")
+    plain.load_state_dict(dropping.state_dict())
+    kept, dropped = plain(x, "train")[1]["fc/0"], dropping(x, "train")[1]["fc/0"]
+    zeroed = (dropped == 0) & (kept != 0)
+    assert 0.3 < float(zeroed.sum() / (kept != 0).sum()) < 0.7
+    torch.testing.assert_close(dropped[dropped != 0], 2 * kept[dropped != 0])  # kept, scaled by 1 / (1 - p)
+    normed = _build("mlp", batch_norm=True).train()
+    pre = normed.fc[0](x.flatten(1))
+    want = F.batch_norm(pre, None, None, normed.bn[0].weight, normed.bn[0].bias, training=True).relu()
+    torch.testing.assert_close(normed(x, "train")[1]["fc/0"], want)

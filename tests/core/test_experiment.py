@@ -125,6 +125,33 @@ def test_fix_keeps_task_one_exactly() -> None:
     assert all(row[0] is not None for row in result.val_acc_matrix)
 
 
+def test_each_step_updates_with_its_own_gradient_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop clears every gradient before a step's backward: when the optimiser steps, each
+    parameter's .grad is exactly the gradient of that step's loss (none left over from the step
+    before), and a parameter the loss does not reach (an old task's head) has none."""
+    import torch
+
+    from clsweep.algorithms.finetuning import Finetuning
+
+    checked: list[bool] = []
+    plain_step = Finetuning.training_step
+
+    def training_step(self: Any, batch: Any, batch_idx: int) -> dict[str, Any]:
+        out = plain_step(self, batch, batch_idx)
+        self._params = [p for p in self.parameters() if p.requires_grad]
+        self._expected = torch.autograd.grad(out["loss"], self._params, retain_graph=True, allow_unused=True)
+        return out
+
+    def on_before_optimizer_step(self: Any, optimizer: Any) -> None:
+        for p, g in zip(self._params, self._expected, strict=True):
+            checked.append(p.grad is None if g is None else p.grad is not None and torch.equal(p.grad, g))
+
+    monkeypatch.setattr(Finetuning, "training_step", training_step)
+    monkeypatch.setattr(Finetuning, "on_before_optimizer_step", on_before_optimizer_step)
+    run_experiment(parse_experiment(tiny("finetuning", benchmark__num_tasks=2)))
+    assert len(checked) > 20 and all(checked)
+
+
 def test_nan_loss_raises() -> None:
     cfg = parse_experiment(tiny("finetuning", train__lr=1e30, train__epochs=3))
     with pytest.raises(NonFiniteLossError, match="task 1"):
