@@ -132,11 +132,15 @@ class AGEM(CLAlgorithm):
     ) -> None:
         """The update with ``alpha`` a number: one fused ``g -= alpha g_ref`` over the gradients,
         none at all when ``alpha`` is 0; a reference-only parameter gets ``-alpha g_ref`` as a new
-        tensor (``autograd.grad`` may hand two parameters one gradient tensor, so none is edited)."""
+        tensor, all of them from one fused multiply (``autograd.grad`` may hand two parameters one
+        gradient tensor, so none is edited)."""
         if alpha and grads:
             torch._foreach_add_(grads, ref_grads[: len(grads)], alpha=-alpha)
-        for p, r in ref_only:
-            p.grad = r * -alpha
+        if ref_only:
+            for (p, _), moved in zip(
+                ref_only, torch._foreach_mul([r for _, r in ref_only], -alpha), strict=True
+            ):
+                p.grad = moved
 
     def on_task_end(self, task_id: int) -> None:
         data = self._data

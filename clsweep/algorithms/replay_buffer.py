@@ -41,6 +41,9 @@ class Memory:
         self.x: Tensor | None = None
         self.y: Tensor | None = None
         self.task_ids: Tensor | None = None
+        self._grouped = True
+        """Whether the stored rows come in non-decreasing task id (as A-GEM appends them, one task
+        after another): then a sample in row order is grouped by task without sorting its ids."""
 
     def __len__(self) -> int:
         return 0 if self.y is None else int(self.y.shape[0])
@@ -55,16 +58,28 @@ class Memory:
         """Store more samples after the ones already kept."""
         if self.x is None or self.y is None or self.task_ids is None:
             self.x, self.y, self.task_ids = x.detach().clone(), y.clone(), task_ids.clone()
+            self._grouped = _non_decreasing(task_ids)
             return
+        if self._grouped and len(task_ids):
+            self._grouped = bool(task_ids[0] >= self.task_ids[-1]) and _non_decreasing(task_ids)
         self.x = torch.cat([self.x, x.detach()])
         self.y = torch.cat([self.y, y])
         self.task_ids = torch.cat([self.task_ids, task_ids])
 
     def sample(self, n: int) -> Batch:
         """``min(n, len(self))`` distinct stored samples drawn uniformly, grouped by task id (the
-        global RNG, which the task loop seeds at every task start, so a resumed run draws the same)."""
+        global RNG, which the task loop seeds at every task start, so a resumed run draws the same).
+        Rows stored task after task come in row order (one sort of the drawn indices); otherwise
+        they are sorted by task id, stably."""
         assert self.x is not None and self.y is not None and self.task_ids is not None, "memory is empty"
         idx = torch.randperm(len(self), device=self.y.device)[:n]  # rows 0 .. len - 1: the filled ones
+        if self._grouped:  # rows stored task after task: the drawn rows in row order are grouped
+            idx = torch.sort(idx).values
+            return (
+                self.x.index_select(0, idx),
+                self.y.index_select(0, idx),
+                self.task_ids.index_select(0, idx),
+            )
         task_ids, order = torch.sort(self.task_ids.index_select(0, idx), stable=True)
         idx = idx.index_select(0, order)
         return self.x.index_select(0, idx), self.y.index_select(0, idx), task_ids
@@ -83,8 +98,13 @@ class Memory:
     def load(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
         self.x, self.y, self.task_ids = None, None, None
+        self._grouped = True
         if state["x"] is not None:
             self.append(state["x"], state["y"], state["task_ids"])
+
+
+def _non_decreasing(task_ids: Tensor) -> bool:
+    return bool((task_ids[1:] >= task_ids[:-1]).all()) if task_ids.shape[0] > 1 else True
 
 
 def reservoir_slots(seen: int, capacity: int, u: Tensor) -> Tensor:
@@ -115,6 +135,7 @@ class ReservoirMemory(Memory):
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
+        self._grouped = False  # reservoir writes land at random rows
         self.capacity = int(capacity)
         self.seen = 0
         """Samples streamed in so far; ``min(seen, capacity)`` rows are filled."""
