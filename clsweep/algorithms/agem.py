@@ -79,8 +79,9 @@ class AGEM(CLAlgorithm):
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         """:func:`project` on the ``.grad`` of every trainable parameter, in place: one flat copy
-        of the gradients gives both dot products; the update ``g <- g - alpha g_ref`` is two fused
-        list operations (a parameter without a gradient, in TIL an old head, gets ``-alpha g_ref``)."""
+        of the gradients gives both dot products (on the CPU, ``g_ref . g_ref`` only on the steps
+        that project); the update ``g <- g - alpha g_ref`` is two fused list operations (a
+        parameter without a gradient, in TIL an old head, gets ``-alpha g_ref``)."""
         if not len(self.memory):
             return
         if self._trainable is None:
@@ -101,11 +102,14 @@ class AGEM(CLAlgorithm):
             n = sum(g.numel() for g in grads)
             flat = _flatten_dense_tensors([*grads, *ref_grads])  # g where both exist | every g_ref
             dot = torch.dot(flat[:n], flat[n : 2 * n])
-            alpha = projection_coefficient(dot, flat[n:])
             if self._reads_coefficient(flat.device):
-                self._update_with_number(grads, ref_grads, ref_only, float(alpha))
+                # g . g_ref >= 0: alpha is exactly 0, and g_ref . g_ref is not needed (a NaN dot
+                # takes the full formula, so a non-finite gradient still shows in the update)
+                agrees = float(dot) >= 0
+                alpha = 0.0 if agrees else float(projection_coefficient(dot, flat[n:]))
+                self._update_with_number(grads, ref_grads, ref_only, alpha)
             else:
-                step = torch._foreach_mul(ref_grads, alpha)
+                step = torch._foreach_mul(ref_grads, projection_coefficient(dot, flat[n:]))
                 if grads:
                     torch._foreach_sub_(grads, step[: len(grads)])
                 if ref_only:
