@@ -12,12 +12,16 @@ waits for nothing, a step that needs no projection skips the update.
 Which gradient: ``g`` and ``g_ref`` are the gradients of every trainable parameter, the
 backbone's then every head's, taken as one vector, as the paper's ``g`` covers all parameters and
 Mammoth's ``models/agem.py`` projects over ``self.parameters()`` (through flat ``get_grads()`` /
-``set_grads()`` copies there; here the dot products come from one flat copy and each ``.grad`` is
-updated in place). In TIL the current batch reaches only the new head and the memory only old
-heads, so the heads add nothing to the dot product; the projection then also moves old heads by
-``-alpha g_ref``, which lowers their memory loss (with plain SGD, no weight decay, heads with no
-gradient and a zero gradient update the same). ``g_ref`` comes from ``torch.autograd.grad``, so
-``.grad`` keeps the current gradient meanwhile.
+``set_grads()`` copies there; here the dot products come from one flat copy on an accelerator and
+from per-parameter dot products on the CPU, and each ``.grad`` is updated in place). In TIL the
+current batch reaches only the new head and the memory only old heads, so the heads add nothing
+to the dot product; the projection then also moves old heads by ``-alpha g_ref``, which lowers
+their memory loss. Every trainable parameter leaves the step with a gradient (zero where neither
+batch reaches it, or where nothing is projected), as the flat vector gives it, on every device
+alike: with plain SGD and no weight decay a zero gradient and no gradient update the same; with
+weight decay or momentum, old heads are decayed / carried on every step, where Finetuning leaves
+them untouched (Mammoth's ``overwrite_grad`` writes only parameters that have a gradient).
+``g_ref`` comes from ``torch.autograd.grad``, so ``.grad`` keeps the current gradient meanwhile.
 
 Memory: per task, as the authors' code (facebookresearch/agem ``fc_permute_mnist.py``, a per-class
 ring buffer of ``--mem-size`` samples of each class of the task); here ``samples_per_class`` random
@@ -53,6 +57,24 @@ def project(g: Tensor, g_ref: Tensor) -> Tensor:
     return g - projection_coefficient(torch.dot(g, g_ref), g_ref) * g_ref
 
 
+def _dot_sum(a: list[Tensor], b: list[Tensor]) -> float:
+    """``sum_i a_i . b_i`` over paired tensors (``zip`` stops at the shorter list), as a number:
+    one dot product per tensor, summed in double precision, with no flat copy of either list."""
+    total = 0.0
+    for x, y in zip(a, b, strict=False):
+        total += float(torch.dot(x.reshape(-1), y.reshape(-1)))
+    return total
+
+
+def _coefficient_number(dot: float, g_ref: list[Tensor]) -> float:
+    """:func:`projection_coefficient` from numbers: 0 when ``dot >= 0`` (then ``g_ref . g_ref``
+    is not computed at all); otherwise ``dot / (g_ref . g_ref)``. A NaN ``dot`` gives NaN, so a
+    non-finite gradient still shows in the update."""
+    if dot >= 0:
+        return 0.0
+    return dot / max(_dot_sum(g_ref, g_ref), torch.finfo(g_ref[0].dtype).tiny)
+
+
 class AGEM(CLAlgorithm):
     """Finetuning whose gradient never points against the episodic memory's average gradient."""
 
@@ -62,8 +84,9 @@ class AGEM(CLAlgorithm):
         super().__init__(backbone, heads, params=params)
         self.memory = Memory()
         self._data: Any = None
-        self._dots: list[Tensor] = []
-        """g . g_ref of every step of the task (kept as tensors: counted in :meth:`diagnostics`)."""
+        self._dots: list[Tensor | float] = []
+        """g . g_ref of every step of the task (tensors on an accelerator, numbers on the CPU),
+        counted in :meth:`diagnostics`."""
         self._trainable: list[nn.Parameter] | None = None
 
     def setup_task(self, task_id: int, num_classes: int) -> None:
@@ -78,10 +101,12 @@ class AGEM(CLAlgorithm):
         self._dots, self._trainable = [], None
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
-        """:func:`project` on the ``.grad`` of every trainable parameter, in place: one flat copy
-        of the gradients gives both dot products (on the CPU, ``g_ref . g_ref`` only on the steps
-        that project); the update ``g <- g - alpha g_ref`` is two fused list operations (a
-        parameter without a gradient, in TIL an old head, gets ``-alpha g_ref``)."""
+        """:func:`project` on the ``.grad`` of every trainable parameter, in place. On an
+        accelerator one flat copy of the gradients gives both dot products and the coefficient
+        stays a tensor; on the CPU the dot products are summed per parameter as numbers (no flat
+        copy; ``g_ref . g_ref`` only on the steps that project). The update ``g <- g - alpha g_ref``
+        is fused list operations (a parameter without a gradient, in TIL an old head, gets
+        ``-alpha g_ref``)."""
         if not len(self.memory):
             return
         if self._trainable is None:
@@ -98,23 +123,20 @@ class AGEM(CLAlgorithm):
         ref_only = [(p, r) for p, r in zip(trainable, refs, strict=True) if r is not None and p.grad is None]
         grads = [p.grad for p, _ in both if p.grad is not None]
         ref_grads = [r for _, r in both] + [r for _, r in ref_only]
-        if ref_grads:
+        if ref_grads and self._reads_coefficient(ref_grads[0].device):
+            dot_number = _dot_sum(grads, ref_grads)
+            self._update_with_number(grads, ref_grads, ref_only, _coefficient_number(dot_number, ref_grads))
+            self._dots.append(dot_number)
+        elif ref_grads:
             n = sum(g.numel() for g in grads)
             flat = _flatten_dense_tensors([*grads, *ref_grads])  # g where both exist | every g_ref
             dot = torch.dot(flat[:n], flat[n : 2 * n])
-            if self._reads_coefficient(flat.device):
-                # g . g_ref >= 0: alpha is exactly 0, and g_ref . g_ref is not needed (a NaN dot
-                # takes the full formula, so a non-finite gradient still shows in the update)
-                agrees = float(dot) >= 0
-                alpha = 0.0 if agrees else float(projection_coefficient(dot, flat[n:]))
-                self._update_with_number(grads, ref_grads, ref_only, alpha)
-            else:
-                step = torch._foreach_mul(ref_grads, projection_coefficient(dot, flat[n:]))
-                if grads:
-                    torch._foreach_sub_(grads, step[: len(grads)])
-                if ref_only:
-                    for (p, _), moved in zip(ref_only, torch._foreach_neg(step[len(grads) :]), strict=True):
-                        p.grad = moved
+            step = torch._foreach_mul(ref_grads, projection_coefficient(dot, flat[n:]))
+            if grads:
+                torch._foreach_sub_(grads, step[: len(grads)])
+            if ref_only:
+                for (p, _), moved in zip(ref_only, torch._foreach_neg(step[len(grads) :]), strict=True):
+                    p.grad = moved
             self._dots.append(dot.detach())
         for p in trainable:
             if p.grad is None:  # no gradient from either batch: zero, as the flat update gives it
@@ -157,9 +179,11 @@ class AGEM(CLAlgorithm):
         """Share of the task's steps whose gradient was projected (0 on the first task)."""
         if not self._dots:
             return {"agem_projected_fraction": 0.0}
-        return {
-            "agem_projected_fraction": float((torch.stack(self._dots) < 0).sum().item()) / len(self._dots)
-        }
+        tensors = [d for d in self._dots if isinstance(d, Tensor)]
+        negative = sum(1 for d in self._dots if not isinstance(d, Tensor) and d < 0)
+        if tensors:
+            negative += int((torch.stack(tensors) < 0).sum().item())
+        return {"agem_projected_fraction": negative / len(self._dots)}
 
     def extra_state(self) -> dict[str, Any]:
         return {"memory": self.memory.state()}

@@ -3,6 +3,7 @@ the per-class episodic memory and the checkpoint round trip."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from clsweep import registry
-from clsweep.algorithms.agem import AGEM, project
+from clsweep.algorithms.agem import AGEM, _coefficient_number, _dot_sum, project, projection_coefficient
 from clsweep.algorithms.replay_buffer import Memory, per_class_subset
 from clsweep.experiment import run_experiment
 from clsweep.spec import parse_experiment
@@ -25,6 +26,24 @@ def test_project_on_vectors() -> None:
     assert abs(float(out @ g_ref)) < 1e-6
     aligned = torch.tensor([1.0, 2.0, 0.5])
     assert torch.equal(project(aligned, g_ref), aligned)  # positive dot product: untouched, bit for bit
+
+
+def test_coefficient_as_a_number_matches_the_tensor_formula() -> None:
+    """The CPU path's coefficient, from per-parameter dot products summed as numbers, equals
+    projection_coefficient on the flat vectors; 0 when the gradients agree; NaN stays NaN."""
+    torch.manual_seed(0)
+    g = [torch.randn(3, 4), torch.randn(4)]
+    g_ref = [torch.randn(3, 4), torch.randn(4), torch.randn(2)]  # the last: a reference-only tensor
+    flat_g = torch.cat([t.reshape(-1) for t in g])
+    flat_ref = torch.cat([t.reshape(-1) for t in g_ref])
+    dot = _dot_sum(g, g_ref)
+    assert dot == pytest.approx(float(flat_g @ flat_ref[: flat_g.numel()]), rel=1e-6)
+    for sign in (-1.0, 1.0):
+        d = sign * abs(dot)
+        want = float(projection_coefficient(torch.tensor(d), flat_ref))
+        assert _coefficient_number(d, g_ref) == pytest.approx(want, rel=1e-6)
+    assert _coefficient_number(abs(dot), g_ref) == 0.0
+    assert math.isnan(_coefficient_number(math.nan, g_ref))
 
 
 def build() -> Any:
