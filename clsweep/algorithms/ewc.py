@@ -59,6 +59,8 @@ class EWC(CLAlgorithm):
         """Sum over the stored pairs of F (per parameter): the penalty's gradient is
         strength * (sum F * theta - sum F * anchor), two fused updates per step."""
         self._sum_fa: dict[str, Tensor] = {}
+        self._step_terms: tuple[list[Tensor], list[Tensor], list[Tensor]] | None = None
+        """(penalised parameters, their sum F, their sum F * anchor), built once per aggregation."""
 
     # ---- hooks ------------------------------------------------------------------------------
     def on_task_data(self, task_id: int, data: Any) -> None:
@@ -77,16 +79,22 @@ class EWC(CLAlgorithm):
         therefore the classification loss; :meth:`penalty` gives the penalty's value."""
         if not self._sum_f:
             return
-        names, params = zip(*[(n, p) for n, p in self._penalised() if n in self._sum_f], strict=True)
+        if self._step_terms is None:
+            named = [(n, p) for n, p in self._penalised() if n in self._sum_f]
+            self._step_terms = (
+                [p for _, p in named],
+                [self._sum_f[n] for n, _ in named],
+                [self._sum_fa[n] for n, _ in named],
+            )
+        params, sum_f, sum_fa = self._step_terms
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         grads = [p.grad for p in params]
         strength = self.params.strength
-        torch._foreach_addcmul_(
-            grads, [self._sum_f[n] for n in names], [p.detach() for p in params], value=strength
-        )
-        torch._foreach_add_(grads, [self._sum_fa[n] for n in names], alpha=-strength)
+        with torch.no_grad():  # the parameters enter as values: no graph, no detached views
+            torch._foreach_addcmul_(grads, sum_f, params, value=strength)
+            torch._foreach_add_(grads, sum_fa, alpha=-strength)
 
     def on_task_end(self, task_id: int) -> None:
         data, self._data = self._data, None
@@ -108,6 +116,7 @@ class EWC(CLAlgorithm):
 
     def _aggregate(self) -> None:
         self._sum_f, self._sum_fa = {}, {}
+        self._step_terms = None
         for fisher, anchor in zip(self.fishers, self.anchors, strict=True):
             for n, f in fisher.items():
                 self._sum_f[n] = self._sum_f[n] + f if n in self._sum_f else f.clone()

@@ -146,6 +146,29 @@ def test_penalty_is_half_strength_times_fisher_weighted_squared_distance() -> No
 
 
 @pytest.mark.parametrize("online", [False, True])
+def test_step_gradient_follows_the_fishers_of_every_finished_task(online: bool) -> None:
+    """The per-step gradient update (its terms built once per aggregation) equals autograd's
+    gradient of loss_cls + penalty() after the first task and again after the second."""
+    algorithm = _model(online=online, gamma=0.6, strength=3.0)
+    params = list(algorithm.backbone.parameters())
+    for task in (1, 2):
+        _finish_task(algorithm, task, _data(10 + task))
+        algorithm.setup_task(task + 1, 3)
+        with torch.no_grad():  # move away from the anchors
+            for p in params:
+                p.add_(0.1 * task)
+        for _ in range(2):  # the second step reuses the terms built by the first
+            batch = (_data(20 + task).train_x, torch.tensor([0, 1, 2]), torch.full((3,), task + 1))
+            out = algorithm.training_step(batch, 0)
+            expected = torch.autograd.grad(out["loss_cls"] + algorithm.penalty(), params, retain_graph=True)
+            algorithm.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            algorithm.on_before_optimizer_step(None)
+            for p, g in zip(params, expected, strict=True):
+                torch.testing.assert_close(p.grad, g)
+
+
+@pytest.mark.parametrize("online", [False, True])
 def test_two_tasks_offline_keeps_both_online_decays_and_sums(online: bool) -> None:
     algorithm = _model(online=online, gamma=0.6, strength=2.0)
     first, second = _data(4), _data(5)
