@@ -87,10 +87,11 @@ class EWC(CLAlgorithm):
                 [self._sum_fa[n] for n, _ in named],
             )
         params, sum_f, sum_fa = self._step_terms
+        grads: list[Tensor] = []
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
+            grads.append(p.grad)
         strength = self.params.strength
         with torch.no_grad():  # the parameters enter as values: no graph, no detached views
             torch._foreach_addcmul_(grads, sum_f, params, value=strength)
