@@ -17,12 +17,17 @@ samples: for ``nn.Linear`` layers the sum of squared per-sample gradients has a 
 layer's inputs and output gradients from one batched backward pass (Goodfellow 2015, see
 :meth:`EWC._linear_squared_grads`); any other parameter takes per-sample gradients from
 ``torch.func.vmap``, in chunks. Kirkpatrick et al. define F as the expectation over the model's
-predictive distribution; both variants here are the usual approximations (FACIL:
-src/approach/ewc.py, GMvandeVen/continual-learning).
+predictive distribution; both variants here are approximations of it that the references offer
+(FACIL src/approach/ewc.py `--fi-sampling-type`, default `max_pred`; GMvandeVen/continual-learning
+`--fisher-labels`, whose default is the exact expectation). The default `true` is this project's
+choice (the empirical Fisher; the exact expectation is not offered yet).
 
-Only the backbone is penalised, as in FACIL ("we only keep importance weights for the model, but
-not for the heads"): in TIL an old task's head takes no gradient from later tasks anyway; in CIL
-the old heads stay free. Fishers and anchors travel in ``extra_state`` (one pair per finished
+Only the backbone is penalised, as FACIL keeps importance weights "for the model, but not for the
+heads": in TIL an old task's head takes no gradient from later tasks anyway; in CIL the old heads
+stay trainable and unpenalised here (FACIL, without exemplars, also leaves them out of the
+optimiser). Online: F* <- gamma F* + F_t and the penalty weighs with F* (Mammoth's
+``models/ewc_on.py``; GMvandeVen multiplies by gamma once more in the penalty, the same at the
+default gamma = 1). Fishers and anchors travel in ``extra_state`` (one pair per finished
 task offline, one pair online).
 """
 

@@ -42,7 +42,8 @@ class EWCParams(BaseModel):
     """The label whose log-likelihood gradient is squared. `true`: the data's label, i.e. the
     empirical Fisher (FACIL `--fi-sampling-type true`; GMvandeVen/continual-learning
     `--fisher-labels true`). `predicted`: the model's most likely class (FACIL's default
-    `max_pred`)."""
+    `max_pred`). Neither reference defaults to `true` (GMvandeVen's default is the exact
+    expectation over the predictions, not offered here); the default is this project's choice."""
 
 
 register(
