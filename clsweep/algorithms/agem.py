@@ -179,11 +179,12 @@ class AGEM(CLAlgorithm):
         """Share of the task's steps whose gradient was projected (0 on the first task)."""
         if not self._dots:
             return {"agem_projected_fraction": 0.0}
-        tensors = [d for d in self._dots if isinstance(d, Tensor)]
-        negative = sum(1 for d in self._dots if not isinstance(d, Tensor) and d < 0)
-        if tensors:
-            negative += int((torch.stack(tensors) < 0).sum().item())
-        return {"agem_projected_fraction": negative / len(self._dots)}
+        dots = self._dots  # one kind per run: a trial's device does not change
+        if isinstance(dots[0], Tensor):
+            negative = int((torch.stack(dots) < 0).sum().item())  # type: ignore[arg-type]
+        else:
+            negative = sum(1 for d in dots if d < 0)
+        return {"agem_projected_fraction": negative / len(dots)}
 
     def extra_state(self) -> dict[str, Any]:
         return {"memory": self.memory.state()}
