@@ -293,8 +293,7 @@ def _execute(
     server = start_forkserver(plan, before_ray=True)  # its imports overlap Ray's start
     try:
         if plan.address is None:
-            # Embedded Ray: create the tracking store (a fresh sqlite file takes ~3 s of schema
-            # migrations) while Ray starts. On a cluster the shared-storage check comes first.
+            # Embedded Ray: open the tracking store (~3 s for a new sqlite file) while Ray starts.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clsweep-tracking") as pool:
                 opening = pool.submit(open_tracking, plan, record)
                 started_ray = _start_ray(plan, num_cpus)
@@ -310,6 +309,7 @@ def _execute(
 
                 check_joined(plan.spec.resources)  # before anything is written
                 lock.acquire()
+                server = start_forkserver(plan, before_ray=False)  # imports while the store opens
                 session = open_tracking(plan, record)
             except BaseException:
                 _stop_ray(started_ray)

@@ -63,6 +63,7 @@ _BIND_TIMEOUT_S = 10.0
 _READY_TIMEOUT_S = 300.0  # a server still importing answers late, never wrongly
 _HELLO_TIMEOUT_S = 60.0
 _FORKING = b"F"
+_PREFIX_FILE = "python"  # beside the socket: the Python environment (sys.prefix) the server runs in
 
 
 class TrialProcessError(RuntimeError):
@@ -140,6 +141,7 @@ class ForkServer:
         """Start a server that preloads :data:`PRELOAD` and ``modules``; its output goes to ``log_path``."""
         folder = tempfile.mkdtemp(prefix="clsweep-fork-")  # short: Unix socket paths hold ~100 bytes
         address = os.path.join(folder, "socket")
+        Path(folder, _PREFIX_FILE).write_text(sys.prefix)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab")  # noqa: SIM115 - open as long as the server runs
         wanted = list(dict.fromkeys([*PRELOAD, *modules]))
@@ -185,8 +187,15 @@ def run_forked(
 ) -> bool:
     """Have the server at ``address`` fork a child that runs ``request`` (see :func:`_child`);
     ``on_result(result, checkpoint_dir)`` is called in this process for each finished task before
-    the child goes on. False when no server answers (the caller then trains in-process); raises
+    the child goes on. False when no server answers, or when the server runs in another Python
+    environment than this actor (a Ray started from another virtual environment: its trials must
+    train with the packages Ray gives them); the caller then trains in-process. Raises
     :class:`TrialProcessError` when the child fails or dies."""
+    try:
+        if Path(os.path.dirname(address), _PREFIX_FILE).read_text() != sys.prefix:
+            return False
+    except OSError:
+        return False
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(_CONNECT_TIMEOUT_S)

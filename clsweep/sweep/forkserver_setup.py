@@ -16,14 +16,15 @@ __all__ = ["preload_modules", "start_forkserver"]
 def start_forkserver(plan: Plan, *, before_ray: bool) -> Any:
     """The fork server of a sweep whose trials run on this machine (clsweep.sweep.forkserver), or
     None. ``before_ray``: for a Ray this sweep starts itself (always local: start the server first,
-    so that its imports overlap Ray's start); else for a Ray already running here with one node."""
+    so that its imports overlap Ray's start); else for a Ray already running or joined at
+    ``--address`` whose one node is this machine (not through Ray Client)."""
     from clsweep.sweep.forkserver import ForkServer, enabled
 
-    if plan.address is not None or plan.spec.cluster.runtime_env or not enabled(plan.spec.resources.gpus):
+    if plan.spec.cluster.runtime_env or not enabled(plan.spec.resources.gpus):
         return None  # a runtime_env changes what trials import and see: they get Ray's own workers
     import ray
 
-    if before_ray and ray.is_initialized():
+    if before_ray and (plan.address is not None or ray.is_initialized()):
         return None  # not a Ray of this sweep's own: see after it is joined
     if not before_ray:
         from ray.util.client import ray as client

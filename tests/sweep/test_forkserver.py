@@ -149,9 +149,11 @@ def test_a_child_that_never_answers_means_train_in_process(spec, tmp_path, monke
 
     monkeypatch.setattr(forkserver, "_HELLO_TIMEOUT_S", 0.5)
     address = str(tmp_path / "socket")
+    (tmp_path / "python").write_text(sys.prefix)  # a server of this environment, as far as it says
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen(1)
+    listener.settimeout(30)  # a run_forked that never connects fails the test instead of hanging it
     accepted: list[socket.socket] = []
     thread = threading.Thread(
         target=lambda: (accepted.append(listener.accept()[0]), accepted[0].sendall(b"F"))
@@ -184,16 +186,29 @@ def test_the_server_and_its_children_end_with_the_driver(tmp_path, alive):
     assert not alive(server_pid, within=10.0)
 
 
-@pytest.mark.parametrize("setting", ["", "0"])
+def test_a_server_of_another_python_environment_is_not_used(server, spec, tmp_path):
+    """A Ray started from another virtual environment: its trials train with their own packages."""
+    prefix = Path(server.address).with_name("python")
+    assert prefix.read_text() == sys.prefix
+    prefix.write_text("/elsewhere/venv")
+    try:
+        assert run_forked(server.address, _request(spec, tmp_path), lambda r, c: None) is False
+    finally:
+        prefix.write_text(sys.prefix)
+
+
+@pytest.mark.parametrize(("setting", "joined"), [("", False), ("", True), ("0", False)])
 def test_a_local_sweep_trains_in_forked_children_unless_turned_off(
-    write_yaml, tiny, tmp_path, ray_address, monkeypatch, setting
+    write_yaml, tiny, tmp_path, ray_address, monkeypatch, setting, joined
 ):
+    """``joined``: the sweep names the (one-node, local) Ray with ``--address``."""
     from clsweep.sweep.driver import execute, prepare
 
     if setting:
         monkeypatch.setenv("CLSWEEP_FORKSERVER", setting)
     spec = load_sweep(write_yaml(tiny + "seeds: [0, 1]\nresources: {max_concurrent: 2}\n"))
-    outcome = execute(prepare(spec, storage=tmp_path), display=False)
+    address = ray_address if joined else None
+    outcome = execute(prepare(spec, storage=tmp_path, address=address), display=False)
     assert outcome.complete and outcome.failed == 0
     log = tmp_path / "tiny" / "forkserver.log"
     pids = []
