@@ -56,10 +56,12 @@ class Outage(Callback):
             threading.Timer(self.back_after, server.start, kwargs={"wait": False}).start()
 
 
-@pytest.fixture
-def server(tmp_path: Path):
-    server = MlflowServer(tmp_path / "mlflow-store", tmp_path / "mlflow-server.log")
-    (tmp_path / "mlflow-store").mkdir()
+@pytest.fixture(scope="module")
+def running_server(tmp_path_factory: pytest.TempPathFactory):
+    """One server for the module (starting one takes ~12 s); each test uses its own experiment."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    server = MlflowServer(root / "store", root / "mlflow-server.log")
+    (root / "store").mkdir()
     server.start()
     _SERVERS[server.url] = server
     try:
@@ -67,6 +69,16 @@ def server(tmp_path: Path):
     finally:
         server.stop()
         _SERVERS.pop(server.url, None)
+
+
+@pytest.fixture
+def server(running_server: MlflowServer):
+    """The module's server, answering when the test starts (an earlier test may have left it down)."""
+    if running_server.process is not None and not running_server.answers():
+        running_server.wait_up()  # started again in the background by an Outage timer
+    if running_server.process is None:
+        running_server.start()
+    return running_server
 
 
 def contents(uri: str, experiment: str) -> dict[str, Any]:
