@@ -119,7 +119,7 @@ def test_a_server_restarted_mid_sweep_ends_with_what_an_uninterrupted_sweep_writ
     assert calm.complete and calm.unsent == 0 and calm.lost_records == 0
     started = time.monotonic()
     outage = _run(
-        write_yaml, tmp_path / "outage", "outage", server.url, 120, [Outage(server.url, back_after=3)]
+        write_yaml, tmp_path / "outage", "outage", server.url, 120, [Outage(server.url, back_after=0)]
     )
     err = capsys.readouterr().err
     assert "does not answer" in err and "answers again" in err
