@@ -293,9 +293,8 @@ def _execute(
     server = start_forkserver(plan, before_ray=True)  # its imports overlap Ray's start
     try:
         if plan.address is None:
-            # Embedded Ray: open the tracking store (~3 s for a new sqlite file) while Ray starts.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clsweep-tracking") as pool:
-                opening = pool.submit(open_tracking, plan, record)
+                opening = pool.submit(open_tracking, plan, record)  # a new sqlite store: ~3 s, as Ray starts
                 started_ray = _start_ray(plan, num_cpus)
                 try:
                     session = opening.result()
@@ -315,7 +314,8 @@ def _execute(
                 _stop_ray(started_ray)
                 raise
         try:
-            server = server or start_forkserver(plan, before_ray=False)
+            if server is None and plan.address is None:  # (with --address: decided above, once joined)
+                server = start_forkserver(plan, before_ray=False)
             return _run(plan, record, session, callbacks, display, server.address if server else None)
         finally:
             _stop_ray(started_ray)
