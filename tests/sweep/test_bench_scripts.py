@@ -62,11 +62,26 @@ def test_bench_scale_prints_the_per_window_curve_memory_and_profile(tmp_path):
 
 def test_bench_loop_prints_each_ratio_against_finetuning():
     printed = bench(
-        "bench_loop.py", "--epochs", "1", "--repeats", "1", "--algorithms", "finetuning", "--baselines", "er"
-    )
+        "bench_loop.py", "--epochs", "1", "--repeats", "1", "--algorithms", "finetuning", "--baselines", "er",
+        "--hidden", "32,32",
+    )  # fmt: skip
     lines = [line for line in printed if " ratio " in line]
     rows = {re.split(r"\s{2,}", line)[0]: line.split() for line in lines}
     # against the plain PyTorch loop, then through clsweep's loop against Finetuning
     assert list(rows) == ["finetuning", "er", "finetuning 2x rows", "plateau schedule"]
     for words in rows.values():
         assert float(words[words.index("ratio") + 1]) > 0
+    assert all("MLP 64-32-32" in line for line in lines[1:])  # --hidden reaches the same-loop rows
+
+
+def test_bench_loop_refuses_bad_hidden_widths():
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_loop.py", "--hidden", "16,0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1] == (
+        "bench_loop.py: error: --hidden: comma-separated positive integers, got '16,0'"
+    )
