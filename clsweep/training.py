@@ -2,7 +2,8 @@
 
 - ``fixed``: ``train.epochs`` epochs at ``train.lr``.
 - ``plateau`` (the HAT paper's code, joansj/hat src/approaches/hat.py): after every epoch the
-  current task's validation loss; ``patience`` epochs without a new best divide the learning
+  current task's validation loss (the method's criterion, :meth:`CLAlgorithm.validation_loss`:
+  cross-entropy plus any term its training loss adds); ``patience`` epochs without a new best divide the learning
   rate by ``factor`` and start a fresh optimiser (patience reset); the task stops when the
   learning rate falls below ``min_lr`` or after ``max_epochs``; then the weights of the best
   epoch (backbone, heads, HAT's embeddings: every parameter and buffer of the algorithm) are

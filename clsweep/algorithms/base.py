@@ -130,8 +130,10 @@ class CLAlgorithm(L.LightningModule):
 
     def validation_loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
         """Mean loss on validation data of ``task_id`` (eval mode, no grad): what the plateau
-        schedule watches. Cross-entropy of the validation-stage logits by default (HAT: the gates
-        at s_max, as the current task's mask is not stored yet)."""
+        schedule watches. The training criterion, as the references validate (joansj/hat
+        src/approaches/*.py and FACIL src/approach/*.py call their ``criterion`` in ``eval``):
+        cross-entropy of the validation-stage logits here, and a method whose training loss adds a
+        term (HAT's sparsity, EWC's penalty, SI's surrogate, LwF's distillation) adds it too."""
         logits, _ = self(x, stage="validation", task_id=task_id)
         return nn.functional.cross_entropy(logits, y)
 

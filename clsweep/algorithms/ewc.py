@@ -140,6 +140,11 @@ class EWC(CLAlgorithm):
     def _penalised(self) -> list[tuple[str, Tensor]]:
         return [(n, p) for n, p in self.backbone.named_parameters() if p.requires_grad]
 
+    def validation_loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+        """CE + the penalty: the criterion joansj/hat (src/approaches/ewc.py) and FACIL
+        (src/approach/ewc.py) evaluate on validation data."""
+        return super().validation_loss(x, y, task_id) + self.penalty()
+
     def penalty(self) -> Tensor:
         """strength / 2 * sum over stored (Fisher, anchor) pairs of sum_i F_i (theta_i - anchor_i)^2."""
         params = dict(self._penalised())

@@ -118,6 +118,14 @@ class HAT(CLAlgorithm):
             feature, mask, hidden = self.backbone(x, stage="test", task_id=task_id)
         return self.heads(feature, task_id), hidden
 
+    def validation_loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+        """CE + c * R at the gates of s_max (the current task's mask is not stored yet): the
+        criterion joansj/hat's ``eval`` returns (src/approaches/hat.py), which its lr schedule and
+        best-epoch choice read."""
+        feature, mask, _ = self.backbone(x, stage="validation", task_id=task_id, s_max=self.params.s_max)
+        loss_cls = nn.functional.cross_entropy(self.heads(feature, task_id), y)
+        return loss_cls + self.params.sparsity_strength * self.sparsity(mask)
+
     def sparsity(self, mask: dict[str, Tensor]) -> Tensor:
         """Eq. 5: attention on free units, pooled over all layers, over the free capacity."""
         if self._free_total <= self.params.min_free_units:

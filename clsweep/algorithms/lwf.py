@@ -81,6 +81,13 @@ class LwF(CLAlgorithm):
             "hidden_features": hidden,
         }
 
+    def validation_loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+        """CE + strength * distillation on the validation inputs: the criterion joansj/hat
+        (src/approaches/lwf.py ``eval``) and FACIL (src/approach/lwf.py ``eval``) evaluate."""
+        feature, _ = self.backbone(x, stage="validation", task_id=task_id)
+        loss_cls = nn.functional.cross_entropy(self.heads(feature, task_id), y)
+        return loss_cls + self.params.strength * self.distillation_loss(x, feature)
+
     def distillation_loss(self, x: Tensor, feature: Tensor) -> Tensor:
         """The distillation term on inputs ``x`` whose current backbone feature is ``feature``
         (0 while no old model exists)."""

@@ -104,6 +104,11 @@ class SI(CLAlgorithm):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.importance = dict(state["importance"])
 
+    def validation_loss(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+        """CE + the surrogate: the criterion FACIL evaluates on validation data
+        (src/approach/path_integral.py ``criterion``)."""
+        return super().validation_loss(x, y, task_id) + self.surrogate_loss()
+
     # ---- the rule -----------------------------------------------------------------------------
     def surrogate_loss(self) -> Tensor:
         """strength * sum_i Omega_i (theta_i - theta*_i)^2 over the backbone (0 on the first task)."""

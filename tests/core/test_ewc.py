@@ -217,3 +217,28 @@ def test_resume_gives_the_uninterrupted_numbers(online: bool, tmp_path: Path) ->
     run_experiment(cfg, checkpoint_dir=tmp_path, max_tasks=2)
     resumed = run_experiment(cfg, resume_from=tmp_path)
     assert resumed.test_acc_matrix == whole.test_acc_matrix
+
+
+def test_validation_loss_is_the_cross_entropy_plus_the_penalty() -> None:
+    """The plateau schedule watches the training objective, as joansj/hat's and FACIL's eval do."""
+    algorithm = _model(strength=7.0)
+    data = _data(3)
+    fisher = _hand_fisher(algorithm, data.train_x, data.train_y, 1)
+    anchor = {n: p.detach().clone() for n, p in algorithm.backbone.named_parameters()}
+    _finish_task(algorithm, 1, data)
+    with torch.no_grad():
+        for p in algorithm.backbone.parameters():
+            p.add_(torch.linspace(-0.3, 0.5, p.numel()).view_as(p))
+    algorithm.setup_task(2, 3)
+    algorithm.eval()
+    x, y = data.train_x, torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        ce = nn.functional.cross_entropy(algorithm.heads(algorithm.backbone(x, stage="test")[0], 2), y)
+        penalty = (
+            7.0
+            / 2
+            * sum((fisher[n] * (p - anchor[n]) ** 2).sum() for n, p in algorithm.backbone.named_parameters())
+        )
+        got = algorithm.validation_loss(x, y, 2)
+    assert float(penalty) > 0.01  # type: ignore[arg-type]
+    torch.testing.assert_close(got, ce + penalty)

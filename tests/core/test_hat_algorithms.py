@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from torch.nn import functional as F
 
+from clsweep import registry
 from clsweep.experiment import TaskReport, run_experiment
 from clsweep.spec import load_experiment, parse_experiment
 
@@ -92,3 +95,29 @@ def test_sanity_on_digits_hat_against_finetuning() -> None:
     assert hat["acc"] >= ft["acc"], (hat["acc"], ft["acc"])
     assert hat["bwt"] == pytest.approx(0.0, abs=1e-6)
     assert ft["bwt"] < -0.05
+
+
+def test_validation_loss_is_cross_entropy_plus_sparsity_at_the_s_max_gates() -> None:
+    """What joansj/hat's eval returns (src/approaches/hat.py): CE + c * R with the gates
+    sigmoid(s_max * e) and R (Eq. 5) over the units task 1 left free; the plateau schedule reads it."""
+    torch.manual_seed(0)
+    backbone = registry.create("backbone", "hat_mask_mlp", (1, 1, 3), hidden_dims=[16, 16])
+    heads = registry.create("heads", "til", backbone.output_dim)
+    algorithm = registry.create("algorithm", "hat", backbone, heads, s_max=4.0, sparsity_strength=0.3)
+    algorithm.setup_task(1, 2)
+    algorithm.on_task_start(1)
+    algorithm.on_task_end(1)  # stores task 1's mask
+    algorithm.setup_task(2, 2)
+    algorithm.on_task_start(2)
+    x, y = torch.randn(5, 1, 1, 3), torch.tensor([0, 1, 1, 0, 1])
+    algorithm.eval()
+    with torch.no_grad():
+        used = backbone.get_cumulative_mask()
+        gates = {n: torch.sigmoid(4.0 * backbone.embedding(n)) for n in used}
+        free = {n: 1 - used[n] for n in used}
+        reg = sum((gates[n] * free[n]).sum() for n in used) / sum(f.sum() for f in free.values())
+        feature, _, _ = backbone(x, stage="validation", task_id=2, s_max=4.0)
+        ce = F.cross_entropy(heads(feature, 2), y)
+        got = algorithm.validation_loss(x, y, 2)
+    assert 0 < float(reg) < 1 and sum(f.sum() for f in free.values()) > 10  # the term is active here
+    torch.testing.assert_close(got, ce + 0.3 * reg)

@@ -84,6 +84,23 @@ def test_til_step_is_ce_plus_strength_times_distillation_of_each_old_head() -> N
     torch.testing.assert_close(out["loss_distill"], distil.detach())
 
 
+def test_validation_loss_is_the_training_criterion_on_the_validation_inputs() -> None:
+    """CE + strength * distillation, as joansj/hat's and FACIL's eval compute it (the old model
+    run on the validation inputs)."""
+    algorithm = _model("til", strength=0.7, temperature=3.0)
+    old_backbone, old_heads = algorithm._old_model
+    x, y = torch.randn(5, 1, 1, 3), torch.tensor([0, 1, 1, 0, 1])
+    _move(algorithm)
+    algorithm.eval()
+    with torch.no_grad():
+        feature, old_feature = algorithm.backbone(x, stage="test")[0], old_backbone(x, stage="test")[0]
+        distil = distillation(algorithm.heads(feature, 1), old_heads(old_feature, 1), 3.0)
+        ce = F.cross_entropy(algorithm.heads(feature, 2), y)
+        got = algorithm.validation_loss(x, y, 2)
+    assert distil.item() > 0
+    torch.testing.assert_close(got, ce + 0.7 * distil)
+
+
 def test_cil_distils_the_old_classes_logits_only() -> None:
     algorithm = _model("cil", strength=1.0, temperature=2.0)
     old_backbone, old_heads = algorithm._old_model

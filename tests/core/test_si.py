@@ -136,3 +136,26 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path: Path) -> None:
     run_experiment(cfg, checkpoint_dir=tmp_path, max_tasks=2)
     resumed = run_experiment(cfg, resume_from=tmp_path)
     assert resumed.test_acc_matrix == whole.test_acc_matrix
+
+
+def test_validation_loss_is_the_cross_entropy_plus_the_surrogate() -> None:
+    """The plateau schedule watches the training objective, as FACIL's eval does (its criterion)."""
+    algorithm = _model()
+    _train_with_hooks(algorithm, 1, _batches(4))
+    _setup(algorithm, 2)
+    algorithm.on_task_start(2)
+    start = {n: p.detach().clone() for n, p in algorithm.backbone.named_parameters()}
+    with torch.no_grad():
+        for p in algorithm.backbone.parameters():
+            p.add_(0.2)
+    x, y, _ = _batches(5)[0]
+    algorithm.eval()
+    with torch.no_grad():
+        ce = F.cross_entropy(algorithm.heads(algorithm.backbone(x, stage="test")[0], 2), y)
+        surrogate = C * sum(
+            (algorithm.importance[n] * (p - start[n]) ** 2).sum()
+            for n, p in algorithm.backbone.named_parameters()
+        )
+        got = algorithm.validation_loss(x, y, 2)
+    assert float(surrogate) > 0  # type: ignore[arg-type]
+    torch.testing.assert_close(got, ce + surrogate)
