@@ -8,7 +8,8 @@
   learning rate falls below ``min_lr`` or after ``max_epochs``; then the weights of the best
   epoch (backbone, heads, HAT's embeddings: every parameter and buffer of the algorithm) are
   restored. HAT's annealing of s restarts every epoch as before. One validation pass per epoch,
-  over the current task's validation split only: the test splits are never read here.
+  over the algorithm's ``validation_sets``: the current task's validation split (Joint's: those of
+  tasks 1..t, as FACIL's src/approach/joint.py concatenates them); the test splits are never read.
 
 Then the algorithm's optional second phase (PackNet's retraining after pruning):
 ``post_train_epochs(task_id)`` more epochs at ``train.lr`` with a fresh optimiser.
@@ -57,14 +58,19 @@ class TaskTraining:
     final_lr: float = 0.0
 
 
-def _validation_loss(algorithm: CLAlgorithm, x: Tensor, y: Tensor, task_id: int, batch_size: int) -> float:
+def _validation_loss(
+    algorithm: CLAlgorithm, sets: list[tuple[Tensor, Tensor, int]], batch_size: int
+) -> float:
+    """Mean of ``algorithm.validation_loss`` over every sample of ``sets`` (its validation_sets)."""
     algorithm.eval()
-    total = torch.zeros((), device=x.device)
+    total, count = sets[0][0].new_zeros(()), 0
     with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            total += algorithm.validation_loss(xb, yb, task_id) * xb.shape[0]
-    return float(total.item()) / max(1, x.shape[0])
+        for x, y, task_id in sets:
+            for start in range(0, x.shape[0], batch_size):
+                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                total += algorithm.validation_loss(xb, yb, task_id) * xb.shape[0]
+            count += x.shape[0]
+    return float(total.item()) / max(1, count)
 
 
 class _Epochs:
@@ -158,10 +164,11 @@ def _plateau(
     lr, patience = train.lr, schedule.patience
     optimizer = epochs.optimizer(lr)
     best_loss, best_epoch, best_state = math.inf, None, None
+    val_sets = algorithm.validation_sets(task_id, data)
     loss = math.nan
     for epoch in range(1, schedule.max_epochs + 1):
         loss = epochs.run(optimizer)
-        val_loss = _validation_loss(algorithm, data.val_x, data.val_y, task_id, train.eval_batch_size)
+        val_loss = _validation_loss(algorithm, val_sets, train.eval_batch_size)
         if val_loss < best_loss:
             best_loss, best_epoch, patience = val_loss, epoch, schedule.patience
             if schedule.restore_best:

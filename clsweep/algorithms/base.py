@@ -137,6 +137,13 @@ class CLAlgorithm(L.LightningModule):
         logits, _ = self(x, stage="validation", task_id=task_id)
         return nn.functional.cross_entropy(logits, y)
 
+    def validation_sets(self, task_id: int, data: Any) -> list[tuple[Tensor, Tensor, int]]:
+        """The validation splits the plateau schedule scores while task ``task_id`` trains, each as
+        (inputs, labels, their task id); its loss is the mean of :meth:`validation_loss` over all
+        their samples. The current task's split here; a method that trains on other tasks' data
+        validates on their splits too (Joint: tasks 1..t)."""
+        return [(data.val_x, data.val_y, task_id)]
+
     def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
         """A fresh optimiser over the trainable parameters at ``lr``, the rest from the train config."""
         cfg = self.train_config

@@ -15,6 +15,9 @@ grouped by task id, one head call per task present); in CIL the heads ignore the
 the labels are already global, so the same grouping gives the plain cross-entropy over all
 seen classes.
 
+Validation (plateau schedule): the mean loss over the validation splits of tasks 1..t, each
+sample through its own task's head, the criterion it trains with.
+
 Resume: a resumed run hands ``on_task_data`` again for every completed task (see
 :mod:`clsweep.algorithms.base`), so the union is whole again. Should a task's data be missing
 anyway, :meth:`training_set` raises rather than train on less than an uninterrupted run.
@@ -61,6 +64,11 @@ class Joint(CLAlgorithm):
             ys.append(y)
             ids.append(i)
         return torch.cat(xs), torch.cat(ys), torch.cat(ids)
+
+    def validation_sets(self, task_id: int, data: Any) -> list[tuple[Tensor, Tensor, int]]:
+        """The validation splits of tasks 1..t: the plateau schedule watches the loss on the data
+        Joint trains on (FACIL src/approach/joint.py validates on the union as well)."""
+        return [(self._data[t].val_x, self._data[t].val_y, t) for t in range(1, task_id + 1)]
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
         """Cross-entropy averaged over the batch, each sample through its own task's head."""

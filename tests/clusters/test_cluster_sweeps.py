@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ _spec.loader.exec_module(local_cluster)
 CLSWEEP = str(Path(sys.executable).with_name("clsweep"))
 RAY = str(Path(sys.executable).with_name("ray"))
 WORKER_IP = "127.0.0.2"
+AGENT_BUSY = "No available agent to submit job"  # ray/dashboard/modules/job/job_head.py
 
 
 def run(
@@ -37,9 +39,19 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` as a client of ``cluster`` (with its auth token unless ``token`` is False)."""
     env = cluster.env() if token else local_cluster.client_env()
-    return subprocess.run(
+    done = subprocess.run(
         cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
+    for _ in range(3):
+        # the job server answers AGENT_BUSY while the head's job agent is not registered yet (it
+        # waits 10 s for it; a loaded machine can take longer): Ray's advice is to submit again
+        if done.returncode == 0 or AGENT_BUSY not in done.stderr:
+            break
+        time.sleep(5)
+        done = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    return done
 
 
 def trial_runs(uri: str, experiment: str) -> tuple[Any, list[Any], Any]:

@@ -87,3 +87,46 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path: Path) -> None:
     run_experiment(cfg, checkpoint_dir=tmp_path, max_tasks=2)
     resumed = run_experiment(cfg, resume_from=tmp_path)  # tasks 1-2's data are handed again
     assert resumed.test_acc_matrix == whole.test_acc_matrix
+
+
+def test_plateau_validates_on_every_seen_task_by_hand() -> None:
+    from clsweep.training import _validation_loss
+
+    algorithm = _joint()
+    one, two = _data(5, 2), _data(3, 3)
+    one.val_x, one.val_y = torch.randn(7, 1, 2, 2), torch.randint(0, 2, (7,))
+    two.val_x, two.val_y = torch.randn(2, 1, 2, 2), torch.randint(0, 3, (2,))
+    algorithm.on_task_data(1, one)
+    algorithm.training_set(2, two)
+    sets = algorithm.validation_sets(2, two)
+    assert [t for _, _, t in sets] == [1, 2]
+    algorithm.eval()
+    with torch.no_grad():
+        x, y = torch.cat([one.val_x, two.val_x]), torch.cat([one.val_y, two.val_y])
+        feature, _ = algorithm.backbone(x, stage="validation")
+        task = [1] * 7 + [2] * 2
+        by_hand = [
+            nn.functional.cross_entropy(algorithm.heads(feature[i : i + 1], task[i]), y[i : i + 1])
+            for i in range(9)
+        ]
+    # the mean over all 9 samples (7 of task 1, 2 of task 2), in batches of 4 that split task 1
+    got = _validation_loss(algorithm, sets, batch_size=4)
+    assert got == pytest.approx(torch.stack(by_hand).mean().item(), rel=1e-6)
+    current_only = _validation_loss(algorithm, [(two.val_x, two.val_y, 2)], batch_size=4)
+    assert current_only == pytest.approx(torch.stack(by_hand[7:]).mean().item(), rel=1e-6)
+    assert got != pytest.approx(current_only)
+
+
+def test_joint_trains_under_the_plateau_schedule() -> None:
+    cfg = parse_experiment(
+        {
+            "seed": 0,
+            "benchmark": {"name": "permuted", "source": "synthetic", "num_tasks": 2},
+            "backbone": {"name": "mlp", "hidden_dims": [16]},
+            "algorithm": {"name": "joint"},
+            "train": {"lr": 0.1, "schedule": {"name": "plateau", "max_epochs": 3, "patience": 1}},
+        }
+    )
+    result = run_experiment(cfg)
+    assert len(result.per_task) == 2 and all(a is not None for a in result.test_acc_matrix[1])
+    assert all(1 <= p["epochs_run"] <= 3 for p in result.per_task)

@@ -103,8 +103,10 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     runs_before = {r.data.tags["clsweep.trial_id"]: r.info.run_id for r in child_runs(uri, "crash", runs_of)}
 
-    code, _, err = cli("run", str(path), "--storage", str(tmp_path), "--address", ray_address, "--no-report")
-    assert code == 0, err
+    code, out, err = cli(
+        "run", str(path), "--storage", str(tmp_path), "--address", ray_address, "--no-report"
+    )
+    assert code == 0, (out, err, read_json(paths.status))
     after = read_json(paths.status)
     assert [t["state"] for t in after["trials"]] == ["finished"] * 4
     for tid in finished:  # finished trials trained nothing again
