@@ -237,6 +237,11 @@ class ProgressCallback(Callback):
     @guarded
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._ended(trials, trial, "failed")
+        if self._tty and self._drawn:  # the line goes above the block, which is drawn again below it
+            sys.stdout.write(f"\x1b[{self._drawn}F\x1b[J")
+            sys.stdout.flush()
+            self._drawn = 0
+        print(failure_line(trial), file=sys.stderr, flush=True)
 
     @guarded
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
@@ -244,6 +249,16 @@ class ProgressCallback(Callback):
         self._write(done=True, rows=rows)
         if self._tty:
             self._draw(self.lines(rows))
+
+
+def failure_line(trial: Any) -> str:
+    """One line saying why ``trial`` failed: its error's last line and where its traceback is."""
+    where = trial.error_file if trial.error_file and Path(trial.error_file).exists() else None
+    text = (
+        Path(where).read_text(encoding="utf-8", errors="replace") if where else str(trial.get_error() or "")
+    )
+    reason = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "no error was kept")
+    return f"failed:    trial {trial.trial_id}: {reason} (traceback: {where or 'traceback.txt of its MLflow run'})"
 
 
 def lost_records(tuner: Any) -> int:

@@ -106,7 +106,9 @@ def test_failed_and_pruned_trials_are_recorded(cli, ray_address, write_yaml, tmp
     code, out, err = cli(
         "run", str(write_yaml(FAILING)), "--storage", str(tmp_path), "--address", ray_address, "--no-report"
     )
-    assert code == 1  # a trial failed
+    assert code == 1  # a trial failed, and stderr says which and why
+    [line] = [x for x in err.splitlines() if x.startswith("failed:")]
+    assert "NonFiniteLossError" in line and "error.txt" in line, err
     runs = {
         r.data.params["train.lr"]: r
         for r in runs_of(f"sqlite:///{tmp_path}/mlflow.db", "faults")
