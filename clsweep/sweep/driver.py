@@ -171,7 +171,7 @@ def _tuner(plan: Plan, callbacks: Sequence[Any], display: bool | None, forkserve
     from clsweep.sweep.stopping import StopCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
     from clsweep.sweep.trial import train_trial
-    from clsweep.sweep.tune_state import LiveFirstFIFO, TrimCallback, kept_result_keys
+    from clsweep.sweep.tune_state import LiveFirstFIFO, TrimCallback, VanishedCheckpoints, kept_result_keys
 
     spec = plan.spec
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
@@ -182,8 +182,7 @@ def _tuner(plan: Plan, callbacks: Sequence[Any], display: bool | None, forkserve
         resources,
     )
     path = plan.paths.sweep_dir
-    # Tune writes tuner.pkl when the Tuner is made and the experiment state at the first snapshot;
-    # a driver killed in between leaves nothing to resume (start afresh in the same folder).
+    # a driver killed between tuner.pkl and the first snapshot leaves nothing to resume: start afresh
     if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
         return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     scheduler = make_scheduler(spec)
@@ -210,6 +209,7 @@ def _tuner(plan: Plan, callbacks: Sequence[Any], display: bool | None, forkserve
                 MLflowCallback(path, spec.payload(), adoption, closes=spec.later_stage is None),
                 ProgressCallback(spec.payload(), plan.paths.status, display=display),
                 *callbacks,
+                VanishedCheckpoints(),
                 TrimCallback(kept_result_keys(spec)),  # last: the others have seen the trial end
             ],
             failure_config=tune.FailureConfig(max_failures=spec.retries),

@@ -134,7 +134,7 @@ def stage_tuner(
     from clsweep.sweep.stopping import StopCallback
     from clsweep.sweep.tracking_callback import MLflowCallback
     from clsweep.sweep.trial import train_trial
-    from clsweep.sweep.tune_state import TrimCallback, kept_result_keys
+    from clsweep.sweep.tune_state import TrimCallback, VanishedCheckpoints, kept_result_keys
 
     spec: SweepPlan = plan.spec
     folder = stage_dir(plan.paths.sweep_dir, stage)
@@ -171,6 +171,7 @@ def stage_tuner(
                     payload, folder / STATUS_FILE, display=display, stage=name, total=len(points)
                 ),
                 *callbacks,
+                VanishedCheckpoints(),
                 TrimCallback(kept_result_keys(spec)),  # last: the others have seen the trial end
             ],
             failure_config=tune.FailureConfig(max_failures=spec.retries),

@@ -29,6 +29,14 @@ setting:
   population-based training, whose exploits read a donor's checkpoint result, nor for a failed
   trial, which a resume may restore from its checkpoint result.
 
+Holding a forced snapshot back has one consequence a resume must meet: the snapshot a killed
+driver leaves can name a checkpoint that ``num_to_keep`` has since deleted (the latest of a trial
+that went on to checkpoint twice more), and Tune then fails the trial at its restore ("Could not
+recover from checkpoint as it does not exist on storage anymore"), retries included.
+:class:`VanishedCheckpoints` hands such a trial its newest checkpoint still stored, or none; the
+trial then resumes from the newest complete checkpoint in its folder (clsweep.recovery), which
+holds the tasks the snapshot did not know of.
+
 And one thing costs O(trials) at every step of Tune's loop (about ten a second): the FIFO choice of
 the next trial to run (``FIFOScheduler.choose_trial_to_run``, which ASHA and median stopping
 inherit) looks through every trial of the sweep for a pending one, then again for a paused one.
@@ -50,6 +58,7 @@ __all__ = [
     "LiveFirstFIFO",
     "LiveFirstMedian",
     "TrimCallback",
+    "VanishedCheckpoints",
     "bound_forced_snapshots",
     "kept_result_keys",
 ]
@@ -122,6 +131,41 @@ class TrimCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         _trim(trial)
+
+
+class VanishedCheckpoints(Callback):
+    """At the first step of a run (a resume: the trials of Tune's snapshot), a trial that is yet to
+    start and whose latest checkpoint no longer exists gets its newest existing one, or none."""
+
+    def setup(self, **info: Any) -> None:
+        self._checked = False
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if not getattr(self, "_checked", False):
+            self._checked = True
+            forget_vanished_checkpoints(trials)
+
+
+def forget_vanished_checkpoints(trials: list[Any]) -> list[str]:
+    """Drop the checkpoints that no longer exist from the pending and paused ``trials``; returns
+    the ids of the trials whose latest checkpoint was gone."""
+    from ray.train._internal.storage import _exists_at_fs_path
+
+    def exists(result: Any) -> bool:
+        return _exists_at_fs_path(result.checkpoint.filesystem, result.checkpoint.path)
+
+    fixed = []
+    for trial in trials:
+        manager = trial.run_metadata.checkpoint_manager
+        latest = manager.latest_checkpoint_result
+        if trial.status not in ("PENDING", "PAUSED") or latest is None or exists(latest):
+            continue
+        manager._checkpoint_results = [r for r in manager._checkpoint_results if exists(r)]
+        manager._latest_checkpoint_result = (manager._checkpoint_results or [None])[-1]
+        trial.run_metadata.invalidate_cache()
+        trial.invalidate_json_state()
+        fixed.append(trial.trial_id)
+    return fixed
 
 
 def _trim(trial: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,12 +174,63 @@ def test_trials_tune_lost_with_a_killed_driver_are_adopted_not_trained_again(
         ] == [1]
 
 
+def snapshot_latest(sweep_dir: Path) -> dict[str, str]:
+    """Trial id -> the folder name of the latest checkpoint Tune's newest snapshot names."""
+    import pickle
+
+    found: dict[str, str] = {}
+    for state in sorted(sweep_dir.glob("experiment_state-*.json")):
+        try:
+            trials = json.loads(state.read_text())["trial_data"]
+        except (OSError, ValueError):
+            return found  # being written
+        for trial_json, metadata_json in trials:
+            manager = json.loads(metadata_json)["checkpoint_manager"]
+            latest = pickle.loads(bytes.fromhex(manager["value"])).latest_checkpoint_result
+            if latest is not None:
+                found[json.loads(trial_json)["trial_id"]] = Path(latest.checkpoint.path).name
+    return found
+
+
+def test_a_checkpoint_the_snapshot_names_but_tune_deleted_does_not_fail_the_resume(
+    write_yaml, tmp_path, ray_address, cli
+):
+    """Forced snapshots are held back (clsweep.sweep.tune_state), so the snapshot a killed driver
+    leaves can name a checkpoint that num_to_keep=2 deleted after two more tasks. Tune would fail
+    that trial at its restore; it resumes from the newest checkpoint still stored instead."""
+    path = write_yaml(
+        SLOW.format(name="gone", extra=LR_GRID.format(concurrent=1))
+        .replace("[0.05, 0.04, 0.03, 0.02]", "[0.05]")
+        .replace("num_tasks: 3", "num_tasks: 4")
+        .replace("epochs: 6", "epochs: 25")
+    )
+    paths = SweepPaths.at(tmp_path, "gone")
+    driver = start_driver(path, tmp_path, ray_address)
+    deadline, named = time.monotonic() + 150, {}
+    while time.monotonic() < deadline and "checkpoint_000001" not in named.values():
+        time.sleep(0.05)
+        named = snapshot_latest(paths.sweep_dir)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    [(trial_id, latest)] = named.items()
+    assert latest == "checkpoint_000001", named  # a running trial whose snapshot names task 2's
+    folder = paths.sweep_dir / trial_id
+    assert not (folder / "checkpoint_000003").exists(), "the trial ended before the driver was killed"
+    shutil.rmtree(folder / latest)  # as num_to_keep does once two newer checkpoints exist
+
+    code, out, err = cli(
+        "run", str(path), "--storage", str(tmp_path), "--address", ray_address, "--no-report"
+    )
+    assert code == 0, (out, err)
+    assert [t["state"] for t in read_json(paths.status)["trials"]] == ["finished"]
+    lines = [json.loads(x) for x in (folder / "result.json").read_text().splitlines()]
+    assert lines[-1]["tasks_done"] == 4 and len(json.loads(lines[-1]["acc_matrix_test"])) == 4
+
+
 def test_a_finished_trial_restored_from_an_older_checkpoint_trains_nothing(write_yaml, tiny, tmp_path):
     """Tune restored the trial with its task-1 checkpoint, but the trial folder holds its final one:
     the trial reports the stored final result again instead of training task 2 again. A checkpoint
     whose state file was cut short (a killed copy) is not used."""
-    import shutil
-
     from clsweep.sweep.trial import TrialIO, train_trial
 
     spec = load_sweep(write_yaml(tiny))
