@@ -21,7 +21,7 @@ from clsweep.spec.sweep import SweepPlan
 from clsweep.storage import driver_identity
 from clsweep.sweep.summary import RunningSummary, Summary, format_summary, summarize
 from clsweep.sweep.tasks import plan_of
-from clsweep.sweep.tracking_callback import MLflowCallback, guarded, stopped_state, trial_state
+from clsweep.sweep.tracking_callback import MLflowCallback, error_text, guarded, stopped_state, trial_state
 
 __all__ = ["ProgressCallback", "lost_records", "mark_start", "trial_row"]
 
@@ -254,9 +254,7 @@ class ProgressCallback(Callback):
 def failure_line(trial: Any) -> str:
     """One line saying why ``trial`` failed: its error's last line and where its traceback is."""
     where = trial.error_file if trial.error_file and Path(trial.error_file).exists() else None
-    text = (
-        Path(where).read_text(encoding="utf-8", errors="replace") if where else str(trial.get_error() or "")
-    )
+    text = error_text(trial)
     reason = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "no error was kept")
     return f"failed:    trial {trial.trial_id}: {reason} (traceback: {where or 'traceback.txt of its MLflow run'})"
 

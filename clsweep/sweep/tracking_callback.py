@@ -162,6 +162,15 @@ class Adoptions(Protocol):
         ...
 
 
+def error_text(trial: Any) -> str:
+    """A failed trial's traceback: Tune's error file, else its error as a string ("" if none)."""
+    if trial.error_file and Path(trial.error_file).exists():
+        text = Path(trial.error_file).read_text(encoding="utf-8", errors="replace")
+        if text:
+            return text
+    return str(trial.get_error() or "")
+
+
 class MLflowCallback(Callback):
     """Journals the trials' MLflow records. ``sweep_dir``: the sweep folder (its journal);
     ``adoption``: the callback (before this one in Tune's list) that says which lost trial a new
@@ -282,12 +291,7 @@ class MLflowCallback(Callback):
 
     @guarded
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        text = None
-        if trial.error_file and Path(trial.error_file).exists():
-            text = Path(trial.error_file).read_text(encoding="utf-8", errors="replace")
-        if not text:
-            text = str(trial.get_error() or "the trial failed; Tune kept no traceback")
-        self._finish(trial, "failed", text)
+        self._finish(trial, "failed", error_text(trial) or "the trial failed; Tune kept no traceback")
 
     @guarded
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
