@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors
 
 from clsweep.algorithms.base import CLAlgorithm
-from clsweep.algorithms.replay_buffer import Memory, per_class_subset, task_grouped_logits
+from clsweep.algorithms.replay_buffer import Memory, per_class_subset
 from clsweep.backbones.base import CLBackbone
 from clsweep.spec.methods.agem import AGEMParams
 
@@ -117,7 +117,7 @@ class AGEM(CLAlgorithm):
         size = self.params.reference_batch_size
         x, y, task_ids = self.memory.sample(self.train_config.batch_size if size is None else size)
         feature, _ = self.backbone(x, stage="train", task_id=self.task_id)
-        loss = nn.functional.cross_entropy(task_grouped_logits(self.heads, feature, task_ids), y)
+        loss = nn.functional.cross_entropy(self.heads.forward_rows(feature, task_ids), y)
         refs = torch.autograd.grad(loss, trainable, allow_unused=True)
         both = [(p, r) for p, r in zip(trainable, refs, strict=True) if r is not None and p.grad is not None]
         ref_only = [(p, r) for p, r in zip(trainable, refs, strict=True) if r is not None and p.grad is None]

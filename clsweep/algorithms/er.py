@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from clsweep.algorithms.base import CLAlgorithm
-from clsweep.algorithms.replay_buffer import ReservoirMemory, task_grouped_cross_entropy
+from clsweep.algorithms.replay_buffer import ReservoirMemory, own_task_cross_entropy
 from clsweep.backbones.base import CLBackbone
 from clsweep.spec.methods.er import ERParams
 
@@ -63,7 +63,7 @@ class ER(CLAlgorithm):
             mx, my, mt = self.memory.sample(self._replay_batch_size())
             x, y, task_ids = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, task_ids])
         feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)
-        losses, correct = task_grouped_cross_entropy(self.heads, feature, y, task_ids)
+        losses, correct = own_task_cross_entropy(self.heads, feature, y, task_ids)
         loss = losses.mean()
         return {
             "loss": loss,

@@ -10,10 +10,10 @@ Budget: the train config's number of epochs is kept for every task (as FACIL's j
 ``nepochs``), so at task t an epoch runs over t tasks' data: about t times the steps of task 1,
 and a 5-task run costs about 15 single-task trainings instead of 5.
 
-Labels: each batch mixes tasks. In TIL a sample is scored by its own task's head (the batch is
-grouped by task id, one head call per task present); in CIL the heads ignore the task id and
-the labels are already global, so the same grouping gives the plain cross-entropy over all
-seen classes.
+Labels: each batch mixes tasks. In TIL a sample is scored by its own task's head (one matrix
+product over the stacked heads of the tasks present, :meth:`TaskHeads.forward_rows`); in CIL the
+heads ignore the task id and the labels are already global, so the same call gives the plain
+cross-entropy over all seen classes.
 
 Validation (plateau schedule): the mean loss over the validation splits of tasks 1..t, each
 sample through its own task's head, the criterion it trains with.
@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from clsweep.algorithms.base import CLAlgorithm
+from clsweep.algorithms.replay_buffer import own_task_cross_entropy
 from clsweep.backbones.base import CLBackbone
 
 __all__ = ["Joint"]
@@ -74,13 +75,6 @@ class Joint(CLAlgorithm):
         """Cross-entropy averaged over the batch, each sample through its own task's head."""
         x, y, task_ids = batch
         feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)
-        loss_sum = feature.new_zeros(())
-        correct = feature.new_zeros(())
-        for t in torch.unique(task_ids).tolist():  # at most task_id groups, never per sample
-            rows = (task_ids == t).nonzero(as_tuple=True)[0]
-            logits = self.heads(feature.index_select(0, rows), int(t))
-            labels = y.index_select(0, rows)
-            loss_sum = loss_sum + nn.functional.cross_entropy(logits, labels, reduction="sum")
-            correct = correct + (logits.argmax(1) == labels).sum()
-        loss = loss_sum / x.shape[0]
-        return {"loss": loss, "loss_cls": loss, "acc": correct / x.shape[0], "hidden_features": hidden}
+        losses, correct = own_task_cross_entropy(self.heads, feature, y, task_ids)
+        loss = losses.mean()
+        return {"loss": loss, "loss_cls": loss, "acc": correct.float().mean(), "hidden_features": hidden}

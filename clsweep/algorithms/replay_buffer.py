@@ -5,9 +5,9 @@
 - :class:`ReservoirMemory`: a fixed number of rows filled by reservoir sampling over the stream of
   training samples (Vitter's Algorithm R, the writing strategy of Chaudhry et al. 2019, "On Tiny
   Episodic Memories in Continual Learning"), one batch at a time without per-sample Python.
-- :func:`task_grouped_logits` / :func:`task_grouped_cross_entropy`: the logits / cross-entropy of a
-  batch that mixes tasks, each sample scored by its own task's head (one head call per task
-  present, never per sample).
+- :func:`own_task_cross_entropy`: the cross-entropy of a batch that mixes tasks, each sample
+  scored by its own task's head (:meth:`TaskHeads.forward_rows`: one head call per task present,
+  never per sample; rows grouped by task, as :meth:`Memory.sample` returns them, need no sort).
 
 The tensors travel in the algorithm's ``extra_state()`` (their size varies, which a module buffer
 would refuse on load) and come back on the CPU; :meth:`Memory.to` moves them to the trial's device.
@@ -27,8 +27,7 @@ __all__ = [
     "ReservoirMemory",
     "per_class_subset",
     "reservoir_slots",
-    "task_grouped_cross_entropy",
-    "task_grouped_logits",
+    "own_task_cross_entropy",
 ]
 
 Batch = tuple[Tensor, Tensor, Tensor]
@@ -181,23 +180,10 @@ def per_class_subset(y: Tensor, per_class: int) -> Tensor:
     return by_class[rank < per_class]
 
 
-def task_grouped_logits(heads: TaskHeads, feature: Tensor, task_ids: Tensor) -> Tensor:
-    """Logits of a batch that mixes tasks, each row through ``heads(feature, its task)``, padded to
-    the widest task (:meth:`TaskHeads.forward_runs`): one head call per run of equal task ids, so
-    batches whose rows are grouped by task (as :meth:`Memory.sample` returns them) cost one call
-    per task. TIL heads give each task's local logits; CIL heads ignore the task id and give every
-    seen class, so the same grouping serves both paradigms."""
-    runs, counts = torch.unique_consecutive(task_ids, return_counts=True)
-    run_ids = runs.tolist()
-    if len(run_ids) == 1:
-        return heads(feature, int(run_ids[0]))
-    return heads.forward_runs(feature, run_ids, counts.tolist())
-
-
-def task_grouped_cross_entropy(
-    heads: TaskHeads, feature: Tensor, y: Tensor, task_ids: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Per-sample cross-entropy and correctness, in the rows' order, of :func:`task_grouped_logits`
-    (one cross-entropy over the padded logits: the padding's softmax weight is exactly 0)."""
-    logits = task_grouped_logits(heads, feature, task_ids)
+def own_task_cross_entropy(heads: TaskHeads, feature: Tensor, y: Tensor, task_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample cross-entropy and correctness of a batch that mixes tasks, each row scored by
+    its own task's head (:meth:`TaskHeads.forward_rows`; TIL heads give each task's local logits,
+    padded to the widest task with a masking value whose softmax weight is exactly 0; CIL heads
+    ignore the task id and give every seen class, so the same call serves both paradigms)."""
+    logits = heads.forward_rows(feature, task_ids)
     return nn.functional.cross_entropy(logits, y, reduction="none"), logits.argmax(1) == y

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clsweep.registry import NoParams
 
-__all__ = ["MASKING_VALUE", "TaskHeads", "fill_value", "stack_padded"]
+__all__ = ["MASKING_VALUE", "TaskHeads", "fill_value"]
 
 MASKING_VALUE: float = -1e10
 """Logit written where a class must never win: its softmax weight is exactly 0 in float32.
@@ -19,22 +18,6 @@ The same order as the masking value of SequeL's multi-head backbones (-10e10).""
 def fill_value(dtype: torch.dtype, value: float = MASKING_VALUE) -> float:
     """``value`` clipped to what ``dtype`` can hold (half precision tops out near -65504)."""
     return max(value, torch.finfo(dtype).min)
-
-
-def stack_padded(parts: Sequence[Tensor]) -> Tensor:
-    """Row blocks of logits stacked, each padded on the right to the widest with
-    :data:`MASKING_VALUE`."""
-    if len(parts) == 1:
-        return parts[0]
-    width = max(part.shape[1] for part in parts)
-    return torch.cat(
-        [
-            part
-            if part.shape[1] == width
-            else nn.functional.pad(part, (0, width - part.shape[1]), value=fill_value(part.dtype))
-            for part in parts
-        ]
-    )
 
 
 class TaskHeads(nn.Module):
@@ -91,15 +74,54 @@ class TaskHeads(nn.Module):
         """The modules whose parameters produce the logits of task ``task_id``."""
         raise NotImplementedError
 
-    def forward_runs(self, feature: Tensor, task_ids: Sequence[int], sizes: Sequence[int]) -> Tensor:
-        """Logits of a batch whose rows come in runs of one task: ``sizes[i]`` rows of task
-        ``task_ids[i]``, in that order (a replay batch grouped by task). Row ``n`` holds
-        ``self(feature[n], its task)``, padded to the widest run with :data:`MASKING_VALUE` (as
-        :class:`~clsweep.heads.HeadsMTL` pads per-sample task ids), so cross-entropy and argmax
-        against the local label behave as on the unpadded logits. One ``forward`` per run here;
-        heads that can do with less override it (the same numbers)."""
-        parts = [self(f, t) for t, f in zip(task_ids, feature.split(list(sizes)), strict=True)]
-        return stack_padded(parts)
+    def forward_rows(self, feature: Tensor, task_ids: Tensor) -> Tensor:
+        """Logits of a batch that mixes tasks: row ``n`` holds ``self(feature[n], task_ids[n])``,
+        padded on the right to the widest task present with :data:`MASKING_VALUE`, so
+        cross-entropy and argmax against each row's local label behave as on its unpadded logits
+        (a replay batch, a joint batch). One head call per run of rows of one task, on that run
+        only (no head scores rows of another task), after one device sync for the runs. Rows
+        already grouped by task (as :meth:`~clsweep.algorithms.replay_buffer.Memory.sample`
+        returns them) are used as they come; otherwise they are sorted by task id, scored, and put
+        back in their order. Heads that can do with less override it (``tests/heads`` checks the
+        numbers and gradients against one call per row)."""
+        if task_ids.ndim != 1 or task_ids.shape[0] != feature.shape[0]:
+            raise ValueError(f"task_ids must have shape ({feature.shape[0]},), got {tuple(task_ids.shape)}")
+        ids, sizes = self._runs(task_ids)
+        if len(set(ids)) == len(ids):  # grouped by task: one run per task
+            return self._score_runs(feature, ids, sizes)
+        sorted_ids, order = torch.sort(task_ids, stable=True)
+        ids, sizes = self._runs(sorted_ids)
+        grouped = self._score_runs(feature.index_select(0, order), ids, sizes)
+        return torch.empty_like(grouped).index_copy(0, order, grouped)
+
+    def _runs(self, task_ids: Tensor) -> tuple[list[int], list[int]]:
+        """The task id and length of each run of equal ids, in order (one device sync); a clear
+        error for an id that has no head."""
+        runs, counts = torch.unique_consecutive(task_ids, return_counts=True)
+        ids, sizes = torch.stack([runs.long(), counts]).tolist() if len(task_ids) else ([], [])
+        unknown = sorted(set(ids) - set(self._classes))
+        if unknown:
+            raise KeyError(f"{type(self).__name__}: tasks {unknown} have no head; set up: {self.task_ids}")
+        return ids, sizes
+
+    def _score_runs(self, feature: Tensor, ids: list[int], sizes: list[int]) -> Tensor:
+        if not ids:
+            return feature.new_empty((0, 0))
+        if len(ids) == 1:
+            return self._run_logits(feature, ids[0])
+        parts = [self._run_logits(f, t) for t, f in zip(ids, feature.split(sizes), strict=True)]
+        width = max(part.shape[1] for part in parts)
+        padded = [
+            F.pad(part, (0, width - part.shape[1]), value=fill_value(part.dtype))
+            if part.shape[1] < width
+            else part
+            for part in parts
+        ]
+        return torch.cat(padded)
+
+    def _run_logits(self, feature: Tensor, task_id: int) -> Tensor:
+        """The logits of rows that all belong to task ``task_id``."""
+        return self(feature, task_id)
 
     # ---- setting up ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from clsweep.heads._base import MASKING_VALUE, TaskHeads, fill_value, stack_padded
+from clsweep.heads._base import MASKING_VALUE, TaskHeads
 from clsweep.heads.masked import MaskedMultiHead
 from clsweep.registry import NoParams
 
@@ -57,6 +57,12 @@ class _PerTaskHeads(TaskHeads):
     def heads_for(self, task_id: int) -> list[nn.Module]:
         return [self.get_head(task_id)]
 
+    def _run_logits(self, feature: Tensor, task_id: int) -> Tensor:
+        """``nn.functional.linear`` with the task's head (what its ``nn.Linear`` computes,
+        without a module call per run)."""
+        head = self.heads[str(task_id)]  # known: forward_rows checked the ids
+        return nn.functional.linear(feature, head.weight, head.bias)
+
 
 class HeadsTIL(_PerTaskHeads):
     """Task-incremental heads: each task has its own head, chosen by the task id the data carry.
@@ -67,17 +73,6 @@ class HeadsTIL(_PerTaskHeads):
 
     def forward(self, feature: Tensor, task_id: int) -> Tensor:
         return self.get_head(int(task_id))(feature)
-
-    def forward_runs(self, feature: Tensor, task_ids: Sequence[int], sizes: Sequence[int]) -> Tensor:
-        """Each run through its task's head with ``nn.functional.linear`` (what ``nn.Linear``
-        computes, without a module call per run)."""
-        runs = feature.split(list(sizes))
-        return stack_padded(
-            [
-                nn.functional.linear(f, head.weight, head.bias)
-                for head, f in zip([self.get_head(int(t)) for t in task_ids], runs, strict=True)
-            ]
-        )
 
 
 class HeadsCIL(_PerTaskHeads):
@@ -98,7 +93,7 @@ class HeadsCIL(_PerTaskHeads):
             raise RuntimeError("HeadsCIL: no task set up yet; call setup_task_id first")
         return torch.cat([self.heads[str(t)](feature) for t in self._classes], dim=-1)
 
-    def forward_runs(self, feature: Tensor, task_ids: Sequence[int], sizes: Sequence[int]) -> Tensor:
+    def forward_rows(self, feature: Tensor, task_ids: Tensor) -> Tensor:
         """The task id is ignored: one call over every row."""
         return self(feature)
 
@@ -154,7 +149,7 @@ class HeadDIL(TaskHeads):
             raise RuntimeError(f"{type(self).__name__}: no task set up yet; call setup_task_id first")
         return self.head(feature)
 
-    def forward_runs(self, feature: Tensor, task_ids: Sequence[int], sizes: Sequence[int]) -> Tensor:
+    def forward_rows(self, feature: Tensor, task_ids: Tensor) -> Tensor:
         """The task id is ignored: one call over every row."""
         return self(feature)
 
@@ -176,11 +171,11 @@ class HeadsMTL(_PerTaskHeads):
 
     - ``task_ids`` an ``int``: that task's logits, ``(N, num_classes(task_id))``, as in TIL;
     - ``task_ids`` a tensor of per-sample task ids, shape ``(N,)``: each sample goes through its own
-      task's head (one matrix product per task present in the batch, not per sample). The result
-      has shape ``(N, K)`` with ``K`` the largest class count over all tasks set up; a sample's
-      columns ``0 .. k-1`` hold its task's logits and the columns beyond its task's ``k`` hold
-      :data:`MASKING_VALUE`, so cross-entropy and argmax against the sample's local label behave
-      exactly as on the unpadded logits.
+      task's head (:meth:`forward_rows`: one matrix product per task present, on its rows, never
+      one per sample). The result has shape ``(N, K)`` with ``K`` the largest class
+      count of the tasks present; a sample's columns ``0 .. k-1`` hold its task's logits and the
+      columns beyond its task's ``k`` hold :data:`MASKING_VALUE`, so cross-entropy and argmax
+      against the sample's local label behave exactly as on the unpadded logits.
     """
 
     def setup_tasks(self, task_ids: Sequence[int], num_classes: Mapping[int, int] | Sequence[int]) -> None:
@@ -193,19 +188,4 @@ class HeadsMTL(_PerTaskHeads):
     def forward(self, feature: Tensor, task_ids: int | Tensor) -> Tensor:
         if not isinstance(task_ids, Tensor):
             return self.get_head(int(task_ids))(feature)
-        if task_ids.ndim != 1 or task_ids.shape[0] != feature.shape[0]:
-            raise ValueError(f"task_ids must have shape ({feature.shape[0]},), got {tuple(task_ids.shape)}")
-        present = torch.unique(task_ids).tolist()
-        unknown = sorted(set(present) - set(self._classes))
-        if unknown:
-            raise KeyError(f"HeadsMTL: tasks {unknown} have no head; set up: {self.task_ids}")
-        parts = []
-        for task_id in present:
-            rows = (task_ids == task_id).nonzero(as_tuple=True)[0]
-            parts.append((rows, self.heads[str(task_id)](feature.index_select(0, rows))))
-        dtype = parts[0][1].dtype if parts else feature.dtype
-        width = max(self._classes.values())
-        out = feature.new_full((feature.shape[0], width), fill_value(dtype), dtype=dtype)
-        for rows, logits in parts:
-            out[rows, : logits.shape[1]] = logits
-        return out
+        return self.forward_rows(feature, task_ids)

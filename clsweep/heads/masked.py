@@ -97,6 +97,10 @@ class MaskedMultiHead(TaskHeads):
         own = columns < counts[:, None]
         return logits.gather(1, index).masked_fill(~own, fill_value(logits.dtype, self.masking_value))
 
+    def forward_rows(self, feature: Tensor, task_ids: Tensor) -> Tensor:
+        """The per-sample ``forward``: one product with the shared layer, then a gather."""
+        return self(feature, task_ids)
+
     def masked_logits(self, feature: Tensor, task_ids: int | Tensor) -> Tensor:
         """Logits over every class set up so far, ``(N, num_classes_seen)``, the classes of other
         tasks than the sample's set to the masking value; indexed globally (:meth:`global_labels`).

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from clsweep import registry
-from clsweep.algorithms.replay_buffer import ReservoirMemory, reservoir_slots, task_grouped_cross_entropy
+from clsweep.algorithms.replay_buffer import ReservoirMemory, own_task_cross_entropy, reservoir_slots
 from clsweep.experiment import run_experiment
 from clsweep.spec import parse_experiment
 
@@ -140,25 +140,30 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path: Path) -> None:
     assert resumed.val_acc_matrix == whole.val_acc_matrix
 
 
-def test_grouped_cross_entropy_of_tasks_with_different_class_counts() -> None:
-    """The runs' logits are padded to the widest task: the same loss and correctness as one
-    cross-entropy per task, and the same gradients."""
+def test_mixed_task_cross_entropy_of_tasks_with_different_class_counts() -> None:
+    """Rows of tasks with 2, 4 and 3 classes, tasks interleaved: the same per-row loss and
+    correctness as one cross-entropy per task, and the same gradients."""
     torch.manual_seed(0)
     heads = registry.create("heads", "til", 5)
     for t, k in ((1, 2), (2, 4), (3, 3)):
         heads.setup_task_id(t, k)
     feature = torch.randn(7, 5, requires_grad=True)
-    task_ids, y = torch.tensor([1, 1, 2, 2, 2, 3, 3]), torch.tensor([1, 0, 3, 0, 2, 2, 1])
-    losses, correct = task_grouped_cross_entropy(heads, feature, y, task_ids)
-    by_run = [heads(f, t) for t, f in zip((1, 2, 3), feature.split([2, 3, 2]), strict=True)]
-    want = torch.cat(
-        [
-            nn.functional.cross_entropy(lg, yy, reduction="none")
-            for lg, yy in zip(by_run, y.split([2, 3, 2]), strict=True)
-        ]
+    task_ids, y = torch.tensor([2, 1, 3, 2, 1, 3, 2]), torch.tensor([3, 1, 2, 0, 0, 1, 2])
+    losses, correct = own_task_cross_entropy(heads, feature, y, task_ids)
+    order = torch.argsort(task_ids, stable=True)  # rows of task 1, then 2, then 3
+    by_task = [heads(f, t) for t, f in zip((1, 2, 3), feature[order].split([2, 3, 2]), strict=True)]
+    want = torch.zeros(7).index_put_(
+        (order,),
+        torch.cat(
+            [
+                nn.functional.cross_entropy(lg, yy, reduction="none")
+                for lg, yy in zip(by_task, y[order].split([2, 3, 2]), strict=True)
+            ]
+        ),
     )
     torch.testing.assert_close(losses, want)
-    assert torch.equal(correct, torch.cat([lg.argmax(1) for lg in by_run]) == y)
+    predicted = torch.zeros(7, dtype=torch.long).index_put_((order,), torch.cat([lg.argmax(1) for lg in by_task]))
+    assert torch.equal(correct, predicted == y)
     got = torch.autograd.grad(losses.sum(), [feature, *heads.parameters()])
     expected = torch.autograd.grad(want.sum(), [feature, *heads.parameters()])
     for g, e in zip(got, expected, strict=True):

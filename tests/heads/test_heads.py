@@ -159,18 +159,36 @@ def test_forward_before_any_task_is_a_clear_error() -> None:
 
 
 @pytest.mark.parametrize("name", ALL_HEADS)
-def test_every_head_scores_runs_of_tasks_like_one_call_per_run(name: str) -> None:
-    """forward_runs (a replay batch grouped by task): row n is heads(row, its task), every run
-    padded to the widest with MASKING_VALUE."""
+@pytest.mark.parametrize("classes", [[2, 4, 3], [3, 3, 3]], ids=["widths-differ", "widths-equal"])
+@pytest.mark.parametrize(
+    "rows", [[3, 1, 2, 2, 1, 3, 1], [1, 1, 1, 2, 2, 3, 3]], ids=["interleaved", "grouped"]
+)
+def test_every_head_scores_a_mixed_batch_like_one_call_per_row(
+    name: str, classes: list[int], rows: list[int]
+) -> None:
+    """forward_rows (a replay or joint batch, tasks in any order): row n is heads(row, its task),
+    padded to the widest task present with MASKING_VALUE; the same loss gradients as scoring each
+    row alone, and a head whose task is absent from the batch gets no gradient at all."""
     torch.manual_seed(0)
     heads = registry.create("heads", name, DIM)
-    classes = {"stl": [3], "dil": [3, 3, 3]}.get(name, [2, 4, 3])
+    classes = {"stl": [3], "dil": [3, 3, 3, 3]}.get(name, [*classes, 2])
     for t, k in enumerate(classes, start=1):
         heads.setup_task_id(t, k)
-    task_ids = list(range(1, len(classes) + 1))
-    sizes = [2, 3, 2][: len(classes)] if len(classes) > 1 else [7]
-    feature = _feature()
-    parts = [heads(f, t) for t, f in zip(task_ids, feature.split(sizes), strict=True)]
-    width = max(p.shape[1] for p in parts)
-    want = torch.cat([F.pad(p, (0, width - p.shape[1]), value=MASKING_VALUE) for p in parts])
-    torch.testing.assert_close(heads.forward_runs(feature, task_ids, sizes), want)
+    task_ids = torch.tensor(rows) if len(classes) > 1 else torch.ones(7, dtype=torch.long)
+    feature = _feature().requires_grad_(True)
+    alone = [heads(feature[n : n + 1], int(t)) for n, t in enumerate(task_ids.tolist())]
+    width = max(r.shape[1] for r in alone)
+    want = torch.cat([F.pad(r, (0, width - r.shape[1]), value=MASKING_VALUE) for r in alone])
+    got = heads.forward_rows(feature, task_ids)
+    torch.testing.assert_close(got, want)
+    labels = torch.zeros(7, dtype=torch.long)
+    params = list(heads.parameters())
+    got_grads = torch.autograd.grad(F.cross_entropy(got, labels), [feature, *params], allow_unused=True)
+    want_grads = torch.autograd.grad(F.cross_entropy(want, labels), [feature, *params], allow_unused=True)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w)
+    if name in ("til", "mtl"):  # task 4's head took no part: no gradient, not a zero one
+        index = next(i for i, p in enumerate(params) if p is heads.get_head(4).weight)
+        assert got_grads[1 + index] is None
