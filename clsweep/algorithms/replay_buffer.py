@@ -180,7 +180,9 @@ def per_class_subset(y: Tensor, per_class: int) -> Tensor:
     return by_class[rank < per_class]
 
 
-def own_task_cross_entropy(heads: TaskHeads, feature: Tensor, y: Tensor, task_ids: Tensor) -> tuple[Tensor, Tensor]:
+def own_task_cross_entropy(
+    heads: TaskHeads, feature: Tensor, y: Tensor, task_ids: Tensor
+) -> tuple[Tensor, Tensor]:
     """Per-sample cross-entropy and correctness of a batch that mixes tasks, each row scored by
     its own task's head (:meth:`TaskHeads.forward_rows`; TIL heads give each task's local logits,
     padded to the widest task with a masking value whose softmax weight is exactly 0; CIL heads

@@ -162,7 +162,9 @@ def test_mixed_task_cross_entropy_of_tasks_with_different_class_counts() -> None
         ),
     )
     torch.testing.assert_close(losses, want)
-    predicted = torch.zeros(7, dtype=torch.long).index_put_((order,), torch.cat([lg.argmax(1) for lg in by_task]))
+    predicted = torch.zeros(7, dtype=torch.long).index_put_(
+        (order,), torch.cat([lg.argmax(1) for lg in by_task])
+    )
     assert torch.equal(correct, predicted == y)
     got = torch.autograd.grad(losses.sum(), [feature, *heads.parameters()])
     expected = torch.autograd.grad(want.sum(), [feature, *heads.parameters()])
