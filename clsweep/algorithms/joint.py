@@ -10,10 +10,10 @@ Budget: the train config's number of epochs is kept for every task (as FACIL's j
 ``nepochs``), so at task t an epoch runs over t tasks' data: about t times the steps of task 1,
 and a 5-task run costs about 15 single-task trainings instead of 5.
 
-Labels: each batch mixes tasks. In TIL a sample is scored by its own task's head (one matrix
-product over the stacked heads of the tasks present, :meth:`TaskHeads.forward_rows`); in CIL the
-heads ignore the task id and the labels are already global, so the same call gives the plain
-cross-entropy over all seen classes.
+Labels: each batch mixes tasks. In TIL a sample is scored by its own task's head
+(:meth:`TaskHeads.forward_rows`: the shuffled rows sorted by task, one head call per task
+present on its rows, put back in order); in CIL the heads ignore the task id and the labels are
+already global, so the same call gives the plain cross-entropy over all seen classes.
 
 Validation (plateau schedule): the mean loss over the validation splits of tasks 1..t, each
 sample through its own task's head, the criterion it trains with.

@@ -79,10 +79,10 @@ class TaskHeads(nn.Module):
         padded on the right to the widest task present with :data:`MASKING_VALUE`, so
         cross-entropy and argmax against each row's local label behave as on its unpadded logits
         (a replay batch, a joint batch). One head call per run of rows of one task, on that run
-        only (no head scores rows of another task), after one device sync for the runs. Rows
-        already grouped by task (as :meth:`~clsweep.algorithms.replay_buffer.Memory.sample`
-        returns them) are used as they come; otherwise they are sorted by task id, scored, and put
-        back in their order. Heads that can do with less override it (``tests/heads`` checks the
+        only (no head scores rows of another task). Rows already grouped by task (as
+        :meth:`~clsweep.algorithms.replay_buffer.Memory.sample` returns them) are used as they
+        come, after one device sync for the runs; otherwise they are sorted by task id (a second
+        sync, for the sorted runs), scored, and put back in their order. Heads that can do with less override it (``tests/heads`` checks the
         numbers and gradients against one call per row)."""
         if task_ids.ndim != 1 or task_ids.shape[0] != feature.shape[0]:
             raise ValueError(f"task_ids must have shape ({feature.shape[0]},), got {tuple(task_ids.shape)}")
