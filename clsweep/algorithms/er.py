@@ -59,7 +59,7 @@ class ER(CLAlgorithm):
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
         x, y, task_ids = batch
         current = x.shape[0]
-        if len(self.memory):  # replay rows first, grouped by task: the last group joins the batch's
+        if len(self.memory):  # replay rows first, the current batch last (its rows are [-current:])
             mx, my, mt = self.memory.sample(self._replay_batch_size())
             x, y, task_ids = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, task_ids])
         feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)

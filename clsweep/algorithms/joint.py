@@ -11,8 +11,8 @@ Budget: the train config's number of epochs is kept for every task (as FACIL's j
 and a 5-task run costs about 15 single-task trainings instead of 5.
 
 Labels: each batch mixes tasks. In TIL a sample is scored by its own task's head
-(:meth:`TaskHeads.forward_rows`: the shuffled rows sorted by task, one head call per task
-present on its rows, put back in order); in CIL the heads ignore the task id and the labels are
+(:meth:`TaskHeads.forward_rows`: the present tasks' heads stacked, one matrix product over
+the shuffled batch, each row's own block kept); in CIL the heads ignore the task id and the labels are
 already global, so the same call gives the plain cross-entropy over all seen classes.
 
 Validation (plateau schedule): the mean loss over the validation splits of tasks 1..t, each

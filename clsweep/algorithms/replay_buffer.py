@@ -6,8 +6,8 @@
   training samples (Vitter's Algorithm R, the writing strategy of Chaudhry et al. 2019, "On Tiny
   Episodic Memories in Continual Learning"), one batch at a time without per-sample Python.
 - :func:`own_task_cross_entropy`: the cross-entropy of a batch that mixes tasks, each sample
-  scored by its own task's head (:meth:`TaskHeads.forward_rows`: one head call per task present,
-  never per sample; rows grouped by task, as :meth:`Memory.sample` returns them, need no sort).
+  scored by its own task's head (:meth:`TaskHeads.forward_rows`: the shipped heads score rows of
+  any task order with one matrix product, never one call per sample).
 
 The tensors travel in the algorithm's ``extra_state()`` (their size varies, which a module buffer
 would refuse on load) and come back on the CPU; :meth:`Memory.to` moves them to the trial's device.
@@ -40,9 +40,6 @@ class Memory:
         self.x: Tensor | None = None
         self.y: Tensor | None = None
         self.task_ids: Tensor | None = None
-        self._grouped = True
-        """Whether the stored rows come in non-decreasing task id (as A-GEM appends them, one task
-        after another): then a sample in row order is grouped by task without sorting its ids."""
 
     def __len__(self) -> int:
         return 0 if self.y is None else int(self.y.shape[0])
@@ -57,31 +54,17 @@ class Memory:
         """Store more samples after the ones already kept."""
         if self.x is None or self.y is None or self.task_ids is None:
             self.x, self.y, self.task_ids = x.detach().clone(), y.clone(), task_ids.clone()
-            self._grouped = _non_decreasing(task_ids)
             return
-        if self._grouped and len(task_ids):
-            self._grouped = bool(task_ids[0] >= self.task_ids[-1]) and _non_decreasing(task_ids)
         self.x = torch.cat([self.x, x.detach()])
         self.y = torch.cat([self.y, y])
         self.task_ids = torch.cat([self.task_ids, task_ids])
 
     def sample(self, n: int) -> Batch:
-        """``min(n, len(self))`` distinct stored samples drawn uniformly, grouped by task id (the
-        global RNG, which the task loop seeds at every task start, so a resumed run draws the same).
-        Rows stored task after task come in row order (one sort of the drawn indices); otherwise
-        they are sorted by task id, stably."""
+        """``min(n, len(self))`` distinct stored samples drawn uniformly, in random order (the
+        global RNG, which the task loop seeds at every task start, so a resumed run draws the same)."""
         assert self.x is not None and self.y is not None and self.task_ids is not None, "memory is empty"
         idx = torch.randperm(len(self), device=self.y.device)[:n]  # rows 0 .. len - 1: the filled ones
-        if self._grouped:  # rows stored task after task: the drawn rows in row order are grouped
-            idx = torch.sort(idx).values
-            return (
-                self.x.index_select(0, idx),
-                self.y.index_select(0, idx),
-                self.task_ids.index_select(0, idx),
-            )
-        task_ids, order = torch.sort(self.task_ids.index_select(0, idx), stable=True)
-        idx = idx.index_select(0, order)
-        return self.x.index_select(0, idx), self.y.index_select(0, idx), task_ids
+        return self.x.index_select(0, idx), self.y.index_select(0, idx), self.task_ids.index_select(0, idx)
 
     def to(self, device: torch.device) -> None:
         if self.x is not None and self.y is not None and self.task_ids is not None:
@@ -97,13 +80,8 @@ class Memory:
     def load(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
         self.x, self.y, self.task_ids = None, None, None
-        self._grouped = True
         if state["x"] is not None:
             self.append(state["x"], state["y"], state["task_ids"])
-
-
-def _non_decreasing(task_ids: Tensor) -> bool:
-    return bool((task_ids[1:] >= task_ids[:-1]).all()) if task_ids.shape[0] > 1 else True
 
 
 def reservoir_slots(seen: int, capacity: int, u: Tensor) -> Tensor:
@@ -134,7 +112,6 @@ class ReservoirMemory(Memory):
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
-        self._grouped = False  # reservoir writes land at random rows
         self.capacity = int(capacity)
         self.seen = 0
         """Samples streamed in so far; ``min(seen, capacity)`` rows are filled."""

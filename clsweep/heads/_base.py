@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from clsweep.registry import NoParams
 
-__all__ = ["MASKING_VALUE", "TaskHeads", "fill_value"]
+__all__ = ["MASKING_VALUE", "TaskHeads", "fill_value", "row_blocks"]
 
 MASKING_VALUE: float = -1e10
 """Logit written where a class must never win: its softmax weight is exactly 0 in float32.
@@ -18,6 +18,16 @@ The same order as the masking value of SequeL's multi-head backbones (-10e10).""
 def fill_value(dtype: torch.dtype, value: float = MASKING_VALUE) -> float:
     """``value`` clipped to what ``dtype`` can hold (half precision tops out near -65504)."""
     return max(value, torch.finfo(dtype).min)
+
+
+def row_blocks(logits: Tensor, starts: Tensor, counts: Tensor, width: int, value: float) -> Tensor:
+    """Row ``n`` of the result holds ``logits[n, starts[n] : starts[n] + counts[n]]``, padded on the
+    right to ``width`` columns with ``value`` (clipped to the dtype): each row's own block of
+    columns out of logits computed for several tasks at once, in one gather."""
+    columns = torch.arange(width, device=logits.device)
+    index = (starts[:, None] + columns).clamp(max=logits.shape[1] - 1)
+    beyond = columns >= counts[:, None]
+    return logits.gather(1, index).masked_fill(beyond, fill_value(logits.dtype, value))
 
 
 class TaskHeads(nn.Module):
@@ -78,11 +88,13 @@ class TaskHeads(nn.Module):
         """Logits of a batch that mixes tasks: row ``n`` holds ``self(feature[n], task_ids[n])``,
         padded on the right to the widest task present with :data:`MASKING_VALUE`, so
         cross-entropy and argmax against each row's local label behave as on its unpadded logits
-        (a replay batch, a joint batch). One head call per run of rows of one task, on that run
-        only (no head scores rows of another task). Rows already grouped by task (as
-        :meth:`~clsweep.algorithms.replay_buffer.Memory.sample` returns them) are used as they
-        come, after one device sync for the runs; otherwise they are sorted by task id (a second
-        sync, for the sorted runs), scored, and put back in their order. Heads that can do with less override it (``tests/heads`` checks the
+        (a replay batch, a joint batch).
+
+        This default makes one ``forward`` call per run of rows of one task, on that run only (no
+        head scores rows of another task): rows already grouped by task are used as they come,
+        after one device sync for the runs; otherwise they are sorted by task id (a second sync),
+        scored, and put back in their order. It serves any head written against this base; the
+        shipped heads override it with one matrix product (``tests/heads`` checks every head's
         numbers and gradients against one call per row)."""
         if task_ids.ndim != 1 or task_ids.shape[0] != feature.shape[0]:
             raise ValueError(f"task_ids must have shape ({feature.shape[0]},), got {tuple(task_ids.shape)}")

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from clsweep.heads._base import MASKING_VALUE, TaskHeads
+from clsweep.heads._base import MASKING_VALUE, TaskHeads, row_blocks
 from clsweep.heads.masked import MaskedMultiHead
 from clsweep.registry import NoParams
 
@@ -57,11 +57,37 @@ class _PerTaskHeads(TaskHeads):
     def heads_for(self, task_id: int) -> list[nn.Module]:
         return [self.get_head(task_id)]
 
-    def _run_logits(self, feature: Tensor, task_id: int) -> Tensor:
-        """``nn.functional.linear`` with the task's head (what its ``nn.Linear`` computes,
-        without a module call per run)."""
-        head = self.heads[str(task_id)]  # known: forward_rows checked the ids
-        return nn.functional.linear(feature, head.weight, head.bias)
+    def forward_rows(self, feature: Tensor, task_ids: Tensor) -> Tensor:
+        """Each row through its own task's head (see :meth:`TaskHeads.forward_rows` for the shape
+        and padding), rows in any order, with one device sync for the tasks present.
+
+        The heads of the tasks present are stacked into one weight matrix, so a batch costs one
+        matrix product over all rows and tasks present (``N x sum k``) and a gather of each row's
+        own block, instead of one small product per task (what dominates a replay step on a small
+        backbone). The heads of tasks absent from the batch take no part and get no gradient."""
+        if task_ids.ndim != 1 or task_ids.shape[0] != feature.shape[0]:
+            raise ValueError(f"task_ids must have shape ({feature.shape[0]},), got {tuple(task_ids.shape)}")
+        if not len(task_ids):
+            return feature.new_empty((0, 0))
+        present, position = torch.unique(task_ids, sorted=True, return_inverse=True)
+        ids = present.tolist()
+        unknown = [t for t in ids if t not in self._classes]
+        if unknown:
+            raise KeyError(f"{type(self).__name__}: tasks {unknown} have no head; set up: {self.task_ids}")
+        heads = [self.heads[str(t)] for t in ids]
+        if len(heads) == 1:
+            return nn.functional.linear(feature, heads[0].weight, heads[0].bias)
+        weight = torch.cat([h.weight for h in heads])
+        bias = torch.cat([h.bias for h in heads])
+        logits = torch.addmm(bias, feature, weight.t())  # (N, sum of the present tasks' k)
+        widths = [h.out_features for h in heads]
+        n, width = feature.shape[0], max(widths)
+        if min(widths) == width:  # equal widths: row n's block is row n * P + position of a view
+            rows = torch.arange(n, device=logits.device) * len(heads) + position
+            return logits.reshape(n * len(heads), width).index_select(0, rows)
+        counts = torch.tensor(widths, device=logits.device)
+        starts = torch.cumsum(counts, 0) - counts
+        return row_blocks(logits, starts[position], counts[position], width, MASKING_VALUE)
 
 
 class HeadsTIL(_PerTaskHeads):
@@ -171,8 +197,8 @@ class HeadsMTL(_PerTaskHeads):
 
     - ``task_ids`` an ``int``: that task's logits, ``(N, num_classes(task_id))``, as in TIL;
     - ``task_ids`` a tensor of per-sample task ids, shape ``(N,)``: each sample goes through its own
-      task's head (:meth:`forward_rows`: one matrix product per task present, on its rows, never
-      one per sample). The result has shape ``(N, K)`` with ``K`` the largest class
+      task's head (:meth:`forward_rows`: one matrix product with the present tasks' heads
+      stacked, never one per sample). The result has shape ``(N, K)`` with ``K`` the largest class
       count of the tasks present; a sample's columns ``0 .. k-1`` hold its task's logits and the
       columns beyond its task's ``k`` hold :data:`MASKING_VALUE`, so cross-entropy and argmax
       against the sample's local label behave exactly as on the unpadded logits.

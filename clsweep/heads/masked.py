@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clsweep.heads._base import MASKING_VALUE, TaskHeads, fill_value
+from clsweep.heads._base import MASKING_VALUE, TaskHeads, fill_value, row_blocks
 from clsweep.registry import NoParams
 
 __all__ = ["MaskedMultiHead"]
@@ -92,10 +92,7 @@ class MaskedMultiHead(TaskHeads):
         ids = self._checked_ids(task_ids, feature.shape[0])
         logits = layer(feature)
         starts, counts = self._starts[ids], self._ends[ids] - self._starts[ids]
-        columns = torch.arange(max(self._classes.values()), device=logits.device)
-        index = (starts[:, None] + columns).clamp(max=logits.shape[1] - 1)
-        own = columns < counts[:, None]
-        return logits.gather(1, index).masked_fill(~own, fill_value(logits.dtype, self.masking_value))
+        return row_blocks(logits, starts, counts, max(self._classes.values()), self.masking_value)
 
     def forward_rows(self, feature: Tensor, task_ids: Tensor) -> Tensor:
         """The per-sample ``forward``: one product with the shared layer, then a gather."""

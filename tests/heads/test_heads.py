@@ -7,10 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from clsweep import registry
-from clsweep.heads import MASKING_VALUE
+from clsweep.heads import MASKING_VALUE, HeadsTIL, TaskHeads
+from clsweep.registry import NoParams
 
 DIM = 6
 ALL_HEADS = registry.list_names("heads")
+
+
+class _DefaultRowsTIL(HeadsTIL):
+    """A head written against the base only: ``forward_rows`` is ``TaskHeads``' default (one
+    ``forward`` per run of one task), as a user's own head gets it."""
+
+    forward_rows = TaskHeads.forward_rows
 
 
 def _feature(n: int = 7, seed: int = 0) -> torch.Tensor:
@@ -158,7 +166,7 @@ def test_forward_before_any_task_is_a_clear_error() -> None:
             registry.create("heads", name, DIM)(_feature())
 
 
-@pytest.mark.parametrize("name", ALL_HEADS)
+@pytest.mark.parametrize("name", [*ALL_HEADS, "base-default"])
 @pytest.mark.parametrize("classes", [[2, 4, 3], [3, 3, 3]], ids=["widths-differ", "widths-equal"])
 @pytest.mark.parametrize(
     "rows", [[3, 1, 2, 2, 1, 3, 1], [1, 1, 1, 2, 2, 3, 3]], ids=["interleaved", "grouped"]
@@ -170,7 +178,10 @@ def test_every_head_scores_a_mixed_batch_like_one_call_per_row(
     padded to the widest task present with MASKING_VALUE; the same loss gradients as scoring each
     row alone, and a head whose task is absent from the batch gets no gradient at all."""
     torch.manual_seed(0)
-    heads = registry.create("heads", name, DIM)
+    if name == "base-default":
+        heads = _DefaultRowsTIL(DIM, params=NoParams())
+    else:
+        heads = registry.create("heads", name, DIM)
     classes = {"stl": [3], "dil": [3, 3, 3, 3]}.get(name, [*classes, 2])
     for t, k in enumerate(classes, start=1):
         heads.setup_task_id(t, k)
@@ -189,6 +200,23 @@ def test_every_head_scores_a_mixed_batch_like_one_call_per_row(
         assert (g is None) == (w is None)
         if g is not None:
             torch.testing.assert_close(g, w)
-    if name in ("til", "mtl"):  # task 4's head took no part: no gradient, not a zero one
+    if name in ("til", "mtl", "base-default"):  # task 4's head took no part: no gradient, not a zero one
         index = next(i for i, p in enumerate(params) if p is heads.get_head(4).weight)
         assert got_grads[1 + index] is None
+
+
+@pytest.mark.parametrize("name", ["til", "mtl", "base-default"])
+def test_a_mixed_batch_of_one_task_is_that_tasks_logits(name: str) -> None:
+    """Rows of a single task through forward_rows: exactly heads(feature, task), no padding."""
+    heads = (
+        _DefaultRowsTIL(DIM, params=NoParams())
+        if name == "base-default"
+        else registry.create("heads", name, DIM)
+    )
+    for t, k in enumerate([2, 4], start=1):
+        heads.setup_task_id(t, k)
+    feature = _feature()
+    assert torch.equal(heads.forward_rows(feature, torch.full((7,), 2)), heads(feature, 2))
+    assert heads.forward_rows(feature[:0], torch.ones(0, dtype=torch.long)).shape[0] == 0
+    with pytest.raises(ValueError, match="task_ids must have shape"):
+        heads.forward_rows(feature, torch.ones(6, dtype=torch.long))
