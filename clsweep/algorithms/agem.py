@@ -106,7 +106,7 @@ class AGEM(CLAlgorithm):
         stays a tensor; on the CPU the dot products are summed per parameter as numbers (no flat
         copy; ``g_ref . g_ref`` only on the steps that project). The update ``g <- g - alpha g_ref``
         is fused list operations (a parameter without a gradient, in TIL an old head, gets
-        ``-alpha g_ref``)."""
+        ``-alpha g_ref``; one without either gradient keeps ``None``)."""
         if not len(self.memory):
             return
         if self._trainable is None:
@@ -138,9 +138,9 @@ class AGEM(CLAlgorithm):
                 for (p, _), moved in zip(ref_only, torch._foreach_neg(step[len(grads) :]), strict=True):
                     p.grad = moved
             self._dots.append(dot.detach())
-        for p in trainable:
-            if p.grad is None:  # no gradient from either batch: zero, as the flat update gives it
-                p.grad = torch.zeros_like(p)
+        # A parameter with no gradient from either batch (the head of a task absent from both)
+        # keeps None, not a zero: the optimiser skips it, so weight decay or momentum never moves
+        # a head that took no part, as in every other method's step.
 
     @staticmethod
     def _reads_coefficient(device: torch.device) -> bool:

@@ -102,6 +102,8 @@ def test_gradient_is_untouched_when_it_agrees_with_the_memory(update_mode: str) 
     g_ref = hand_gradient(algorithm, x, y, 2)
     assert float(g @ g_ref) > 0
     assert torch.equal(after, g)
+    # task 1's head is in neither batch: no gradient (None), so weight decay or momentum skip it
+    assert all(p.grad is None for p in algorithm.heads.get_head(1).parameters())
 
 
 def test_gradient_is_projected_when_it_opposes_the_memory(update_mode: str) -> None:
