@@ -96,8 +96,7 @@ class TaskHeads(nn.Module):
         scored, and put back in their order. It serves any head written against this base; the
         shipped heads override it with one matrix product (``tests/heads`` checks every head's
         numbers and gradients against one call per row)."""
-        if task_ids.ndim != 1 or task_ids.shape[0] != feature.shape[0]:
-            raise ValueError(f"task_ids must have shape ({feature.shape[0]},), got {tuple(task_ids.shape)}")
+        self._check_rows(feature, task_ids)
         ids, sizes = self._runs(task_ids)
         if len(set(ids)) == len(ids):  # grouped by task: one run per task
             return self._score_runs(feature, ids, sizes)
@@ -111,10 +110,20 @@ class TaskHeads(nn.Module):
         error for an id that has no head."""
         runs, counts = torch.unique_consecutive(task_ids, return_counts=True)
         ids, sizes = torch.stack([runs.long(), counts]).tolist() if len(task_ids) else ([], [])
+        self._check_row_ids(ids)
+        return ids, sizes
+
+    @staticmethod
+    def _check_rows(feature: Tensor, task_ids: Tensor) -> None:
+        """``forward_rows``' arguments: one task id per row of ``feature``."""
+        if task_ids.ndim != 1 or task_ids.shape[0] != feature.shape[0]:
+            raise ValueError(f"task_ids must have shape ({feature.shape[0]},), got {tuple(task_ids.shape)}")
+
+    def _check_row_ids(self, ids: list[int]) -> None:
+        """One clear error naming the ids of a mixed batch that have no head."""
         unknown = sorted(set(ids) - set(self._classes))
         if unknown:
             raise KeyError(f"{type(self).__name__}: tasks {unknown} have no head; set up: {self.task_ids}")
-        return ids, sizes
 
     def _score_runs(self, feature: Tensor, ids: list[int], sizes: list[int]) -> Tensor:
         if not ids:

@@ -65,15 +65,12 @@ class _PerTaskHeads(TaskHeads):
         matrix product over all rows and tasks present (``N x sum k``) and a gather of each row's
         own block, instead of one small product per task (what dominates a replay step on a small
         backbone). The heads of tasks absent from the batch take no part and get no gradient."""
-        if task_ids.ndim != 1 or task_ids.shape[0] != feature.shape[0]:
-            raise ValueError(f"task_ids must have shape ({feature.shape[0]},), got {tuple(task_ids.shape)}")
+        self._check_rows(feature, task_ids)
         if not len(task_ids):
             return feature.new_empty((0, 0))
         present, position = torch.unique(task_ids, sorted=True, return_inverse=True)
         ids = present.tolist()
-        unknown = [t for t in ids if t not in self._classes]
-        if unknown:
-            raise KeyError(f"{type(self).__name__}: tasks {unknown} have no head; set up: {self.task_ids}")
+        self._check_row_ids(ids)
         heads = [self.heads[str(t)] for t in ids]
         if len(heads) == 1:
             return nn.functional.linear(feature, heads[0].weight, heads[0].bias)
