@@ -125,6 +125,20 @@ class TaskHeads(nn.Module):
         if unknown:
             raise KeyError(f"{type(self).__name__}: tasks {unknown} have no head; set up: {self.task_ids}")
 
+    def _present_ids(self, task_ids: Tensor) -> list[int]:
+        """The task ids that occur in ``task_ids``, ascending, with one device sync and no sort
+        (a count per id set up); a clear error for an id that has no head."""
+        top = max(self._classes, default=0)
+        try:  # ids above top are counted in bin top + 1, a negative id raises
+            counts = torch.bincount(task_ids.clamp(max=top + 1), minlength=top + 1).tolist()
+        except RuntimeError:
+            counts = [1]
+        if counts[0] or len(counts) > top + 1:  # ids outside 1 .. top, where no head is set up
+            self._check_row_ids(torch.unique(task_ids).tolist())  # raises, naming the ids
+        ids = [t for t in range(1, top + 1) if counts[t]]
+        self._check_row_ids(ids)
+        return ids
+
     def _score_runs(self, feature: Tensor, ids: list[int], sizes: list[int]) -> Tensor:
         if not ids:
             return feature.new_empty((0, 0))

@@ -68,20 +68,27 @@ class _PerTaskHeads(TaskHeads):
         self._check_rows(feature, task_ids)
         if not len(task_ids):
             return feature.new_empty((0, 0))
-        present, position = torch.unique(task_ids, sorted=True, return_inverse=True)
-        ids = present.tolist()
-        self._check_row_ids(ids)
+        ids = self._present_ids(task_ids)
         heads = [self.heads[str(t)] for t in ids]
         if len(heads) == 1:
             return nn.functional.linear(feature, heads[0].weight, heads[0].bias)
         weight = torch.cat([h.weight for h in heads])
         bias = torch.cat([h.bias for h in heads])
         logits = torch.addmm(bias, feature, weight.t())  # (N, sum of the present tasks' k)
+        n, count, lo = feature.shape[0], len(heads), ids[0]
         widths = [h.out_features for h in heads]
-        n, width = feature.shape[0], max(widths)
-        if min(widths) == width:  # equal widths: row n's block is row n * P + position of a view
-            rows = torch.arange(n, device=logits.device) * len(heads) + position
-            return logits.reshape(n * len(heads), width).index_select(0, rows)
+        width = max(widths)
+        if min(widths) == width and ids[-1] - lo + 1 == count:
+            # equal widths, ids lo, lo + 1, ...: row n's block is row n * P + (id - lo) of a view
+            rows = task_ids + torch.arange(-lo, n * count - lo, count, device=logits.device)
+            return logits.reshape(n * count, width).index_select(0, rows)
+        lookup = [0] * (ids[-1] + 1)
+        for i, t in enumerate(ids):
+            lookup[t] = i
+        position = torch.tensor(lookup, device=task_ids.device)[task_ids]  # among the present ids
+        if min(widths) == width:
+            rows = torch.arange(0, n * count, count, device=logits.device) + position
+            return logits.reshape(n * count, width).index_select(0, rows)
         counts = torch.tensor(widths, device=logits.device)
         starts = torch.cumsum(counts, 0) - counts
         return row_blocks(logits, starts[position], counts[position], width, MASKING_VALUE)

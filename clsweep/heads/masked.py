@@ -9,7 +9,7 @@ behave as if each task had its own head, and the gradient reaching other tasks' 
 Label convention: the same as every other head, the task's local labels ``0 .. k-1``.
     ``forward(feature, task_id)`` with one task id returns that task's ``(N, k)`` logits (the
     masked row without its masked columns); with a tensor of per-sample task ids it returns
-    ``(N, K)``, ``K`` the largest class count of the tasks set up, each row holding its task's
+    ``(N, K)``, ``K`` the largest class count of the tasks present, each row holding its task's
     logits in columns ``0 .. k-1`` and the masking value after them (as :class:`HeadsMTL`). So the
     task loop scores it against the stream's TIL labels unchanged.
 
@@ -89,10 +89,11 @@ class MaskedMultiHead(TaskHeads):
             start = self.offset(int(task_ids))
             stop = start + self._classes[int(task_ids)]
             return F.linear(feature, layer.weight[start:stop], layer.bias[start:stop])
-        ids = self._checked_ids(task_ids, feature.shape[0])
+        ids, present = self._checked_ids(task_ids, feature.shape[0])
         logits = layer(feature)
         starts, counts = self._starts[ids], self._ends[ids] - self._starts[ids]
-        return row_blocks(logits, starts, counts, max(self._classes.values()), self.masking_value)
+        width = max(self._classes[t] for t in present)  # the widest task present
+        return row_blocks(logits, starts, counts, width, self.masking_value)
 
     def forward_rows(self, feature: Tensor, task_ids: Tensor) -> Tensor:
         """The per-sample ``forward``: one product with the shared layer, then a gather."""
@@ -107,7 +108,7 @@ class MaskedMultiHead(TaskHeads):
         logits = self._layer()(feature)
         columns = torch.arange(logits.shape[-1], device=logits.device)
         if isinstance(task_ids, Tensor):
-            ids = self._checked_ids(task_ids, feature.shape[0])
+            ids, _ = self._checked_ids(task_ids, feature.shape[0])
             own = (columns >= self._starts[ids][:, None]) & (columns < self._ends[ids][:, None])
         else:
             start = self.offset(int(task_ids))
@@ -117,7 +118,7 @@ class MaskedMultiHead(TaskHeads):
     def global_labels(self, local_labels: Tensor, task_ids: int | Tensor) -> Tensor:
         """Local labels ``0 .. k-1`` of each sample's task -> column indices of :meth:`masked_logits`."""
         if isinstance(task_ids, Tensor):
-            ids = self._checked_ids(task_ids, local_labels.shape[0])
+            ids, _ = self._checked_ids(task_ids, local_labels.shape[0])
             return local_labels + self._starts[ids]
         return local_labels + self.offset(int(task_ids))
 
@@ -128,14 +129,10 @@ class MaskedMultiHead(TaskHeads):
             raise RuntimeError("MaskedMultiHead: no task set up yet; call setup_task_id first")
         return self.layer
 
-    def _checked_ids(self, task_ids: Tensor, batch: int) -> Tensor:
+    def _checked_ids(self, task_ids: Tensor, batch: int) -> tuple[Tensor, list[int]]:
+        """``task_ids`` as longs and the ids present, ascending (one device sync per batch); an
+        unknown id is a clear error, where it would silently mask every class of its rows."""
         if task_ids.ndim != 1 or task_ids.shape[0] != batch:
             raise ValueError(f"task_ids must have shape ({batch},), got {tuple(task_ids.shape)}")
         ids = task_ids.long()
-        table = self._ends.numel()
-        in_range = (ids >= 1) & (ids < table)
-        known = in_range & (self._ends[ids.clamp(0, table - 1)] > 0)
-        if not bool(known.all()):  # one device sync per batch; an unknown id would silently mask all
-            bad = sorted(set(ids[~known].tolist()))
-            raise KeyError(f"MaskedMultiHead: tasks {bad} have no classes; set up: {self.task_ids}")
-        return ids
+        return ids, self._present_ids(ids)

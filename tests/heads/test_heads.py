@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,11 +145,25 @@ def test_mtl_padding_does_not_change_loss_or_gradients() -> None:
     assert heads.get_head(1).weight.grad.abs().sum() > 0 and heads.get_head(2).weight.grad.abs().sum() > 0
 
 
-def test_mtl_unknown_task_is_a_clear_error() -> None:
-    heads = registry.create("heads", "mtl", DIM)
+@pytest.mark.parametrize("name", ["til", "mtl", "base-default"])
+@pytest.mark.parametrize(
+    "rows, unknown",
+    [([1, 5], [5]), ([0, 1], [0]), ([-2, 3], [-2]), ([2, 3, 1], [2]), ([1, 10**12], [10**12])],
+    ids=["above", "zero", "negative", "gap", "huge"],
+)
+def test_a_mixed_batch_with_a_task_that_has_no_head_is_a_clear_error(
+    name: str, rows: list[int], unknown: list[int]
+) -> None:
+    """Tasks 1 and 3 set up: any other id in a mixed batch is named in one KeyError."""
+    heads = (
+        _DefaultRowsTIL(DIM, params=NoParams())
+        if name == "base-default"
+        else registry.create("heads", name, DIM)
+    )
     heads.setup_task_id(1, 2)
-    with pytest.raises(KeyError, match="tasks \\[5\\] have no head"):
-        heads(_feature(2), torch.tensor([1, 5]))
+    heads.setup_task_id(3, 2)
+    with pytest.raises(KeyError, match=re.escape(f"tasks {unknown} have no head")):
+        heads.forward_rows(_feature(len(rows)), torch.tensor(rows))
 
 
 def test_stl_serves_exactly_one_task() -> None:
@@ -169,7 +185,9 @@ def test_forward_before_any_task_is_a_clear_error() -> None:
 @pytest.mark.parametrize("name", [*ALL_HEADS, "base-default"])
 @pytest.mark.parametrize("classes", [[2, 4, 3], [3, 3, 3]], ids=["widths-differ", "widths-equal"])
 @pytest.mark.parametrize(
-    "rows", [[3, 1, 2, 2, 1, 3, 1], [1, 1, 1, 2, 2, 3, 3]], ids=["interleaved", "grouped"]
+    "rows",
+    [[3, 1, 2, 2, 1, 3, 1], [1, 1, 1, 2, 2, 3, 3], [3, 1, 3, 1, 1, 3, 3]],
+    ids=["interleaved", "grouped", "task-2-absent"],
 )
 def test_every_head_scores_a_mixed_batch_like_one_call_per_row(
     name: str, classes: list[int], rows: list[int]

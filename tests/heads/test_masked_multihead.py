@@ -101,9 +101,9 @@ def test_growing_keeps_the_rows_of_earlier_tasks_exactly() -> None:
 
 def test_unknown_or_out_of_order_tasks_are_clear_errors() -> None:
     head = _head(2, 3)
-    with pytest.raises(KeyError, match="tasks \\[4\\] have no classes"):
+    with pytest.raises(KeyError, match="tasks \\[4\\] have no head"):
         head(_feature(2), torch.tensor([1, 4]))
-    with pytest.raises(KeyError, match="tasks \\[0\\] have no classes"):
+    with pytest.raises(KeyError, match="tasks \\[0\\] have no head"):
         head(_feature(2), torch.tensor([0, 1]))
     out_of_order = registry.create("heads", "masked_multihead", DIM)
     out_of_order.setup_task_id(2, 2)
