@@ -5,7 +5,8 @@ A fixed-size memory of ``(x, y, task id)`` holds a uniform sample of the trainin
 reservoir sampling. Every step draws a replay batch from it and trains on the current batch and
 the replay batch concatenated (the paper's ``B = B_n u B_M``; Mammoth's ``models/er.py`` does the
 same): the loss is the mean cross-entropy over the union, each sample scored by its own task's head
-in TIL, by all seen classes in CIL. After the step the current batch is written into the memory.
+in TIL (:meth:`TaskHeads.forward_rows`), by all seen classes in CIL. After the step the current
+batch is written into the memory.
 
 Several epochs per task: the paper trains a single pass, so each sample enters the stream once.
 Here the memory is updated during a task's first epoch only (later epochs, and PackNet-style second
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from clsweep.algorithms.base import CLAlgorithm
-from clsweep.algorithms.replay_buffer import ReservoirMemory, own_task_cross_entropy
+from clsweep.algorithms.replay_buffer import ReservoirMemory
 from clsweep.backbones.base import CLBackbone
 from clsweep.spec.methods.er import ERParams
 
@@ -58,18 +59,19 @@ class ER(CLAlgorithm):
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
         x, y, task_ids = batch
-        current = x.shape[0]
-        if len(self.memory):  # replay rows first, the current batch last (its rows are [-current:])
+        if len(self.memory):
             mx, my, mt = self.memory.sample(self._replay_batch_size())
             x, y, task_ids = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, task_ids])
         feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)
-        losses, correct = own_task_cross_entropy(self.heads, feature, y, task_ids)
-        loss = losses.mean()
+        logits = self.heads.forward_rows(feature, task_ids)
+        loss = nn.functional.cross_entropy(logits, y)
+        # the step's metrics are those of the batch it trains on, B_n u B_M (as Joint's are of its
+        # mixed batch): computing the current rows' apart would cost every step for nothing read
         return {
             "loss": loss,
-            "loss_cls": losses[-current:].mean().detach(),
-            "acc": correct[-current:].float().mean(),
-            "hidden_features": {name: h[-current:] for name, h in hidden.items()},
+            "loss_cls": loss,
+            "acc": (logits.argmax(1) == y).float().mean(),
+            "hidden_features": hidden,
         }
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

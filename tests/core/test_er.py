@@ -86,7 +86,7 @@ def build(paradigm: str = "til", **params: Any) -> Any:
 
 
 @pytest.mark.parametrize("paradigm", ["til", "cil"])
-def test_loss_is_the_mean_cross_entropy_over_current_and_replay_batches(paradigm: str) -> None:
+def test_loss_and_metrics_are_the_mean_over_current_and_replay_batches(paradigm: str) -> None:
     torch.manual_seed(0)
     algorithm = build(paradigm, buffer_size=6, replay_batch_size=6)
     offset = 3 if paradigm == "cil" else 0
@@ -102,7 +102,11 @@ def test_loss_is_the_mean_cross_entropy_over_current_and_replay_batches(paradigm
     new = ce(algorithm.heads(feature_new, 2), y, reduction="sum")
     old = ce(algorithm.heads(feature_old, 1), old_y, reduction="sum")  # the memory holds all 6 rows
     torch.testing.assert_close(out["loss"], (new + old) / 10)
-    torch.testing.assert_close(out["loss_cls"], new / 4)
+    assert out["loss_cls"] is out["loss"]  # the step's metrics are the union's, as Joint's
+    logits_new, logits_old = algorithm.heads(feature_new, 2), algorithm.heads(feature_old, 1)
+    hits = (logits_new.argmax(1) == y).sum() + (logits_old.argmax(1) == old_y).sum()
+    torch.testing.assert_close(out["acc"], hits.float() / 10)
+    assert all(h.shape[0] == 10 for h in out["hidden_features"].values())
 
 
 def test_memory_is_written_in_the_first_epoch_only(tmp_path: Path) -> None:

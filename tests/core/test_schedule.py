@@ -113,3 +113,36 @@ def test_a_diverging_run_ends_with_one_line_and_the_completed_tasks(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(results["per_task"]) == 1 and len(results["test_acc_matrix"]) == 1
     assert "task 2" in results["diverged"]
+
+
+def test_the_sgd_optimiser_updates_bit_for_bit_like_torchs_default_sgd() -> None:
+    """make_optimizer's SGD (foreach kernels) against torch.optim.SGD with its default
+    implementation, momentum and weight decay on, some parameters without a gradient at some
+    steps (an old task's head): the same weights to the last bit."""
+    import copy
+
+    from clsweep.experiment import build
+
+    raw = _cfg("finetuning", {"name": "fixed"}, tasks=2, momentum=0.9, weight_decay=5e-4)
+    raw["train"].pop("schedule")
+    _, ours = build(parse_experiment(raw))
+    for t in (1, 2):
+        ours.setup_task(t, 10)
+    plain = copy.deepcopy(ours)
+    opt_ours = ours.make_optimizer(0.1)
+    opt_plain = torch.optim.SGD(
+        [p for p in plain.parameters() if p.requires_grad], lr=0.1, momentum=0.9, weight_decay=5e-4
+    )
+    assert opt_ours.defaults["foreach"] and not opt_plain.defaults["foreach"]
+    gen = torch.Generator().manual_seed(0)
+    for step in range(20):
+        x = torch.randn(16, *ours.backbone.input_shape, generator=gen)
+        y = torch.randint(0, 10, (16,), generator=gen)
+        task = 1 + step % 3 // 2  # task 2's head sits out some steps, task 1's others
+        for model, opt in ((ours, opt_ours), (plain, opt_plain)):
+            opt.zero_grad(set_to_none=True)
+            logits, _ = model(x, stage="train", task_id=task)
+            torch.nn.functional.cross_entropy(logits, y).backward()
+            opt.step()
+    for (name, a), b in zip(ours.state_dict().items(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
