@@ -68,8 +68,8 @@ class _PerTaskHeads(TaskHeads):
         self._check_rows(feature, task_ids)
         if not len(task_ids):
             return feature.new_empty((0, 0))
-        ids = self._present_ids(task_ids)
-        heads = [self.heads[str(t)] for t in ids]
+        ids, modules = self._present_ids(task_ids), self.heads
+        heads = [modules[str(t)] for t in ids]
         if len(heads) == 1:
             return nn.functional.linear(feature, heads[0].weight, heads[0].bias)
         weight = torch.cat([h.weight for h in heads])
