@@ -128,6 +128,8 @@ class TaskHeads(nn.Module):
     def _present_ids(self, task_ids: Tensor) -> list[int]:
         """The task ids that occur in ``task_ids``, ascending, with one device sync and no sort
         (a count per id set up); a clear error for an id that has no head."""
+        if task_ids.dtype.is_floating_point or task_ids.dtype.is_complex or task_ids.dtype == torch.bool:
+            raise TypeError(f"task_ids must hold integer task ids, got {task_ids.dtype}")
         top = max(self._classes, default=0)
         try:  # ids above top are counted in bin top + 1, a negative id raises
             counts = torch.bincount(task_ids.clamp(max=top + 1), minlength=top + 1).tolist()

@@ -92,7 +92,7 @@ class MaskedMultiHead(TaskHeads):
         ids, present = self._checked_ids(task_ids, feature.shape[0])
         logits = layer(feature)
         starts, counts = self._starts[ids], self._ends[ids] - self._starts[ids]
-        width = max(self._classes[t] for t in present)  # the widest task present
+        width = max((self._classes[t] for t in present), default=0)  # the widest task present
         return row_blocks(logits, starts, counts, width, self.masking_value)
 
     def forward_rows(self, feature: Tensor, task_ids: Tensor) -> Tensor:

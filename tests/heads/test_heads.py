@@ -166,6 +166,14 @@ def test_a_mixed_batch_with_a_task_that_has_no_head_is_a_clear_error(
         heads.forward_rows(_feature(len(rows)), torch.tensor(rows))
 
 
+@pytest.mark.parametrize("name", ["til", "mtl"])
+def test_task_ids_that_are_not_integers_are_a_clear_error(name: str) -> None:
+    heads = registry.create("heads", name, DIM)
+    heads.setup_task_id(1, 2)
+    with pytest.raises(TypeError, match="integer task ids, got torch.float32"):
+        heads.forward_rows(_feature(2), torch.tensor([1.0, 1.0]))
+
+
 def test_stl_serves_exactly_one_task() -> None:
     heads = registry.create("heads", "stl", DIM)
     heads.setup_task(3)
@@ -223,7 +231,7 @@ def test_every_head_scores_a_mixed_batch_like_one_call_per_row(
         assert got_grads[1 + index] is None
 
 
-@pytest.mark.parametrize("name", ["til", "mtl", "base-default"])
+@pytest.mark.parametrize("name", ["til", "mtl", "masked_multihead", "base-default"])
 def test_a_mixed_batch_of_one_task_is_that_tasks_logits(name: str) -> None:
     """Rows of a single task through forward_rows: exactly heads(feature, task), no padding."""
     heads = (
