@@ -39,6 +39,14 @@ __all__ = [
 ]
 
 
+def _positions(ids: list[int], task_ids: Tensor) -> Tensor:
+    """Each row's position among ``ids`` (ascending, every id of ``task_ids`` among them)."""
+    lookup = [0] * (ids[-1] + 1)
+    for i, t in enumerate(ids):
+        lookup[t] = i
+    return torch.tensor(lookup, device=task_ids.device)[task_ids]
+
+
 class _PerTaskHeads(TaskHeads):
     """An ``nn.Linear`` per task in ``self.heads`` (keys ``"1"``, ``"2"``, ...)."""
 
@@ -78,17 +86,14 @@ class _PerTaskHeads(TaskHeads):
         n, count, lo = feature.shape[0], len(heads), ids[0]
         widths = [h.out_features for h in heads]
         width = max(widths)
-        if min(widths) == width and ids[-1] - lo + 1 == count:
-            # equal widths, ids lo, lo + 1, ...: row n's block is row n * P + (id - lo) of a view
-            rows = task_ids + torch.arange(-lo, n * count - lo, count, device=logits.device)
+        consecutive = ids[-1] - lo + 1 == count  # then a row's position among the ids is id - lo
+        if min(widths) == width:  # equal widths: row n's block is row n * P + position of a view
+            if consecutive:
+                rows = task_ids + torch.arange(-lo, n * count - lo, count, device=logits.device)
+            else:
+                rows = _positions(ids, task_ids) + torch.arange(0, n * count, count, device=logits.device)
             return logits.reshape(n * count, width).index_select(0, rows)
-        lookup = [0] * (ids[-1] + 1)
-        for i, t in enumerate(ids):
-            lookup[t] = i
-        position = torch.tensor(lookup, device=task_ids.device)[task_ids]  # among the present ids
-        if min(widths) == width:
-            rows = torch.arange(0, n * count, count, device=logits.device) + position
-            return logits.reshape(n * count, width).index_select(0, rows)
+        position = task_ids - lo if consecutive else _positions(ids, task_ids)
         counts = torch.tensor(widths, device=logits.device)
         starts = torch.cumsum(counts, 0) - counts
         return row_blocks(logits, starts[position], counts[position], width, MASKING_VALUE)
