@@ -172,6 +172,14 @@ def main() -> None:
         same_loop_rows(args)
 
 
+def _pair_ratio(ours: list[float], base: list[float]) -> str:
+    """``ratio R (pairs LO-HI``: the median of the adjacent runs' ratios, and their range. Load from
+    other processes that comes and goes over seconds slows both runs of a pair alike, where it
+    would skew a ratio of separate medians."""
+    ratios = sorted(o / b for o, b in zip(ours, base, strict=True))
+    return f"ratio {statistics.median(ratios):4.2f} (pairs {ratios[0]:.2f}-{ratios[-1]:.2f}"
+
+
 def _timed(cfg: object) -> float:
     t0 = time.perf_counter()
     run_experiment(cfg)  # type: ignore[arg-type]
@@ -204,13 +212,9 @@ def same_loop_rows(args: argparse.Namespace) -> None:
             base.append(_timed(fixed))
             ours.append(_timed(cfg))
         a, b = statistics.median(ours), statistics.median(base)
-        # the ratio is the median over the adjacent pairs: load from other processes that comes and
-        # goes over seconds slows both runs of a pair alike, where it would skew the medians' ratio
-        ratios = sorted(o / f for o, f in zip(ours, base, strict=True))
         print(
-            f"{name:<17} {a:6.2f}s  finetuning {b:6.2f}s  ratio {statistics.median(ratios):4.2f} "
-            f"(pairs {ratios[0]:.2f}-{ratios[-1]:.2f}; same loop on {dev}; MLP 64-{'-'.join(map(str, hidden))}; "
-            f"{args.epochs} epochs x 5 tasks, median of {args.repeats})",
+            f"{name:<17} {a:6.2f}s  finetuning {b:6.2f}s  {_pair_ratio(ours, base)}; same loop on {dev}; "
+            f"MLP 64-{'-'.join(map(str, hidden))}; {args.epochs} epochs x 5 tasks, median of {args.repeats})",
             flush=True,
         )
 
@@ -233,12 +237,10 @@ def plain_rows(args: argparse.Namespace) -> None:
             plain_loop(tasks, algorithm, args.epochs)
             plain.append(time.perf_counter() - t0)
         a, b = statistics.median(ours), statistics.median(plain)
-        ratios = sorted(o / p for o, p in zip(ours, plain, strict=True))  # per adjacent pair, as below
         acc = result.to_dict()["acc"]
         print(
-            f"{algorithm:<11} clsweep {a:6.2f}s  plain {b:6.2f}s  ratio {statistics.median(ratios):4.2f} "
-            f"(pairs {ratios[0]:.2f}-{ratios[-1]:.2f}; clsweep ACC {acc:.3f}; {args.epochs} epochs x 5 tasks, "
-            f"median of {args.repeats})",
+            f"{algorithm:<11} clsweep {a:6.2f}s  plain {b:6.2f}s  {_pair_ratio(ours, plain)}; "
+            f"clsweep ACC {acc:.3f}; {args.epochs} epochs x 5 tasks, median of {args.repeats})",
             flush=True,
         )
 
