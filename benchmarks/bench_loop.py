@@ -157,12 +157,7 @@ def main() -> None:
         "--hidden", default="256,256", help="hidden widths of the MLP in the same-loop rows (e.g. 16,16)"
     )
     args = parser.parse_args()
-    try:
-        args.hidden = tuple(int(w) for w in args.hidden.split(","))
-    except ValueError:
-        parser.error(f"--hidden: comma-separated positive integers, got {args.hidden!r}")
-    if not args.hidden or min(args.hidden) < 1:
-        parser.error(f"--hidden: comma-separated positive integers, got {','.join(map(str, args.hidden))!r}")
+    args.hidden = hidden_widths(parser, args.hidden)
     torch.set_num_threads(1)
     if args.device != "cpu":
         print(f"plain-loop rows skipped: the plain loop runs on the CPU only (--device {args.device})")
@@ -172,7 +167,18 @@ def main() -> None:
         same_loop_rows(args)
 
 
-def _pair_ratio(ours: list[float], base: list[float]) -> str:
+def hidden_widths(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    """``--hidden``'s comma-separated widths, or the parser's one-line error (exit status 2)."""
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        parser.error(f"--hidden: comma-separated positive integers, got {text!r}")
+    return widths
+
+
+def pair_ratio(ours: list[float], base: list[float]) -> str:
     """``ratio R (pairs LO-HI``: the median of the adjacent runs' ratios, and their range. Load from
     other processes that comes and goes over seconds slows both runs of a pair alike, where it
     would skew a ratio of separate medians."""
@@ -213,7 +219,7 @@ def same_loop_rows(args: argparse.Namespace) -> None:
             ours.append(_timed(cfg))
         a, b = statistics.median(ours), statistics.median(base)
         print(
-            f"{name:<17} {a:6.2f}s  finetuning {b:6.2f}s  {_pair_ratio(ours, base)}; same loop on {dev}; "
+            f"{name:<17} {a:6.2f}s  finetuning {b:6.2f}s  {pair_ratio(ours, base)}; same loop on {dev}; "
             f"MLP 64-{'-'.join(map(str, hidden))}; {args.epochs} epochs x 5 tasks, median of {args.repeats})",
             flush=True,
         )
@@ -239,7 +245,7 @@ def plain_rows(args: argparse.Namespace) -> None:
         a, b = statistics.median(ours), statistics.median(plain)
         acc = result.to_dict()["acc"]
         print(
-            f"{algorithm:<11} clsweep {a:6.2f}s  plain {b:6.2f}s  {_pair_ratio(ours, plain)}; "
+            f"{algorithm:<11} clsweep {a:6.2f}s  plain {b:6.2f}s  {pair_ratio(ours, plain)}; "
             f"clsweep ACC {acc:.3f}; {args.epochs} epochs x 5 tasks, median of {args.repeats})",
             flush=True,
         )

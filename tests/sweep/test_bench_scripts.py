@@ -85,3 +85,17 @@ def test_bench_loop_refuses_bad_hidden_widths():
     assert done.stderr.splitlines()[-1] == (
         "bench_loop.py: error: --hidden: comma-separated positive integers, got '16,0'"
     )
+
+
+def test_bench_er_step_prints_er_beside_each_ablation_of_its_step():
+    printed = bench("bench_er_step.py", "--epochs", "1", "--repeats", "1", "--hidden", "16,16")
+    rows = {re.split(r"\s{2,}", line)[0]: line.split() for line in printed if " ratio " in line}
+    assert list(rows) == [
+        "er",
+        "er, replay batch drawn once per task",
+        "er, heads pre-stacked",
+        "er, one head",
+        "finetuning 2x rows",
+    ]
+    for words in rows.values():
+        assert float(words[words.index("ratio") + 1]) > 0 and "64-16-16;" in words

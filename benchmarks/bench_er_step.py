@@ -1,0 +1,146 @@
+"""Where ER's step time goes: ER through clsweep's loop beside timing ablations of its step.
+
+ER's target is at most 1.5x Finetuning (``bench_loop.py --baselines er``). This script splits the
+gap: each row below is ER with one part of its step replaced, timed side by side with Finetuning
+(same data, MLP, budget; runs interleaved, the ratio the median of adjacent pairs' ratios as in
+``bench_loop.py``). The ablations are timing tools only: they train something other than ER (the
+numbers they reach mean nothing), and they exist only inside this process.
+
+- ``er``: the method as shipped.
+- ``er, replay batch drawn once per task``: the replay batch of each task's first step is reused
+  for the whole task (the cost of the replay draw: a permutation and three gathers per step).
+- ``er, heads pre-stacked``: the stacked weight of the heads present, which the TIL heads build
+  with two concatenations per step from one parameter pair per task, replaced by one weight pair
+  created once per task and kept out of the optimiser. What storing all heads in one parameter
+  could save at best (no concatenation, no gradient split back per task, fewer tensors to update).
+- ``er, one head``: every row scored by the current task's head (no per-task heads at all): the
+  step's cost with no head bookkeeping, the floor of what ER's own work costs.
+- ``finetuning 2x rows``: Finetuning whose every step trains on 128 rows, as many as ER's current
+  and replay batch together (twice the epochs, so the same number of steps).
+
+Run:  .venv/bin/python benchmarks/bench_er_step.py [--epochs 10] [--repeats 5] [--hidden 256,256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from bench_loop import config, hidden_widths, pair_ratio
+from torch import nn
+
+from clsweep.algorithms.er import ER
+from clsweep.experiment import run_experiment
+from clsweep.heads import heads as heads_module
+from clsweep.spec import parse_experiment
+
+Step = Callable[..., Any]
+
+
+def _outputs(logits: torch.Tensor, y: torch.Tensor, hidden: Any) -> dict[str, Any]:
+    loss = nn.functional.cross_entropy(logits, y)
+    return {
+        "loss": loss,
+        "loss_cls": loss,
+        "acc": (logits.argmax(1) == y).float().mean(),
+        "hidden_features": hidden,
+    }
+
+
+def _replay_once_per_task() -> Step:
+    drawn: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def step(self: ER, batch: Any, batch_idx: int) -> dict[str, Any]:
+        x, y, t = batch
+        if len(self.memory):
+            if self.task_id not in drawn:
+                drawn.clear()
+                drawn[self.task_id] = self.memory.sample(self._replay_batch_size())
+            mx, my, mt = drawn[self.task_id]
+            x, y, t = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
+        feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)
+        return _outputs(self.heads.forward_rows(feature, t), y, hidden)
+
+    return step
+
+
+def _one_head(self: ER, batch: Any, batch_idx: int) -> dict[str, Any]:
+    x, y, t = batch
+    if len(self.memory):
+        mx, my, mt = self.memory.sample(self._replay_batch_size())
+        x, y, t = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
+    feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)
+    return _outputs(self.heads(feature, self.task_id), y, hidden)
+
+
+def _pre_stacked_rows() -> Callable[..., torch.Tensor]:
+    """forward_rows over one weight pair per number of tasks set up (equal widths, ids 1..P)."""
+    made: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}
+
+    def forward_rows(self: Any, feature: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        ids = list(self._classes)
+        width, count = self._classes[ids[0]], len(ids)
+        if count == 1:
+            head = self.heads[str(ids[0])]
+            return nn.functional.linear(feature, head.weight, head.bias)
+        if count not in made:
+            made.clear()
+            weight = torch.cat([self.heads[str(t)].weight for t in ids]).detach()
+            bias = torch.cat([self.heads[str(t)].bias for t in ids]).detach()
+            made[count] = (nn.Parameter(weight), nn.Parameter(bias))
+        weight, bias = made[count]
+        logits = torch.addmm(bias, feature, weight.t())
+        n = feature.shape[0]
+        rows = task_ids + torch.arange(-1, n * count - 1, count, device=logits.device)
+        return logits.reshape(n * count, width).index_select(0, rows)
+
+    return forward_rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--hidden", default="256,256", help="hidden widths of the MLP")
+    args = parser.parse_args()
+    hidden = hidden_widths(parser, args.hidden)
+    torch.set_num_threads(1)  # as bench_loop.py: the same-loop ratios it reports
+    finetuning = parse_experiment(config("finetuning", args.epochs, hidden=hidden))
+    er = parse_experiment(config("er", args.epochs, hidden=hidden))
+    doubled = config("finetuning", 2 * args.epochs, hidden=hidden)
+    doubled["train"]["batch_size"] = 128
+    shipped_step, shipped_rows = ER.training_step, heads_module._PerTaskHeads.forward_rows
+    rows: list[tuple[str, Any, Step, Callable[..., torch.Tensor]]] = [
+        ("er", er, shipped_step, shipped_rows),
+        ("er, replay batch drawn once per task", er, _replay_once_per_task(), shipped_rows),
+        ("er, heads pre-stacked", er, shipped_step, _pre_stacked_rows()),
+        ("er, one head", er, _one_head, shipped_rows),
+        ("finetuning 2x rows", parse_experiment(doubled), shipped_step, shipped_rows),
+    ]
+    run_experiment(finetuning)  # warm-up
+    try:
+        for name, cfg, step, forward_rows in rows:
+            ER.training_step, heads_module._PerTaskHeads.forward_rows = step, forward_rows  # type: ignore[method-assign]
+            run_experiment(cfg)  # warm-up
+            ours, base = [], []
+            for _ in range(args.repeats):
+                for runs, run_cfg in ((base, finetuning), (ours, cfg)):
+                    t0 = time.perf_counter()
+                    run_experiment(run_cfg)
+                    runs.append(time.perf_counter() - t0)
+            a, b = statistics.median(ours), statistics.median(base)
+            print(
+                f"{name:<37} {a:5.2f}s  finetuning {b:5.2f}s  {pair_ratio(ours, base)}; "
+                f"MLP 64-{'-'.join(map(str, hidden))}; {args.epochs} epochs x 5 tasks, {args.repeats} pairs)",
+                flush=True,
+            )
+    finally:
+        ER.training_step, heads_module._PerTaskHeads.forward_rows = shipped_step, shipped_rows  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    main()
