@@ -58,12 +58,25 @@ class Independent(CLAlgorithm):
         self.backbones[key].setup_task_id(task_id)  # type: ignore[operator]
 
     def on_task_start(self, task_id: int) -> None:
-        """Only the current task's backbone and head take gradients (and enter the optimiser)."""
+        """Only the current task's backbone and head take gradients (and enter the optimiser).
+
+        Heads whose one layer serves every task (``masked_multihead``) put the old tasks' rows in
+        the optimiser with the current task's: their gradient is 0 there, but weight decay would
+        still move them (Adam's L2 decay by about ``lr`` per step), so that pairing is refused."""
+        current = {id(m) for m in self.heads.heads_for(task_id)}
         for key, module in self.backbones.items():
             module.requires_grad_(key == str(task_id))
         for t in self.heads.task_ids:
             for head in self.heads.heads_for(t):
+                if t != task_id and id(head) in current and self.train_config.weight_decay > 0:
+                    raise ValueError(
+                        f"independent: train.weight_decay must be 0 with heads {type(self.heads).__name__}, "
+                        "whose one layer holds every task's classes: decay would move the rows of "
+                        "tasks already trained (use heads 'til')"
+                    )
                 head.requires_grad_(t == task_id)
+        for head in self.heads.heads_for(task_id):
+            head.requires_grad_(True)
 
     def forward(self, x: Tensor, stage: str, task_id: int) -> tuple[Tensor, dict[str, Tensor]]:  # type: ignore[override]
         feature, hidden = self.backbones[str(task_id)](x, stage=stage, task_id=task_id)

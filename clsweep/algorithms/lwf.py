@@ -19,6 +19,12 @@ What "the old outputs" are depends on the heads:
 - CIL (``HeadsCIL``): one softmax over the logits of every class of the earlier tasks (the first
   ``offset(current task)`` columns), as FACIL concatenates the old heads.
 
+The new task's cross-entropy in CIL ranges over the current task's classes by default (FACIL's
+LwF without exemplars), or over every class seen (``cil_cross_entropy: seen``, Mammoth's); in
+TIL it is the current head's. The same criterion is the validation loss. The paper's warm-up
+(training the new head alone before the joint phase, §3) is not done: FACIL's default
+(``--warmup-nepochs 0``) also skips it, and the paper reports it "not so crucial".
+
 The copy is not saved: it is rebuilt at each task start from the current weights, which after a
 checkpoint resume are the restored weights of the finished task, so a resumed run distils from
 the same model as an uninterrupted one. The copy runs in eval mode (FACIL ``model_old.eval()``).
@@ -71,7 +77,7 @@ class LwF(CLAlgorithm):
         x, y = batch[0], batch[1]
         feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)
         logits = self.heads(feature, self.task_id)
-        loss_cls = self.criterion(logits, y)
+        loss_cls = self._task_cross_entropy(logits, y, self.task_id)
         loss_distill = self.distillation_loss(x, feature)
         return {
             "loss": loss_cls + self.params.strength * loss_distill,
@@ -85,8 +91,17 @@ class LwF(CLAlgorithm):
         """CE + strength * distillation on the validation inputs: the criterion joansj/hat
         (src/approaches/lwf.py ``eval``) and FACIL (src/approach/lwf.py ``eval``) evaluate."""
         feature, _ = self.backbone(x, stage="validation", task_id=task_id)
-        loss_cls = nn.functional.cross_entropy(self.heads(feature, task_id), y)
+        loss_cls = self._task_cross_entropy(self.heads(feature, task_id), y, task_id)
         return loss_cls + self.params.strength * self.distillation_loss(x, feature)
+
+    def _task_cross_entropy(self, logits: Tensor, y: Tensor, task_id: int) -> Tensor:
+        """The new task's cross-entropy: in CIL with ``cil_cross_entropy: current``, over the
+        current task's columns against labels shifted to them; otherwise over ``logits`` as given."""
+        if isinstance(self.heads, HeadsCIL) and self.params.cil_cross_entropy == "current":
+            offset = self.heads.offset(task_id)
+            end = offset + self.heads.num_classes(task_id)
+            return nn.functional.cross_entropy(logits[:, offset:end], y - offset)
+        return nn.functional.cross_entropy(logits, y)
 
     def distillation_loss(self, x: Tensor, feature: Tensor) -> Tensor:
         """The distillation term on inputs ``x`` whose current backbone feature is ``feature``

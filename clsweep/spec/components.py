@@ -311,21 +311,26 @@ for _depth, (_block, _) in RESNET_DEPTHS.items():
 # Heads (no hyperparameters)
 # --------------------------------------------------------------------------------------------
 
-_HEADS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
-    ("til", "HeadsTIL", ("til",), "one linear head per task, created when the task arrives"),
-    ("cil", "HeadsCIL", ("cil",), "one head per task, logits of all seen tasks concatenated"),
-    ("dil", "HeadDIL", ("dil",), "one shared head for every task"),
-    ("mtl", "HeadsMTL", ("til",), "one head per task, routes batches with mixed task ids"),
-    ("stl", "HeadSTL", PARADIGMS, "a single head for a single-task run (num_tasks: 1)"),
+# tag "shared_layer": one parameter set serves every task, so an optimiser over the current
+# task's head holds the other tasks' outputs too
+_HEADS: tuple[tuple[str, str, tuple[str, ...], str, tuple[str, ...]], ...] = (
+    ("til", "HeadsTIL", ("til",), "one linear head per task, created when the task arrives", ()),
+    ("cil", "HeadsCIL", ("cil",), "one head per task, logits of all seen tasks concatenated", ()),
+    ("dil", "HeadDIL", ("dil",), "one shared head for every task", ("shared_layer",)),
+    ("mtl", "HeadsMTL", ("til",), "one head per task, routes batches with mixed task ids", ()),
+    ("stl", "HeadSTL", PARADIGMS, "a single head for a single-task run (num_tasks: 1)", ()),
     (
         "masked_multihead",
         "MaskedMultiHead",
         ("til",),
         "one layer over all classes; other tasks' logits masked per sample",
+        ("shared_layer",),
     ),
 )
-for _name, _cls, _paradigms, _summary in _HEADS:
-    register("heads", _name, f"clsweep.heads.heads:{_cls}", paradigms=_paradigms, summary=_summary)
+for _name, _cls, _paradigms, _summary, _tags in _HEADS:
+    register(
+        "heads", _name, f"clsweep.heads.heads:{_cls}", paradigms=_paradigms, summary=_summary, tags=_tags
+    )
 
 
 # --------------------------------------------------------------------------------------------

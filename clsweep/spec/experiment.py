@@ -320,6 +320,15 @@ def parse_experiment(raw: Any, *, prefix: tuple[object, ...] = ()) -> Experiment
                 f"must be 0 for {algo.name}: decay moves the weights old tasks rely on",
             )
         )
+    isolated = "isolated" in algo.entry.tags and "shared_layer" in heads.entry.tags
+    if isolated and shape.train.weight_decay > 0:
+        problems.append(
+            Problem(
+                prefix + ("train", "weight_decay"),
+                f"must be 0 for {algo.name} with heads {heads.name!r}, whose one layer holds every "
+                "task's classes: decay would move the rows of tasks already trained (use heads 'til')",
+            )
+        )
     if shape.evaluate_future and paradigm != "dil":
         problems.append(
             Problem(

@@ -187,3 +187,17 @@ def test_packnet_with_weight_decay_is_rejected(tmp_path: Path) -> None:
     )
     (line,) = _problems(tmp_path, text)
     assert "train.weight_decay: must be 0 for packnet" in line
+
+
+def test_independent_with_one_layer_heads_and_weight_decay_is_rejected(tmp_path: Path) -> None:
+    text = GOOD.replace("{name: finetuning}", "{name: independent}\nheads: {name: masked_multihead}")
+    load_experiment(_write(tmp_path, text))  # without decay: accepted
+    (line,) = _problems(tmp_path, text.replace("lr: 0.1}", "lr: 0.1, weight_decay: 0.01}"))
+    assert "train.weight_decay: must be 0 for independent with heads 'masked_multihead'" in line
+    # its per-task heads keep the old tasks' rows out of the optimiser: decay is fine there
+    load_experiment(
+        _write(
+            tmp_path,
+            text.replace("masked_multihead", "til").replace("lr: 0.1}", "lr: 0.1, weight_decay: 0.01}"),
+        )
+    )

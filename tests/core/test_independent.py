@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from clsweep import registry
 from clsweep.experiment import run_experiment
 from clsweep.spec import parse_experiment
+from clsweep.spec.experiment import TrainConfig
 
 
 def _independent(seed: int = 0) -> Any:
@@ -70,3 +72,34 @@ def test_no_forgetting_and_resume_gives_the_same_numbers(tmp_path: Path) -> None
     run_experiment(_cfg(), checkpoint_dir=tmp_path, max_tasks=2)
     resumed = run_experiment(_cfg(), resume_from=tmp_path)
     assert resumed.test_acc_matrix == whole.test_acc_matrix
+
+
+def test_one_layer_heads_keep_old_rows_only_without_weight_decay() -> None:
+    """masked_multihead's one layer is in the optimiser at every task, old tasks' rows included:
+    with no decay their zero gradient leaves them exactly where they were; with decay the
+    algorithm refuses (Adam's L2 decay would move them by about lr per step)."""
+    torch.manual_seed(0)
+    backbone = registry.create("backbone", "mlp", (1, 2, 2), hidden_dims=[5])
+    algorithm = registry.create(
+        "algorithm", "independent", backbone, registry.create("heads", "masked_multihead", 5)
+    )
+    algorithm.train_config = TrainConfig(optimizer="adam")
+    for t in (1, 2):
+        algorithm.setup_task(t, 3)
+    algorithm.on_task_start(2)
+    layer = algorithm.heads.layer
+    before = layer.weight.detach().clone()
+    optimiser = algorithm.make_optimizer(0.1)
+    for _ in range(3):
+        optimiser.zero_grad()
+        logits = algorithm.heads(
+            algorithm.backbones["2"](torch.randn(4, 1, 2, 2), stage="train", task_id=2)[0], 2
+        )
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0])).backward()
+        optimiser.step()
+    rows = algorithm.heads.offset(1), algorithm.heads.offset(2)
+    assert torch.equal(layer.weight[rows[0] : rows[1]], before[rows[0] : rows[1]])  # task 1's rows
+    assert not torch.equal(layer.weight[rows[1] :], before[rows[1] :])  # task 2's rows trained
+    algorithm.train_config = TrainConfig(optimizer="adam", weight_decay=0.01)
+    with pytest.raises(ValueError, match="weight_decay must be 0 with heads MaskedMultiHead"):
+        algorithm.on_task_start(2)

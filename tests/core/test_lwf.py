@@ -101,8 +101,12 @@ def test_validation_loss_is_the_training_criterion_on_the_validation_inputs() ->
     torch.testing.assert_close(got, ce + 0.7 * distil)
 
 
-def test_cil_distils_the_old_classes_logits_only() -> None:
-    algorithm = _model("cil", strength=1.0, temperature=2.0)
+@pytest.mark.parametrize("classes", ["current", "seen"])
+def test_cil_distils_the_old_classes_logits_only(classes: str) -> None:
+    """The old classes' columns are distilled; the new task's cross-entropy ranges over its own
+    classes (``current``, FACIL) or over every class seen (``seen``, Mammoth), in training and in
+    the validation loss alike."""
+    algorithm = _model("cil", strength=1.0, temperature=2.0, cil_cross_entropy=classes)
     old_backbone, old_heads = algorithm._old_model
     x, y = torch.randn(4, 1, 1, 3), torch.tensor([2, 3, 3, 2])  # global labels of task 2
     _move(algorithm)
@@ -111,7 +115,23 @@ def test_cil_distils_the_old_classes_logits_only() -> None:
     logits, old_logits = algorithm.heads(feature), old_heads(old_backbone(x, stage="test")[0])
     assert logits.shape == (4, 4)
     distil = distillation(logits[:, :2], old_logits[:, :2], 2.0)
-    torch.testing.assert_close(out["loss"], F.cross_entropy(logits, y) + distil)
+    # by hand: -log softmax over the classes the cross-entropy ranges over, at each label
+    columns = [2, 3] if classes == "current" else [0, 1, 2, 3]
+    ce = -sum(
+        row[label] - torch.logsumexp(row[columns], 0) for row, label in zip(logits, y.tolist(), strict=True)
+    ) / len(y)
+    torch.testing.assert_close(out["loss"], ce + distil)
+    torch.testing.assert_close(out["loss_cls"], ce)
+    algorithm.eval()
+    with torch.no_grad():
+        feature, old_feature = algorithm.backbone(x, stage="test")[0], old_backbone(x, stage="test")[0]
+        logits = algorithm.heads(feature)
+        ce = -sum(
+            row[label] - torch.logsumexp(row[columns], 0)
+            for row, label in zip(logits, y.tolist(), strict=True)
+        ) / len(y)
+        distil = distillation(logits[:, :2], old_heads(old_feature)[:, :2], 2.0)
+        torch.testing.assert_close(algorithm.validation_loss(x, y, 2), ce + distil)
 
 
 def test_first_task_has_no_distillation() -> None:

@@ -15,5 +15,6 @@ register(
     "independent",
     "clsweep.algorithms.independent:Independent",
     paradigms=("til",),
+    tags=("isolated",),  # old tasks' parameters never move: refused with decay on shared-layer heads
     summary="one freshly initialised backbone and head per task (no transfer; BWT exactly 0)",
 )

@@ -5,6 +5,8 @@ Implementation: :mod:`clsweep.algorithms.lwf`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from clsweep.registry import register
@@ -22,6 +24,13 @@ class LwFParams(BaseModel):
     temperature: float = Field(2.0, gt=0.0)
     """T of Li & Hoiem Eq. 2 (both distributions are softened as softmax(logits / T)): "We use
     T = 2 according to a grid search on a held out set" (p. 5); FACIL's default (`--T`)."""
+    cil_cross_entropy: Literal["current", "seen"] = "current"
+    """CIL only (TIL scores each task's own head either way): the classes the new task's
+    cross-entropy ranges over. `current`: the current task's classes alone, as FACIL's LwF without
+    exemplars (src/approach/lwf.py `criterion`: `cross_entropy(outputs[t], targets - task_offset[t])`)
+    and PyCIL's (the new classes' logits); the old classes are then shaped by distillation only.
+    `seen`: every class seen so far (Mammoth's models/lwf.py), which pushes the old classes' logits
+    down on every new sample; on split digits it forgets the old tasks almost entirely."""
 
 
 register(
