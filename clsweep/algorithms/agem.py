@@ -15,8 +15,8 @@ Mammoth's ``models/agem.py`` projects over ``self.parameters()`` (through flat `
 ``set_grads()`` copies there; here the dot products come from one flat copy on an accelerator and
 from per-parameter dot products on the CPU, and each ``.grad`` is updated in place). In TIL the
 current batch reaches only the new head and the memory only old heads, so the heads add nothing
-to the dot product; the projection then also moves old heads by ``-alpha g_ref``, which lowers
-their memory loss. Every trainable parameter leaves the step with a gradient (zero where neither
+to the dot product; the projection then gives old heads the gradient ``-alpha g_ref`` (alpha < 0
+on the steps that project, so it points along ``g_ref``), and the step lowers their memory loss. Every trainable parameter leaves the step with a gradient (zero where neither
 batch reaches it, or where nothing is projected), as the flat vector gives it, on every device
 alike: with plain SGD and no weight decay a zero gradient and no gradient update the same; with
 weight decay or momentum, old heads are decayed / carried on every step, where Finetuning leaves
@@ -116,6 +116,8 @@ class AGEM(CLAlgorithm):
         trainable = self._trainable
         size = self.params.reference_batch_size
         x, y, task_ids = self.memory.sample(self.train_config.batch_size if size is None else size)
+        # train stage, as Mammoth and the authors' code (train_phase: True): the memory batch sees
+        # dropout and enters batch-norm running statistics
         feature, _ = self.backbone(x, stage="train", task_id=self.task_id)
         loss = nn.functional.cross_entropy(self.heads.forward_rows(feature, task_ids), y)
         refs = torch.autograd.grad(loss, trainable, allow_unused=True)
