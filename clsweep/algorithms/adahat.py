@@ -34,8 +34,10 @@ optimiser's value from :data:`~clsweep.spec.components.ADAHAT_DEFAULT_ALPHA`: 1e
 AdamW (the paper's), 0.1 for SGD. On this short sequence HAT has free capacity left, so no alpha
 beats HAT's ACC; AdaHAT is meant for sequences that exhaust it (notes §3.5).
 
-Ablations of the reference (`variant`): `no_summative` replaces I by the number of previous
-tasks for every parameter; `no_sparsity` sets R_l = 0 (constant r = alpha / eps);
+Ablations of the reference (`variant`): `no_summative` replaces I by the task index t for every
+parameter, a* = r / (t + r) (AdaHAT §4.3; CLArena's `adahat_no_sum` divides by `self.task_id`,
+1-based), from task 2 on (task 1 has no previous task and is left unconditioned here, where
+CLArena's ablation scales task 1's gradients by r / (1 + r) too); `no_sparsity` sets R_l = 0 (constant r = alpha / eps);
 `constant_alpha` multiplies the gradients of protected parameters by alpha (HAT-const-alpha;
 with soft masks, protection is the cumulative soft mask: 1 - m (1 - alpha)).
 """
@@ -101,7 +103,7 @@ class AdaHAT(HAT):
                 self._importance.append((name, layer.bias, b_imp.detach().clone(), b_cum))
         if self.params.variant == "no_summative":
             self._importance = [
-                (n, p, torch.full_like(i, float(task_id - 1)), m) for n, p, i, m in self._importance
+                (n, p, torch.full_like(i, float(task_id)), m) for n, p, i, m in self._importance
             ]
 
     def layer_sparsity(self) -> dict[str, Tensor]:

@@ -97,6 +97,28 @@ def test_sgd_default_alpha_moves_a_protected_weight_in_a_real_step() -> None:
     assert ratio.min() > 1e-2 and ratio.max() < 1.0, ratio
 
 
+def test_no_summative_scales_every_gradient_by_r_over_task_index_plus_r() -> None:
+    """The ablation AdaHAT-no-sum (§4.3; CLArena's ``adahat_no_sum``): a* = r / (t + r) with t the
+    current task's index, the same for every parameter of a layer, used by an earlier task or not."""
+    adahat: AdaHAT = tiny_algorithm("adahat", variant="no_summative", alpha=0.3)
+    adahat.train_config = TrainConfig(optimizer="sgd")
+    store(adahat.backbone, 1, {"fc/0": [1, -1], "fc/1": [1, -1, -1]})  # tasks 1, 2 used some units
+    store(adahat.backbone, 2, {"fc/0": [1, -1], "fc/1": [-1, 1, -1]})
+    for t in (1, 2, 3):
+        adahat.setup_task(t, 2)
+    adahat.on_task_start(3)
+    out = adahat.training_step((torch.randn(8, 3), torch.randint(0, 2, (8,))), 0)
+    out["loss"].backward()
+    sparsity = {name: float(r) for name, r in adahat.layer_sparsity().items()}
+    layers = {name: adahat.backbone.get_layer_by_name(name) for name in ("fc/0", "fc/1")}
+    raw = {name: (layer.weight.grad.clone(), layer.bias.grad.clone()) for name, layer in layers.items()}
+    adahat.condition_weight_gradients()
+    for name, layer in layers.items():
+        r = 0.3 / (sparsity[name] + 0.1)  # eps 0.1; R_l is 0 on layers this narrow (min_free_units)
+        torch.testing.assert_close(layer.weight.grad, raw[name][0] * (r / (3 + r)))
+        torch.testing.assert_close(layer.bias.grad, raw[name][1] * (r / (3 + r)))
+
+
 def step(cbphat: CBPHAT, x: Tensor, y: Tensor) -> dict[str, Any]:
     out = cbphat.training_step((x, y), 0)
     cbphat.on_train_batch_end(out, (x, y), 0)

@@ -61,7 +61,7 @@ class AdaHATParams(HATParams):
     plain SGD applies the scale to the update, so its useful range is about 1e-3..1."""
     eps: float = Field(0.1, gt=0.0)  # AdaHAT code default epsilon 0.1
     variant: Literal["adahat", "no_summative", "no_sparsity", "constant_alpha"] = "adahat"
-    """The reference's ablations: importance replaced by the task count (no_summative), sparsity
+    """The reference's ablations: importance replaced by the task index t (no_summative), sparsity
     R_l := 0 (no_sparsity), or a constant alpha multiplier on protected parameters (constant_alpha)."""
 
 
