@@ -9,8 +9,11 @@ importance gains a term learned from the activations:
    (annealed) mask, v_li = mean_batch |h_li| * sum_k |w_out_lik| * m_li, is min-max normalised
    over the layer's units (a layer whose units all score alike gives 0) and accumulated,
    U_l <- eta U_l + v_l (eta: `utility_decay`);
-2. at the end of the task the unit importance grows by the mean over the task's steps,
-   I_l += U_l / steps;
+2. at the end of the task the unit importance grows by the decayed sum divided by the task's
+   step count, I_l += U_l / steps (the reference's formula). With eta < 1 this is not a mean of
+   the step utilities: U_l tends to v / (1 - eta) while steps keeps growing, so for a constant v
+   and eta 0.99 the increment is 0.96 v after 10 steps, 0.63 v after 100 and 0.10 v after 1000.
+   CBPHAT's weight on the utility therefore shrinks as epochs x batches per task grow;
 3. the parameter importance is I spread over the parameters with the HAT `aggregation` knob
    (min or max of the two units' importance, as for the masks), added to AdaHAT's summative-mask
    importance: a* = r / (I_param + M_sum_param + r), r = alpha / (R_l + eps).
@@ -69,7 +72,7 @@ class CBPHAT(AdaHAT):
         self.utility = UnitBuffers(backbone.mask_units)
         """U of the current task, per gated layer (reset at each task start)."""
         self.unit_importance = UnitBuffers(backbone.mask_units)
-        """I over the finished tasks: the sum of their mean step utilities."""
+        """I over the finished tasks: the sum of their U / steps at each task's end."""
         self.register_buffer("utility_steps", torch.zeros((), dtype=torch.long))
         # consumers[source] = [(layer reading it, repeat)], from the backbone's declared inputs
         self._consumers: dict[str, list[tuple[str, int]]] = {n: [] for n in backbone.weighted_layer_names}
