@@ -24,60 +24,55 @@ Run:  .venv/bin/python benchmarks/bench_er_step.py [--epochs 10] [--repeats 5] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import torch
 from bench_loop import config, hidden_widths, pair_ratio
 from torch import nn
 
 from clsweep.algorithms.er import ER
+from clsweep.algorithms.replay_buffer import ReservoirMemory
 from clsweep.experiment import run_experiment
 from clsweep.heads import heads as heads_module
 from clsweep.spec import parse_experiment
 
-Step = Callable[..., Any]
+Patches = dict[tuple[type, str], Callable[..., Any]]
+"""An ablation: the methods it replaces, by (class, name); ER's training step itself is never
+replaced, so each row differs from ER by the one part it names."""
 
 
-def _outputs(logits: torch.Tensor, y: torch.Tensor, hidden: Any) -> dict[str, Any]:
-    loss = nn.functional.cross_entropy(logits, y)
-    return {
-        "loss": loss,
-        "loss_cls": loss,
-        "acc": (logits.argmax(1) == y).float().mean(),
-        "hidden_features": hidden,
-    }
+def _replay_once_per_task() -> Patches:
+    """The replay memory answers every draw of a task with that task's first draw."""
+    drawn: list[tuple[torch.Tensor, ...]] = []
+    shipped_sample, shipped_start = ReservoirMemory.sample, ER.on_task_start
+
+    def sample(self: ReservoirMemory, n: int) -> tuple[torch.Tensor, ...]:
+        if not drawn:
+            drawn.append(shipped_sample(self, n))
+        return drawn[0]
+
+    def on_task_start(self: ER, task_id: int) -> None:
+        drawn.clear()
+        shipped_start(self, task_id)
+
+    return {(ReservoirMemory, "sample"): sample, (ER, "on_task_start"): on_task_start}
 
 
-def _replay_once_per_task() -> Step:
-    drawn: dict[int, tuple[torch.Tensor, ...]] = {}
+def _one_head() -> Patches:
+    """Every row of a mixed batch scored by the newest task's head (ER's current task)."""
 
-    def step(self: ER, batch: Any, batch_idx: int) -> dict[str, Any]:
-        x, y, t = batch
-        if len(self.memory):
-            if self.task_id not in drawn:
-                drawn.clear()
-                drawn[self.task_id] = self.memory.sample(self._replay_batch_size())
-            mx, my, mt = drawn[self.task_id]
-            x, y, t = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
-        feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)
-        return _outputs(self.heads.forward_rows(feature, t), y, hidden)
+    def forward_rows(self: Any, feature: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        return self(feature, self.task_ids[-1])
 
-    return step
+    return {(heads_module._PerTaskHeads, "forward_rows"): forward_rows}
 
 
-def _one_head(self: ER, batch: Any, batch_idx: int) -> dict[str, Any]:
-    x, y, t = batch
-    if len(self.memory):
-        mx, my, mt = self.memory.sample(self._replay_batch_size())
-        x, y, t = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, t])
-    feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)
-    return _outputs(self.heads(feature, self.task_id), y, hidden)
-
-
-def _pre_stacked_rows() -> Callable[..., torch.Tensor]:
+def _pre_stacked_rows() -> Patches:
     """forward_rows over one weight pair per number of tasks set up (equal widths, ids 1..P)."""
     made: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}
 
@@ -98,7 +93,7 @@ def _pre_stacked_rows() -> Callable[..., torch.Tensor]:
         rows = task_ids + torch.arange(-1, n * count - 1, count, device=logits.device)
         return logits.reshape(n * count, width).index_select(0, rows)
 
-    return forward_rows
+    return {(heads_module._PerTaskHeads, "forward_rows"): forward_rows}
 
 
 def main() -> None:
@@ -113,18 +108,18 @@ def main() -> None:
     er = parse_experiment(config("er", args.epochs, hidden=hidden))
     doubled = config("finetuning", 2 * args.epochs, hidden=hidden)
     doubled["train"]["batch_size"] = 128
-    shipped_step, shipped_rows = ER.training_step, heads_module._PerTaskHeads.forward_rows
-    rows: list[tuple[str, Any, Step, Callable[..., torch.Tensor]]] = [
-        ("er", er, shipped_step, shipped_rows),
-        ("er, replay batch drawn once per task", er, _replay_once_per_task(), shipped_rows),
-        ("er, heads pre-stacked", er, shipped_step, _pre_stacked_rows()),
-        ("er, one head", er, _one_head, shipped_rows),
-        ("finetuning 2x rows", parse_experiment(doubled), shipped_step, shipped_rows),
+    rows: list[tuple[str, Any, Patches]] = [
+        ("er", er, {}),
+        ("er, replay batch drawn once per task", er, _replay_once_per_task()),
+        ("er, heads pre-stacked", er, _pre_stacked_rows()),
+        ("er, one head", er, _one_head()),
+        ("finetuning 2x rows", parse_experiment(doubled), {}),
     ]
     run_experiment(finetuning)  # warm-up
-    try:
-        for name, cfg, step, forward_rows in rows:
-            ER.training_step, heads_module._PerTaskHeads.forward_rows = step, forward_rows  # type: ignore[method-assign]
+    for name, cfg, patches in rows:
+        with contextlib.ExitStack() as stack:
+            for (owner, attribute), replacement in patches.items():
+                stack.enter_context(mock.patch.object(owner, attribute, replacement))
             run_experiment(cfg)  # warm-up
             ours, base = [], []
             for _ in range(args.repeats):
@@ -132,14 +127,12 @@ def main() -> None:
                     t0 = time.perf_counter()
                     run_experiment(run_cfg)
                     runs.append(time.perf_counter() - t0)
-            a, b = statistics.median(ours), statistics.median(base)
-            print(
-                f"{name:<37} {a:5.2f}s  finetuning {b:5.2f}s  {pair_ratio(ours, base)}; "
-                f"MLP 64-{'-'.join(map(str, hidden))}; {args.epochs} epochs x 5 tasks, {args.repeats} pairs)",
-                flush=True,
-            )
-    finally:
-        ER.training_step, heads_module._PerTaskHeads.forward_rows = shipped_step, shipped_rows  # type: ignore[method-assign]
+        a, b = statistics.median(ours), statistics.median(base)
+        print(
+            f"{name:<37} {a:5.2f}s  finetuning {b:5.2f}s  {pair_ratio(ours, base)}; "
+            f"MLP 64-{'-'.join(map(str, hidden))}; {args.epochs} epochs x 5 tasks, {args.repeats} pairs)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
