@@ -37,9 +37,10 @@ beats HAT's ACC; AdaHAT is meant for sequences that exhaust it (notes §3.5).
 Ablations of the reference (`variant`): `no_summative` replaces I by the task index t for every
 parameter, a* = r / (t + r) (AdaHAT §4.3; CLArena's `adahat_no_sum` divides by `self.task_id`,
 1-based), from task 2 on (task 1 has no previous task and is left unconditioned here, where
-CLArena's ablation scales task 1's gradients by r / (1 + r) too); `no_sparsity` sets R_l = 0 (constant r = alpha / eps);
-`constant_alpha` multiplies the gradients of protected parameters by alpha (HAT-const-alpha;
-with soft masks, protection is the cumulative soft mask: 1 - m (1 - alpha)).
+CLArena's ablation scales task 1's gradients by r / (1 + r) too); `no_sparsity` sets R_l = 0
+(constant r = alpha / eps); `constant_alpha` multiplies the gradients of protected parameters by
+alpha (HAT-const-alpha; with soft masks, protection is the cumulative soft mask: 1 - m (1 -
+alpha)).
 """
 
 from __future__ import annotations

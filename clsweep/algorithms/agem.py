@@ -16,7 +16,8 @@ Mammoth's ``models/agem.py`` projects over ``self.parameters()`` (through flat `
 from per-parameter dot products on the CPU, and each ``.grad`` is updated in place). In TIL the
 current batch reaches only the new head and the memory only old heads, so the heads add nothing
 to the dot product; the projection then gives old heads the gradient ``-alpha g_ref`` (alpha < 0
-on the steps that project, so it points along ``g_ref``), and the step lowers their memory loss. Every trainable parameter leaves the step with a gradient (zero where neither
+on the steps that project, so it points along ``g_ref``), and the step lowers their memory loss.
+Every trainable parameter leaves the step with a gradient (zero where neither
 batch reaches it, or where nothing is projected), as the flat vector gives it, on every device
 alike: with plain SGD and no weight decay a zero gradient and no gradient update the same; with
 weight decay or momentum, old heads are decayed / carried on every step, where Finetuning leaves

@@ -25,7 +25,8 @@ choice (the empirical Fisher; the exact expectation is not offered yet).
 Only the backbone is penalised, as FACIL keeps importance weights "for the model, but not for the
 heads": in TIL an old task's head takes no gradient from later tasks anyway; in CIL the old heads
 stay trainable and unpenalised here, where FACIL, without exemplars, takes them out of the
-optimiser (``_get_optimizer`` in src/approach/incremental_learning.py). Online: F* <- gamma F* + F_t and the penalty weighs with F* (Mammoth's
+optimiser (``_get_optimizer`` in src/approach/incremental_learning.py). Online:
+F* <- gamma F* + F_t and the penalty weighs with F* (Mammoth's
 ``models/ewc_on.py``; GMvandeVen multiplies by gamma once more in the penalty, the same at the
 default gamma = 1). Fishers and anchors travel in ``extra_state`` (one pair per finished
 task offline, one pair online).

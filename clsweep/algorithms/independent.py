@@ -63,19 +63,19 @@ class Independent(CLAlgorithm):
         Heads whose one layer serves every task (``masked_multihead``) put the old tasks' rows in
         the optimiser with the current task's: their gradient is 0 there, but weight decay would
         still move them (Adam's L2 decay by about ``lr`` per step), so that pairing is refused."""
-        current = {id(m) for m in self.heads.heads_for(task_id)}
+        current = self.heads.heads_for(task_id)
+        old = [h for t in self.heads.task_ids if t != task_id for h in self.heads.heads_for(t)]
+        if self.train_config.weight_decay > 0 and any(h is c for h in old for c in current):
+            raise ValueError(
+                f"independent: train.weight_decay must be 0 with heads {type(self.heads).__name__}, "
+                "whose one layer holds every task's classes: decay would move the rows of "
+                "tasks already trained (use heads 'til')"
+            )
         for key, module in self.backbones.items():
             module.requires_grad_(key == str(task_id))
-        for t in self.heads.task_ids:
-            for head in self.heads.heads_for(t):
-                if t != task_id and id(head) in current and self.train_config.weight_decay > 0:
-                    raise ValueError(
-                        f"independent: train.weight_decay must be 0 with heads {type(self.heads).__name__}, "
-                        "whose one layer holds every task's classes: decay would move the rows of "
-                        "tasks already trained (use heads 'til')"
-                    )
-                head.requires_grad_(t == task_id)
-        for head in self.heads.heads_for(task_id):
+        for head in old:
+            head.requires_grad_(False)
+        for head in current:  # after the old ones: a shared layer is the current task's too
             head.requires_grad_(True)
 
     def forward(self, x: Tensor, stage: str, task_id: int) -> tuple[Tensor, dict[str, Tensor]]:  # type: ignore[override]
