@@ -3,16 +3,16 @@
 ER's target is at most 1.5x Finetuning (``bench_loop.py --baselines er``). This script splits the
 gap: each row below is ER with one part of its step replaced, timed side by side with Finetuning
 (same data, MLP, budget; runs interleaved, the ratio the median of adjacent pairs' ratios as in
-``bench_loop.py``). The ablations are timing tools only: they train something other than ER (the
-numbers they reach mean nothing), and they exist only inside this process.
+``bench_loop.py``). The replay and one-head ablations are timing tools only: they train something
+other than ER (the numbers they reach mean nothing); all of them exist only inside this process.
 
-- ``er``: the method as shipped.
+- ``er``: the method as shipped: in TIL the heads of every task set up are stacked into one weight
+  pair for the task's training (``clsweep.heads.stacked``).
+- ``er, heads' own parameters``: the heads not stacked, so each step concatenates the present
+  heads' weights, autograd splits the gradient back per head and the optimiser updates two
+  tensors per task (what ER shipped before the stack; the same numbers when every task is present).
 - ``er, replay batch drawn once per task``: the replay batch of each task's first step is reused
   for the whole task (the cost of the replay draw: a permutation and three gathers per step).
-- ``er, heads pre-stacked``: the stacked weight of the heads present, which the TIL heads build
-  with two concatenations per step from one parameter pair per task, replaced by one weight pair
-  created once per task and kept out of the optimiser. What storing all heads in one parameter
-  could save at best (no concatenation, no gradient split back per task, fewer tensors to update).
 - ``er, one head``: every row scored by the current task's head (no per-task heads at all): the
   step's cost with no head bookkeeping, the floor of what ER's own work costs.
 - ``finetuning 2x rows``: Finetuning whose every step trains on 128 rows, as many as ER's current
@@ -38,7 +38,7 @@ from torch import nn
 from clsweep.algorithms.er import ER
 from clsweep.algorithms.replay_buffer import ReservoirMemory
 from clsweep.experiment import run_experiment
-from clsweep.heads import heads as heads_module
+from clsweep.heads.stacked import StackedHeads
 from clsweep.spec import parse_experiment
 
 Patches = dict[tuple[type, str], Callable[..., Any]]
@@ -66,34 +66,16 @@ def _replay_once_per_task() -> Patches:
 def _one_head() -> Patches:
     """Every row of a mixed batch scored by the newest task's head (ER's current task)."""
 
-    def forward_rows(self: Any, feature: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        return self(feature, self.task_ids[-1])
+    def forward_rows(self: StackedHeads, feature: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        width = self.widths[-1]
+        return nn.functional.linear(feature, self.weight[-width:], self.bias[-width:])
 
-    return {(heads_module._PerTaskHeads, "forward_rows"): forward_rows}
+    return {(StackedHeads, "forward_rows"): forward_rows}
 
 
-def _pre_stacked_rows() -> Patches:
-    """forward_rows over one weight pair per number of tasks set up (equal widths, ids 1..P)."""
-    made: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}
-
-    def forward_rows(self: Any, feature: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        ids = list(self._classes)
-        width, count = self._classes[ids[0]], len(ids)
-        if count == 1:
-            head = self.heads[str(ids[0])]
-            return nn.functional.linear(feature, head.weight, head.bias)
-        if count not in made:
-            made.clear()
-            weight = torch.cat([self.heads[str(t)].weight for t in ids]).detach()
-            bias = torch.cat([self.heads[str(t)].bias for t in ids]).detach()
-            made[count] = (nn.Parameter(weight), nn.Parameter(bias))
-        weight, bias = made[count]
-        logits = torch.addmm(bias, feature, weight.t())
-        n = feature.shape[0]
-        rows = task_ids + torch.arange(-1, n * count - 1, count, device=logits.device)
-        return logits.reshape(n * count, width).index_select(0, rows)
-
-    return {(heads_module._PerTaskHeads, "forward_rows"): forward_rows}
+def _heads_own_parameters() -> Patches:
+    """No stack: ER scores its batches with ``heads.forward_rows`` over the heads' own parameters."""
+    return {(StackedHeads, "supports"): staticmethod(lambda heads: False)}
 
 
 def main() -> None:
@@ -110,8 +92,8 @@ def main() -> None:
     doubled["train"]["batch_size"] = 128
     rows: list[tuple[str, Any, Patches]] = [
         ("er", er, {}),
+        ("er, heads' own parameters", er, _heads_own_parameters()),
         ("er, replay batch drawn once per task", er, _replay_once_per_task()),
-        ("er, heads pre-stacked", er, _pre_stacked_rows()),
         ("er, one head", er, _one_head()),
         ("finetuning 2x rows", parse_experiment(doubled), {}),
     ]

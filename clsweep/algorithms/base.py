@@ -144,10 +144,14 @@ class CLAlgorithm(L.LightningModule):
         validates on their splits too (Joint: tasks 1..t)."""
         return [(data.val_x, data.val_y, task_id)]
 
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        """What :meth:`make_optimizer` updates: every trainable parameter."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        """A fresh optimiser over the trainable parameters at ``lr``, the rest from the train config."""
+        """A fresh optimiser over :meth:`optimizer_parameters` at ``lr``, the rest from the train config."""
         cfg = self.train_config
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.optimizer_parameters()
         if cfg.optimizer == "sgd":
             # foreach: one call over all parameters, where SGD's default off CUDA is a Python loop
             # per parameter (a visible share of a small model's step, more so with a head per

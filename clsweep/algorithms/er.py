@@ -14,6 +14,15 @@ phases, replay but write nothing), so the reservoir stays a uniform sample over 
 rather than being biased towards the tasks that were trained longer. Mammoth instead re-adds every
 epoch's batches (each sample counted once per epoch).
 
+The heads while a task trains (TIL): the heads of every task set up so far are held in one
+weight matrix and one bias vector (:class:`~clsweep.heads.stacked.StackedHeads`, built with each
+optimiser, released at the task's end), so a step scores its mixed batch with one matrix product
+and the optimiser updates two head tensors, not two per task. Every seen task's head therefore
+takes part in every step, with a zero gradient when the batch holds none of its rows (momentum and
+weight decay reach it then too, as they reach every class of Mammoth's single classifier); a step
+whose batch holds rows of every task gives the same numbers as scoring with the heads' own
+parameters. CIL and one-layer heads are scored by ``heads.forward_rows`` as they are.
+
 State in the checkpoint (``extra_state``): the buffer rows and the stream count. Randomness (the
 reservoir draws, the replay batches) comes from the global generator, which the task loop seeds at
 every task start, so a resumed run replays the same numbers.
@@ -29,6 +38,7 @@ from torch import Tensor, nn
 from clsweep.algorithms.base import CLAlgorithm
 from clsweep.algorithms.replay_buffer import ReservoirMemory
 from clsweep.backbones.base import CLBackbone
+from clsweep.heads.stacked import StackedHeads
 from clsweep.spec.methods.er import ERParams
 
 __all__ = ["ER"]
@@ -43,6 +53,8 @@ class ER(CLAlgorithm):
         super().__init__(backbone, heads, params=params)
         self.memory = ReservoirMemory(self.params.buffer_size)
         self._epoch = 0
+        self._stack: StackedHeads | None = None
+        """The heads stacked for the optimiser being used (TIL), from make_optimizer to task end."""
 
     def on_task_data(self, task_id: int, data: Any) -> None:
         self.memory.to(data.train_x.device)  # a resumed memory comes back on the CPU
@@ -52,6 +64,24 @@ class ER(CLAlgorithm):
 
     def on_train_epoch_start(self) -> None:
         self._epoch += 1
+
+    def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """Stack the heads afresh (every task set up, the current one included), then build the
+        optimiser over the stack in place of the heads' own parameters."""
+        self._stack = StackedHeads(self.heads) if StackedHeads.supports(self.heads) else None
+        return super().make_optimizer(lr)
+
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        params = super().optimizer_parameters()
+        if self._stack is None:
+            return params
+        members = {id(p) for p in self._stack.members}
+        return [p for p in params if id(p) not in members] + self._stack.parameters()
+
+    def on_task_end(self, task_id: int) -> None:
+        if self._stack is not None:  # the heads own their storage again before evaluation and checkpoint
+            self._stack.release()
+            self._stack = None
 
     def _replay_batch_size(self) -> int:
         size = self.params.replay_batch_size
@@ -63,7 +93,8 @@ class ER(CLAlgorithm):
             mx, my, mt = self.memory.sample(self._replay_batch_size())
             x, y, task_ids = torch.cat([mx, x]), torch.cat([my, y]), torch.cat([mt, task_ids])
         feature, hidden = self.backbone(x, stage="train", task_id=self.task_id)
-        logits = self.heads.forward_rows(feature, task_ids)
+        score = self.heads.forward_rows if self._stack is None else self._stack.forward_rows
+        logits = score(feature, task_ids)
         loss = nn.functional.cross_entropy(logits, y)
         # the step's metrics are those of the batch it trains on, B_n u B_M (as Joint's are of its
         # mixed batch): computing the current rows' apart would cost every step for nothing read

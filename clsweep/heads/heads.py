@@ -47,6 +47,28 @@ def _positions(ids: list[int], task_ids: Tensor) -> Tensor:
     return torch.tensor(lookup, device=task_ids.device)[task_ids]
 
 
+def own_blocks(logits: Tensor, ids: list[int], widths: list[int], task_ids: Tensor) -> Tensor:
+    """Each row's own task's columns out of ``logits`` computed by the heads of ``ids`` at once.
+
+    ``logits``: ``(N, sum of widths)``, the columns of task ``ids[i]`` (ascending, with
+    ``widths[i]`` classes) in that order; ``task_ids``: each row's task, one of ``ids``. Row ``n``
+    of the result holds its task's logits, padded on the right to the widest task with
+    :data:`MASKING_VALUE` (as :meth:`TaskHeads.forward_rows` returns them)."""
+    n, count, lo = logits.shape[0], len(ids), ids[0]
+    width = max(widths)
+    consecutive = ids[-1] - lo + 1 == count  # then a row's position among the ids is id - lo
+    if min(widths) == width:  # equal widths: row n's block is row n * P + position of a view
+        if consecutive:
+            rows = task_ids + torch.arange(-lo, n * count - lo, count, device=logits.device)
+        else:
+            rows = _positions(ids, task_ids) + torch.arange(0, n * count, count, device=logits.device)
+        return logits.reshape(n * count, width).index_select(0, rows)
+    position = task_ids - lo if consecutive else _positions(ids, task_ids)
+    counts = torch.tensor(widths, device=logits.device)
+    starts = torch.cumsum(counts, 0) - counts
+    return row_blocks(logits, starts[position], counts[position], width, MASKING_VALUE)
+
+
 class _PerTaskHeads(TaskHeads):
     """An ``nn.Linear`` per task in ``self.heads`` (keys ``"1"``, ``"2"``, ...)."""
 
@@ -83,20 +105,7 @@ class _PerTaskHeads(TaskHeads):
         weight = torch.cat([h.weight for h in heads])
         bias = torch.cat([h.bias for h in heads])
         logits = torch.addmm(bias, feature, weight.t())  # (N, sum of the present tasks' k)
-        n, count, lo = feature.shape[0], len(heads), ids[0]
-        widths = [h.out_features for h in heads]
-        width = max(widths)
-        consecutive = ids[-1] - lo + 1 == count  # then a row's position among the ids is id - lo
-        if min(widths) == width:  # equal widths: row n's block is row n * P + position of a view
-            if consecutive:
-                rows = task_ids + torch.arange(-lo, n * count - lo, count, device=logits.device)
-            else:
-                rows = _positions(ids, task_ids) + torch.arange(0, n * count, count, device=logits.device)
-            return logits.reshape(n * count, width).index_select(0, rows)
-        position = task_ids - lo if consecutive else _positions(ids, task_ids)
-        counts = torch.tensor(widths, device=logits.device)
-        starts = torch.cumsum(counts, 0) - counts
-        return row_blocks(logits, starts[position], counts[position], width, MASKING_VALUE)
+        return own_blocks(logits, ids, [h.out_features for h in heads], task_ids)
 
 
 class HeadsTIL(_PerTaskHeads):

@@ -174,3 +174,47 @@ def test_mixed_task_cross_entropy_of_tasks_with_different_class_counts() -> None
     expected = torch.autograd.grad(want.sum(), [feature, *heads.parameters()])
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e)
+
+
+def test_the_optimiser_updates_the_stacked_heads_until_the_task_ends() -> None:
+    """TIL: make_optimizer stacks every head set up (StackedHeads) and optimises the stack in place
+    of the heads' own parameters; on_task_end gives the heads their own storage back."""
+    algorithm = build("til")
+    optimizer = algorithm.make_optimizer(0.1)
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    stack = algorithm._stack
+    assert stack is not None and {id(p) for p in stack.parameters()} <= optimised
+    assert not optimised & {id(p) for p in algorithm.heads.parameters()}
+    assert {id(p) for p in algorithm.backbone.parameters()} <= optimised
+    algorithm.on_task_end(2)
+    assert algorithm._stack is None
+    assert stack.weight.data_ptr() not in {p.data_ptr() for p in algorithm.heads.parameters()}
+    cil = build("cil")
+    cil.make_optimizer(0.1)
+    assert cil._stack is None  # CIL rows range over every class: scored by the heads as they are
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_stacked_heads_train_to_the_numbers_of_the_heads_own_parameters(
+    optimizer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every step's batch holds rows of every task here (a buffer of both tasks), so the stacked
+    heads must give ER's numbers with the heads' own parameters exactly, momentum and decay on."""
+    from clsweep.heads.stacked import StackedHeads
+
+    train = {"epochs": 2, "batch_size": 32, "lr": 0.1 if optimizer == "sgd" else 0.01, "optimizer": optimizer}
+    train |= {"momentum": 0.9} if optimizer == "sgd" else {}
+    cfg = parse_experiment(
+        {
+            "seed": 0,
+            "benchmark": {"name": "permuted", "source": "synthetic", "num_tasks": 2},
+            "backbone": {"name": "mlp", "hidden_dims": [16]},
+            "algorithm": {"name": "er", "buffer_size": 50},
+            "train": {**train, "weight_decay": 0.01},
+        }
+    )
+    stacked = run_experiment(cfg)
+    monkeypatch.setattr(StackedHeads, "supports", staticmethod(lambda heads: False))
+    own = run_experiment(cfg)
+    assert stacked.test_acc_matrix == own.test_acc_matrix
+    assert [t["loss_train"] for t in stacked.per_task] == [t["loss_train"] for t in own.per_task]
