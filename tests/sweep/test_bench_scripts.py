@@ -92,8 +92,8 @@ def test_bench_er_step_prints_er_beside_each_ablation_of_its_step():
     rows = {re.split(r"\s{2,}", line)[0]: line.split() for line in printed if " ratio " in line}
     assert list(rows) == [
         "er",
+        "er, heads' own parameters",
         "er, replay batch drawn once per task",
-        "er, heads pre-stacked",
         "er, one head",
         "finetuning 2x rows",
     ]
